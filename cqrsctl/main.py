@@ -1,0 +1,21 @@
+"""`cqrsctl`: the operators' console script. Each subcommand group lives in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from cqrsctl import schemas_cmd, stack_cmd
+
+app = typer.Typer(
+    name="cqrsctl",
+    help="Operate the event-sourced CQRS pipeline on Kafka.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+stack_cmd.register(app)
+schemas_cmd.register(app)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,82 @@
+"""Where Kafka and Postgres are, and with which credentials, read from the environment.
+
+Every worker, client and tool reads its connection settings here, so the same code runs
+against the local stack and inside a Kubernetes cluster (where Secrets set the variables).
+When a variable is unset, the local stack's state file (written by `cqrsctl up`) fills in
+the bootstrap servers and the DSN.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_ca_location: str | None = None
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every producer, consumer and admin client."""
+        cfg: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            cfg["sasl.mechanism"] = self.sasl_mechanism
+            cfg["sasl.username"] = self.sasl_username or ""
+            cfg["sasl.password"] = self.sasl_password or ""
+        if self.ssl_ca_location:
+            cfg["ssl.ca.location"] = self.ssl_ca_location
+        return cfg
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka: KafkaSettings
+    postgres_dsn: str = field(repr=False)
+
+
+ENV_BOOTSTRAP = "CQRS_KAFKA_BOOTSTRAP_SERVERS"
+ENV_SECURITY_PROTOCOL = "CQRS_KAFKA_SECURITY_PROTOCOL"
+ENV_SASL_MECHANISM = "CQRS_KAFKA_SASL_MECHANISM"
+ENV_SASL_USERNAME = "CQRS_KAFKA_SASL_USERNAME"
+ENV_SASL_PASSWORD = "CQRS_KAFKA_SASL_PASSWORD"
+ENV_SSL_CA = "CQRS_KAFKA_SSL_CA_LOCATION"
+ENV_PG_DSN = "CQRS_POSTGRES_DSN"
+
+
+class SettingsError(RuntimeError):
+    pass
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    bootstrap = env.get(ENV_BOOTSTRAP)
+    dsn = env.get(ENV_PG_DSN)
+    if not bootstrap or not dsn:
+        from deploy.local.state import read_state
+
+        state = read_state()
+        if state is not None:
+            bootstrap = bootstrap or state.bootstrap_servers
+            dsn = dsn or state.postgres_dsn
+    if not bootstrap:
+        raise SettingsError(f"no Kafka bootstrap servers: set {ENV_BOOTSTRAP} or run `cqrsctl up`")
+    if not dsn:
+        raise SettingsError(f"no Postgres DSN: set {ENV_PG_DSN} or run `cqrsctl up`")
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap,
+        security_protocol=env.get(ENV_SECURITY_PROTOCOL, "PLAINTEXT"),
+        sasl_mechanism=env.get(ENV_SASL_MECHANISM) or None,
+        sasl_username=env.get(ENV_SASL_USERNAME) or None,
+        sasl_password=env.get(ENV_SASL_PASSWORD) or None,
+        ssl_ca_location=env.get(ENV_SSL_CA) or None,
+    )
+    return Settings(kafka=kafka, postgres_dsn=dsn)
