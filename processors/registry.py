@@ -1,0 +1,80 @@
+"""Discovers bounded contexts and maps command and event types to their aggregate types.
+
+Contexts register through the `kafka_cqrs.contexts` entry-point group (see pyproject.toml),
+so adding a context is a new package plus one entry point: the runtime never imports a
+context by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import cache
+from importlib.metadata import entry_points
+from typing import Any
+
+from processors.domain import AggregateType, BoundedContext
+
+ENTRY_POINT_GROUP = "kafka_cqrs.contexts"
+
+
+class UnknownContext(LookupError):
+    pass
+
+
+class UnknownMessageType(LookupError):
+    pass
+
+
+class Registry:
+    def __init__(self, contexts: Iterable[BoundedContext]) -> None:
+        self.contexts: dict[str, BoundedContext] = {}
+        self._by_command: dict[str, AggregateType[Any]] = {}
+        self._by_event: dict[str, AggregateType[Any]] = {}
+        for ctx in contexts:
+            self._add(ctx)
+
+    def _add(self, ctx: BoundedContext) -> None:
+        if ctx.name in self.contexts:
+            raise ValueError(f"bounded context {ctx.name!r} registered twice")
+        self.contexts[ctx.name] = ctx
+        for agg in ctx.aggregates:
+            for table, types, kind in (
+                (self._by_command, agg.command_types, "command"),
+                (self._by_event, agg.event_types, "event"),
+            ):
+                for type_name in types:
+                    if type_name in table:
+                        raise ValueError(
+                            f"{kind} type {type_name!r} claimed by both "
+                            f"{table[type_name].name} and {agg.name}"
+                        )
+                    table[type_name] = agg
+
+    def context(self, name: str) -> BoundedContext:
+        try:
+            return self.contexts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.contexts)) or "none"
+            raise UnknownContext(f"no bounded context {name!r} (known: {known})") from None
+
+    def aggregate_for_command(self, command_type: str) -> AggregateType[Any]:
+        try:
+            return self._by_command[command_type]
+        except KeyError:
+            raise UnknownMessageType(f"no aggregate handles command {command_type!r}") from None
+
+    def aggregate_for_event(self, event_type: str) -> AggregateType[Any]:
+        try:
+            return self._by_event[event_type]
+        except KeyError:
+            raise UnknownMessageType(f"no aggregate emits event type {event_type!r}") from None
+
+    def command_types(self) -> list[str]:
+        return sorted(self._by_command)
+
+
+@cache
+def default_registry() -> Registry:
+    """Every context installed in this environment, via entry points."""
+    contexts = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    return Registry(contexts)
