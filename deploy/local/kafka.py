@@ -1,0 +1,217 @@
+"""A single-node Apache Kafka broker (KRaft, combined broker+controller) on 127.0.0.1.
+
+Its configuration favours a fast, predictable local stack: no auto-created topics,
+replication factor 1 for the internal topics, and few partitions for
+`__consumer_offsets` and `__transaction_state` so the first group join and the
+first transaction do not wait for fifty partitions to come online.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from deploy.local import binaries, kafka_jars
+from deploy.local.errors import StackError
+from deploy.local.processes import is_our_process, kill_process, stop_process, tail, wait_port_free
+from deploy.local.state import StackState
+
+ENV_KAFKA_HEAP = "CQRS_KAFKA_HEAP_OPTS"
+DEFAULT_HEAP = "-Xms256m -Xmx768m"
+START_TIMEOUT = 120.0
+INTERNAL_TOPIC_PARTITIONS = 8
+
+_quiet = logging.getLogger("deploy.local.kafka.librdkafka")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64 without padding."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):  # the storage tool would read it as an option
+            return text
+
+
+def server_properties(state: StackState) -> str:
+    data_dir = Path(state.kafka_dir) / "data"
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{state.kafka_controller_port}",
+        "listeners": (
+            f"PLAINTEXT://127.0.0.1:{state.kafka_port},"
+            f"CONTROLLER://127.0.0.1:{state.kafka_controller_port}"
+        ),
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{state.kafka_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir),
+        # The project creates every topic with explicit partitions and configs.
+        "auto.create.topics.enable": "false",
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": str(INTERNAL_TOPIC_PARTITIONS),
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": str(INTERNAL_TOPIC_PARTITIONS),
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        # Tests join and leave groups constantly; the default 3 s delay would add up.
+        "group.initial.rebalance.delay.ms": "0",
+        # After a kill -9 the restarted broker waits for its old registration to expire
+        # (default 9 s); fault-injection tests restart the broker often.
+        "broker.session.timeout.ms": "4000",
+        "broker.heartbeat.interval.ms": "1000",
+    }
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def log4j2_properties(log_file: str) -> str:
+    return f"""\
+status = warn
+name = kafka-cqrs-local
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log_file}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.statechange.name = state.change.logger
+logger.statechange.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+def prepare(state: StackState) -> None:
+    """Write the broker's config and format its storage, once per state folder."""
+    kafka_dir = Path(state.kafka_dir)
+    (kafka_dir / "data").mkdir(parents=True, exist_ok=True)
+    Path(state.kafka_log).parent.mkdir(parents=True, exist_ok=True)
+    Path(state.kafka_config_file).write_text(server_properties(state))
+    (kafka_dir / "log4j2.properties").write_text(log4j2_properties(state.kafka_log))
+    if (kafka_dir / "data" / "meta.properties").exists():
+        return
+    cmd = [
+        str(binaries.java()),
+        "-Xmx256m",
+        f"-Dlog4j2.configurationFile={kafka_dir / 'log4j2.properties'}",
+        "-cp",
+        f"{kafka_jars.jars_dir()}/*",
+        "kafka.tools.StorageTool",
+        "format",
+        "--cluster-id",
+        state.kafka_cluster_id,
+        "--config",
+        state.kafka_config_file,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        output = (done.stdout + done.stderr).strip()
+        raise StackError(f"formatting the Kafka storage failed (exit {done.returncode}):\n{output}")
+
+
+def start(
+    state: StackState,
+    timeout: float = START_TIMEOUT,
+    on_spawn: Callable[[int], None] | None = None,
+) -> int:
+    """Start the broker on the recorded ports and data; return its PID once it serves metadata.
+
+    `on_spawn(pid)` runs as soon as the JVM exists, so the PID can be recorded before the
+    wait: an interrupted start then still leaves `down` something to stop.
+    """
+    prepare(state)
+    for port in (state.kafka_port, state.kafka_controller_port):
+        if not wait_port_free(port, 15.0):
+            raise StackError(
+                f"cannot start Kafka: port {port} on 127.0.0.1 is taken by another program "
+                f"(run `cqrsctl down` to start afresh on new ports)"
+            )
+    kafka_dir = Path(state.kafka_dir)
+    cmd = [
+        str(binaries.java()),
+        *(os.environ.get(ENV_KAFKA_HEAP) or DEFAULT_HEAP).split(),
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={kafka_dir / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={Path(state.kafka_log).parent}",
+        "-cp",
+        f"{kafka_jars.jars_dir()}/*",
+        "kafka.Kafka",
+        state.kafka_config_file,
+    ]
+    console = kafka_dir / "console.log"
+    with open(console, "ab") as out:
+        # A session of its own: Ctrl-C in the terminal must not reach the broker; we stop it.
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=kafka_dir,
+            start_new_session=True,
+        )
+    if on_spawn is not None:
+        on_spawn(proc.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(
+                f"Kafka exited during start-up (exit {proc.returncode}); "
+                f"last lines of its logs:\n{_log_tails(state)}"
+            )
+        if healthy(state.bootstrap_servers, timeout=1.0):
+            return proc.pid
+        time.sleep(0.2)
+    kill_process(proc.pid, state.kafka_config_file)
+    proc.wait()
+    raise StackError(
+        f"Kafka did not answer metadata requests on {state.bootstrap_servers} within "
+        f"{timeout:.0f} s; last lines of its logs:\n{_log_tails(state)}"
+    )
+
+
+def _log_tails(state: StackState) -> str:
+    parts = []
+    for path in (state.kafka_log, str(Path(state.kafka_dir) / "console.log")):
+        text = tail(path, 20)
+        if text:
+            parts.append(f"--- {path}\n{text}")
+    return "\n".join(parts) or "(no log output)"
+
+
+def healthy(bootstrap_servers: str, timeout: float = 3.0) -> bool:
+    """True when a broker answers a metadata request and lists itself."""
+    from confluent_kafka.admin import AdminClient
+
+    client = AdminClient({"bootstrap.servers": bootstrap_servers, "logger": _quiet})
+    try:
+        metadata = client.list_topics(timeout=timeout)
+    except Exception:
+        return False
+    return len(metadata.brokers) > 0
+
+
+def is_running(state: StackState) -> bool:
+    return is_our_process(state.kafka_pid, state.kafka_config_file)
+
+
+def stop(state: StackState, *, kill: bool = False, timeout: float = 30.0) -> bool:
+    """Stop the broker: SIGTERM for a controlled shutdown, SIGKILL after `timeout` (or at once)."""
+    if kill:
+        return kill_process(state.kafka_pid, state.kafka_config_file)
+    return stop_process(state.kafka_pid, state.kafka_config_file, timeout=timeout)
