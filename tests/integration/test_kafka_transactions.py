@@ -1,0 +1,86 @@
+"""The broker runs real transactions: what a read_committed consumer sees, and what it must not."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from confluent_kafka import Producer
+
+from tests.support.topics import read_until
+
+
+def _transactional_producer(kafka_config: dict[str, Any], ctx_name: str) -> Producer:
+    producer = Producer({**kafka_config, "transactional.id": f"{ctx_name}-{uuid.uuid4().hex[:6]}"})
+    producer.init_transactions(30)
+    return producer
+
+
+def _values(messages: list[Any]) -> list[bytes]:
+    return [m.value() for m in messages]
+
+
+def _has(value: bytes):
+    return lambda messages: value in _values(messages)
+
+
+def test_committed_transaction_is_visible_to_read_committed(
+    kafka_config: dict[str, Any], ctx_name: str, create_topics
+) -> None:
+    topic = f"{ctx_name}.events"
+    create_topics({topic: 1})
+    producer = _transactional_producer(kafka_config, ctx_name)
+
+    producer.begin_transaction()
+    producer.produce(topic, key=b"acc-1", value=b"committed-1")
+    producer.produce(topic, key=b"acc-1", value=b"committed-2")
+    producer.commit_transaction(30)
+
+    seen = read_until(kafka_config, topic, _has(b"committed-2"))
+    assert _values(seen) == [b"committed-1", b"committed-2"]
+    assert [m.key() for m in seen] == [b"acc-1", b"acc-1"]
+
+
+def test_aborted_transaction_is_invisible_to_read_committed_but_was_written(
+    kafka_config: dict[str, Any], ctx_name: str, create_topics
+) -> None:
+    topic = f"{ctx_name}.events"
+    create_topics({topic: 1})
+    producer = _transactional_producer(kafka_config, ctx_name)
+
+    producer.begin_transaction()
+    producer.produce(topic, key=b"acc-1", value=b"aborted-1")
+    producer.produce(topic, key=b"acc-1", value=b"aborted-2")
+    producer.flush(30)  # the records reach the log before the abort
+    producer.abort_transaction(30)
+    # A committed marker after the aborted records: a reader that reached it has passed them,
+    # so "not seen" is proven without sleeping.
+    producer.begin_transaction()
+    producer.produce(topic, key=b"acc-1", value=b"marker")
+    producer.commit_transaction(30)
+
+    committed = read_until(kafka_config, topic, _has(b"marker"))
+    assert _values(committed) == [b"marker"]
+    # Offsets 0-1 hold the aborted records and 2 the abort control record.
+    assert committed[0].offset() == 3
+
+    uncommitted = read_until(
+        kafka_config, topic, _has(b"marker"), isolation_level="read_uncommitted"
+    )
+    assert _values(uncommitted) == [b"aborted-1", b"aborted-2", b"marker"]
+
+
+def test_auto_topic_creation_is_off(kafka_config: dict[str, Any], ctx_name: str) -> None:
+    # The project creates every topic with explicit partitions; a typo must not create one.
+    producer = Producer({**kafka_config, "message.timeout.ms": 1500})
+    errors: list[Any] = []
+    producer.produce(
+        f"{ctx_name}.never-created", value=b"x", on_delivery=lambda e, m: errors.append(e)
+    )
+    producer.flush(10)
+    assert errors and errors[0] is not None
+
+    from confluent_kafka.admin import AdminClient
+
+    topics = AdminClient(kafka_config).list_topics(timeout=10).topics
+    assert f"{ctx_name}.never-created" not in topics
