@@ -1,0 +1,10 @@
+"""The wire contract: Avro schemas (`<context>/<kind>/<Name>.v<N>.avsc`) and the code around them.
+
+- `schemas.catalog`: load, fingerprint and look up every schema; validate records.
+- `schemas.codec`: Avro single-object encoding and decoding with schema resolution.
+- `schemas.headers`: CloudEvents attributes as Kafka headers.
+- `schemas.compatibility`: Avro resolution rules and the catalog-wide compatibility check.
+- `schemas.upcasters`: record migrations for changes that resolution cannot express.
+
+See docs/wire-format.md for the contract itself.
+"""
