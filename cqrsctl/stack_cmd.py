@@ -10,7 +10,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,15 +107,21 @@ def status(state_dir: str | None = STATE_DIR_OPTION) -> None:
     if report is None:
         typer.echo(f"no local stack recorded in {resolve(state_dir)} (run `cqrsctl up`)", err=True)
         raise typer.Exit(1)
-    table = Table(title=f"local stack ({resolve(state_dir)})")
-    for column in ("component", "address", "pid", "health"):
-        table.add_column(column, overflow="fold")
+    console = Console()
+    console.print(f"local stack in {resolve(state_dir)}", soft_wrap=True)
     for part in report:
-        health = "[green]healthy[/]" if part.healthy else "[red]unhealthy[/]"
-        if not part.running:
-            health = "[red]unhealthy (not running)[/]"
-        table.add_row(part.name, mask_dsn(part.address), str(part.pid or "-"), health)
-    Console().print(table)
+        if part.healthy:
+            health = "[green]healthy[/]  "
+        elif part.running:
+            health = "[red]unhealthy[/]"
+        else:
+            health = "[red]unhealthy[/] (not running)"
+        # The address goes last and is never wrapped: people copy it from here.
+        console.print(
+            f"  {part.name:<12} {health}  pid {part.pid or '-':<8} {mask_dsn(part.address)}",
+            soft_wrap=True,
+            highlight=False,
+        )
     if not all(part.healthy for part in report):
         raise typer.Exit(1)
 
