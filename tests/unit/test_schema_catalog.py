@@ -35,9 +35,9 @@ BANK_RECORDS = {
     "bank.Withdrawn": ["account_id", "amount", "balance", "transfer_id"],
     "bank.AccountClosed": ["account_id"],
     "bank.TransferRequested": ["transfer_id", "from_account_id", "to_account_id", "amount"],
-    "bank.TransferDebited": ["transfer_id"],
+    "bank.TransferDebited": ["transfer_id", "from_account_id", "to_account_id", "amount"],
     "bank.TransferCompleted": ["transfer_id"],
-    "bank.TransferFailed": ["transfer_id", "reason", "compensated"],
+    "bank.TransferFailed": ["transfer_id", "from_account_id", "amount", "reason", "compensated"],
     "bank.AccountState": ["account_id", "owner", "currency", "balance", "status", "version"],
     "bank.TransferState": [
         "transfer_id",
