@@ -1,0 +1,49 @@
+"""Creates a context's declared topics, idempotently, and checks existing ones still match."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from processors.topics import TopicSpec
+
+
+class TopicMismatch(RuntimeError):
+    pass
+
+
+def create_topics(
+    kafka: dict[str, Any],
+    specs: list[TopicSpec],
+    replication_factor: int = -1,
+    timeout: float = 30,
+) -> list[str]:
+    """Create the topics that are missing; returns the names created. An existing topic with
+    another partition count is an error: changing it would move aggregates between
+    partitions, and so between owners. Replication -1 takes the broker's default."""
+    admin = AdminClient(kafka)
+    existing = admin.list_topics(timeout=timeout).topics
+    for spec in specs:
+        if spec.name in existing and len(existing[spec.name].partitions) != spec.partitions:
+            have = len(existing[spec.name].partitions)
+            raise TopicMismatch(
+                f"topic {spec.name} has {have} partitions, the context declares {spec.partitions}"
+            )
+    missing = [s for s in specs if s.name not in existing]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(s.name, s.partitions, replication_factor, config=s.config) for s in missing],
+        operation_timeout=timeout,
+    )
+    created = []
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    return created

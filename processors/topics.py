@@ -1,0 +1,72 @@
+"""The topics a bounded context declares: names, partition counts and configs.
+
+`cqrsctl topics create` and the Kubernetes KafkaTopic manifests are both derived from this
+one list, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from processors.domain import BoundedContext
+
+DELETE_FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1"}
+COMPACTED = {"cleanup.policy": "compact"}
+# Results and dead letters are operational records, not the event store: a week is plenty
+# for clients awaiting results and for operators inspecting dead letters.
+ONE_WEEK = {"cleanup.policy": "delete", "retention.ms": str(7 * 24 * 3600 * 1000)}
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ContextTopics:
+    """Topic names of one bounded context (or of a test's private copy of one)."""
+
+    prefix: str
+
+    @property
+    def commands(self) -> str:
+        return f"{self.prefix}.commands"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}.events"
+
+    @property
+    def results(self) -> str:
+        return f"{self.prefix}.command-results"
+
+    @property
+    def aggregates(self) -> str:
+        return f"{self.prefix}.aggregates"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    def projection(self, name: str) -> str:
+        return f"{self.prefix}.projection.{name}"
+
+
+def declared_topics(
+    ctx: BoundedContext, prefix: str | None = None, projections: tuple[str, ...] = ()
+) -> list[TopicSpec]:
+    """Every topic of a context. Commands, events, results and aggregates share one partition
+    count, so an aggregate's records land on the same partition number everywhere."""
+    names = ContextTopics(prefix or ctx.name)
+    n = ctx.partitions
+    specs = [
+        TopicSpec(names.commands, n, dict(ONE_WEEK)),
+        TopicSpec(names.events, n, dict(DELETE_FOREVER)),
+        TopicSpec(names.results, n, dict(ONE_WEEK)),
+        TopicSpec(names.aggregates, n, dict(COMPACTED)),
+        TopicSpec(names.dlq, n, dict(ONE_WEEK)),
+    ]
+    specs += [TopicSpec(names.projection(p), n, dict(COMPACTED)) for p in projections]
+    return specs
