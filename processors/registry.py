@@ -30,6 +30,7 @@ class Registry:
         self.contexts: dict[str, BoundedContext] = {}
         self._by_command: dict[str, AggregateType[Any]] = {}
         self._by_event: dict[str, AggregateType[Any]] = {}
+        self._by_name: dict[str, AggregateType[Any]] = {}
         for ctx in contexts:
             self._add(ctx)
 
@@ -38,6 +39,7 @@ class Registry:
             raise ValueError(f"bounded context {ctx.name!r} registered twice")
         self.contexts[ctx.name] = ctx
         for agg in ctx.aggregates:
+            self._by_name[agg.name] = agg
             for table, types, kind in (
                 (self._by_command, agg.command_types, "command"),
                 (self._by_event, agg.event_types, "event"),
@@ -56,6 +58,12 @@ class Registry:
         except KeyError:
             known = ", ".join(sorted(self.contexts)) or "none"
             raise UnknownContext(f"no bounded context {name!r} (known: {known})") from None
+
+    def aggregate(self, name: str) -> AggregateType[Any]:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise UnknownMessageType(f"no aggregate type {name!r}") from None
 
     def aggregate_for_command(self, command_type: str) -> AggregateType[Any]:
         try:

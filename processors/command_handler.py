@@ -1,0 +1,205 @@
+"""Decides one command against the in-memory state of its partition; no Kafka I/O here.
+
+The command processor (the imperative shell) feeds it decoded messages and turns what it
+returns into produced records inside one Kafka transaction per batch. Every change it makes
+to memory is journalled per batch, so an aborted transaction rolls memory back with it.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from processors.domain import AggregateType, Command, CommandOutcome, Event, IssueCommand, Rejected
+from processors.partitioning import partition_for
+from processors.registry import Registry, UnknownMessageType
+
+ACCEPTED = "ACCEPTED"
+REJECTED = "REJECTED"
+CONFLICT = "CONFLICT"
+
+
+@dataclass(slots=True)
+class AggregateEntry:
+    state: Any
+    version: int
+
+
+@dataclass(slots=True)
+class PartitionState:
+    """What a processor owns for one assigned partition."""
+
+    aggregates: dict[tuple[str, str], AggregateEntry] = field(default_factory=dict)
+    # Dedup window: command id -> the encoded result first published for it (None while
+    # the result is being built in the current batch).
+    results: OrderedDict[str, bytes | None] = field(default_factory=OrderedDict)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandMessage:
+    """A command as it came off `<ctx>.commands`, already decoded."""
+
+    partition: int
+    offset: int
+    key: str
+    command_id: str
+    command_type: str
+    data: Mapping[str, Any]
+    correlation_id: str | None
+    expected_version: int | None
+
+
+@dataclass(slots=True)
+class Decided:
+    """The outcome of a command that was not a duplicate."""
+
+    message: CommandMessage
+    aggregate: AggregateType[Any] | None
+    status: str
+    reason: str
+    detail: str
+    version: int
+    events: list[Event]
+    issued: list[IssueCommand]
+    snapshot_state: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    message: CommandMessage
+
+
+Outcome = Decided | Duplicate
+
+
+class CommandHandler:
+    def __init__(self, registry: Registry, context: str, partitions: int, dedup_window: int):
+        self.registry = registry
+        self.context = registry.context(context)
+        self.partitions = partitions
+        self.dedup_window = dedup_window
+        self.owned: dict[int, PartitionState] = {}
+        self._undo_aggregates: dict[tuple[int, tuple[str, str]], AggregateEntry | None] = {}
+        self._undo_results: list[tuple[int, str]] = []
+        self._process_managers = list(self.context.process_managers)
+
+    # -- ownership -------------------------------------------------------------------------
+
+    def assign(self, partition: int, state: PartitionState) -> None:
+        self.owned[partition] = state
+
+    def revoke(self, partition: int) -> None:
+        self.owned.pop(partition, None)
+
+    # -- the batch journal -----------------------------------------------------------------
+
+    def begin_batch(self) -> None:
+        self._undo_aggregates.clear()
+        self._undo_results.clear()
+
+    def rollback(self) -> None:
+        """Forget everything the current batch did to memory (its transaction aborted)."""
+        for (partition, key), previous in self._undo_aggregates.items():
+            owned = self.owned.get(partition)
+            if owned is None:
+                continue
+            if previous is None:
+                owned.aggregates.pop(key, None)
+            else:
+                owned.aggregates[key] = previous
+        for partition, command_id in self._undo_results:
+            owned = self.owned.get(partition)
+            if owned is not None:
+                owned.results.pop(command_id, None)
+        self.begin_batch()
+
+    def remember_result(self, partition: int, command_id: str, encoded: bytes) -> None:
+        results = self.owned[partition].results
+        results[command_id] = encoded
+        while len(results) > self.dedup_window:
+            results.popitem(last=False)
+
+    def first_result(self, partition: int, command_id: str) -> bytes | None:
+        return self.owned[partition].results.get(command_id)
+
+    # -- deciding --------------------------------------------------------------------------
+
+    def handle(self, msg: CommandMessage) -> Outcome:
+        owned = self.owned[msg.partition]
+        if msg.command_id in owned.results:
+            return Duplicate(msg)
+        owned.results[msg.command_id] = None
+        self._undo_results.append((msg.partition, msg.command_id))
+        return self._decide(owned, msg)
+
+    def _reject(self, msg: CommandMessage, reason: str, detail: str, version: int = 0) -> Decided:
+        return Decided(msg, None, REJECTED, reason, detail, version, [], [])
+
+    def _decide(self, owned: PartitionState, msg: CommandMessage) -> Decided:
+        try:
+            agg = self.registry.aggregate_for_command(msg.command_type)
+        except UnknownMessageType as exc:
+            return self._reject(msg, "unknown_command", str(exc))
+        aggregate_id = msg.data.get(agg.id_field)
+        if aggregate_id != msg.key:
+            detail = f"key {msg.key!r} is not the command's {agg.id_field} {aggregate_id!r}"
+            return self._reject(msg, "key_mismatch", detail)
+        expected_partition = partition_for(msg.key, self.partitions)
+        if expected_partition != msg.partition:
+            detail = (
+                f"aggregate {msg.key!r} belongs on partition {expected_partition}, the command "
+                f"arrived on {msg.partition}: produce with a murmur2 partitioner"
+            )
+            return self._reject(msg, "wrong_partition", detail)
+        key = (agg.name, msg.key)
+        entry = owned.aggregates.get(key)
+        version = entry.version if entry else 0
+        if msg.expected_version is not None and msg.expected_version != version:
+            detail = f"expected version {msg.expected_version}, aggregate is at {version}"
+            return Decided(msg, agg, CONFLICT, "version_conflict", detail, version, [], [])
+        state = entry.state if entry else None
+        try:
+            decision = agg.decide(Command(msg.command_type, msg.data), state)
+        except Exception as exc:  # a bug in domain code must not stop the partition
+            detail = f"{agg.name}.decide raised {type(exc).__name__}: {exc}"
+            return Decided(msg, agg, REJECTED, "decide_failed", detail, version, [], [])
+        if isinstance(decision, Rejected):
+            decided = Decided(msg, agg, REJECTED, decision.reason, decision.detail, version, [], [])
+        else:
+            events = list(decision)
+            try:
+                for event in events:
+                    state = agg.evolve(state, event)
+            except Exception as exc:
+                detail = f"{agg.name}.evolve raised {type(exc).__name__}: {exc}"
+                return Decided(msg, agg, REJECTED, "evolve_failed", detail, version, [], [])
+            version += len(events)
+            undo_key = (msg.partition, key)
+            if undo_key not in self._undo_aggregates:
+                self._undo_aggregates[undo_key] = entry
+            owned.aggregates[key] = AggregateEntry(state, version)
+            decided = Decided(msg, agg, ACCEPTED, "", "", version, events, [], state)
+        decided.issued = self._react(decided)
+        return decided
+
+    def _react(self, decided: Decided) -> list[IssueCommand]:
+        """Process managers react in the same transaction as the command that triggered them,
+        so their commands are issued exactly once."""
+        issued: list[IssueCommand] = []
+        command_id = decided.message.command_id
+        for pm in self._process_managers:
+            if pm.owns_command(command_id):
+                accepted = decided.status == ACCEPTED
+                issued += pm.react(CommandOutcome(command_id, accepted, decided.reason))
+            for event in decided.events:
+                if event.type in pm.event_types:
+                    issued += pm.react(event)
+        return issued
+
+    def target(self, command: Command) -> tuple[str, int]:
+        """The aggregate id and partition a process manager's command goes to."""
+        agg = self.registry.aggregate_for_command(command.type)
+        aggregate_id = str(command.data[agg.id_field])
+        return aggregate_id, partition_for(aggregate_id, self.partitions)

@@ -1,0 +1,336 @@
+"""The transactional command processor: the imperative shell around the deciders.
+
+One consumer group on `<ctx>.commands`; each instance owns the aggregates of the partitions
+it is assigned. Per batch, in ONE Kafka transaction: the events, the command results, the
+aggregate snapshots, the commands that process managers issue, dead letters, and the consumed
+offsets (`send_offsets_to_transaction` with the consumer's group metadata, so a zombie that
+lost its partitions cannot commit). Either all of it becomes visible to read_committed
+readers, or none of it does.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from processors import wire
+from processors.command_handler import (
+    ACCEPTED,
+    CommandHandler,
+    Decided,
+    Duplicate,
+)
+from processors.metrics import ProcessorMetrics
+from processors.registry import Registry
+from processors.state_restore import restore_partition
+from processors.topics import ContextTopics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    context: str
+    kafka: dict[str, Any]
+    topic_prefix: str | None = None
+    instance_id: str = "0"
+    batch_size: int = 2000
+    poll_timeout_s: float = 0.05
+    dedup_window: int = 50_000
+    transaction_timeout_ms: int = 30_000
+    session_timeout_ms: int = 10_000
+
+    @property
+    def topics(self) -> ContextTopics:
+        return ContextTopics(self.topic_prefix or self.context)
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.topics.prefix}.command-processor"
+
+    @property
+    def transactional_id(self) -> str:
+        # Stable per instance: a restarted instance fences its previous incarnation and
+        # aborts its open transaction at once, instead of stalling read_committed readers
+        # until the transaction times out.
+        return f"{self.group_id}.{self.instance_id}"
+
+
+@dataclass(slots=True)
+class _PendingEvent:
+    position: list[Any]  # [partition, offset], filled by the delivery callback
+
+
+class CommandProcessor:
+    def __init__(self, config: ProcessorConfig, registry: Registry) -> None:
+        self.config = config
+        self.topics = config.topics
+        ctx = registry.context(config.context)
+        self.partitions = ctx.partitions
+        self.handler = CommandHandler(registry, config.context, ctx.partitions, config.dedup_window)
+        self.metrics = ProcessorMetrics()
+        self.source = f"/{config.context}/command-processor"
+        self._stop = threading.Event()
+        self.ready = threading.Event()
+        self.last_loop_at = time.monotonic()
+        self._consumer = Consumer(
+            {
+                **config.kafka,
+                "group.id": config.group_id,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "partition.assignment.strategy": "range",
+                # Static membership: a restarted instance takes its partitions back at once,
+                # without waiting for the dead incarnation's session to time out.
+                "group.instance.id": config.transactional_id,
+                "session.timeout.ms": config.session_timeout_ms,
+                "fetch.wait.max.ms": 50,
+            }
+        )
+        self._producer = Producer(
+            {
+                **config.kafka,
+                "transactional.id": config.transactional_id,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 2,
+                "batch.num.messages": 10_000,
+                "transaction.timeout.ms": config.transaction_timeout_ms,
+                "partitioner": "murmur2_random",
+            }
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def run(self) -> None:
+        self._producer.init_transactions(30)
+        self._consumer.subscribe(
+            [self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke
+        )
+        try:
+            while not self._stop.is_set():
+                self.last_loop_at = time.monotonic()
+                messages = self._consumer.consume(
+                    self.config.batch_size, self.config.poll_timeout_s
+                )
+                if messages:
+                    self._process_batch(messages)
+        finally:
+            self._consumer.close()
+            self._producer.flush(10)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        started = time.monotonic()
+        for tp in partitions:
+            state = restore_partition(
+                self.config.kafka, self.topics, tp.partition, self.handler, self.config.dedup_window
+            )
+            self.handler.assign(tp.partition, state)
+        log.info(
+            "assigned %s, restored in %.2fs",
+            sorted(tp.partition for tp in partitions),
+            time.monotonic() - started,
+        )
+        self.metrics.assigned.set(len(self.handler.owned))
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.handler.revoke(tp.partition)
+        self.metrics.assigned.set(len(self.handler.owned))
+
+    # -- one batch, one transaction --------------------------------------------------------
+
+    def _process_batch(self, messages: list[Message]) -> None:
+        started = time.monotonic()
+        self.handler.begin_batch()
+        first_offsets: dict[int, int] = {}
+        next_offsets: dict[int, int] = {}
+        try:
+            self._producer.begin_transaction()
+            decided, duplicates = self._decide_all(messages, first_offsets, next_offsets)
+            # Events must be acknowledged before results can name their offsets.
+            self._producer.flush()
+            self._publish_outcomes(decided, duplicates)
+            offsets = [TopicPartition(self.topics.commands, p, o) for p, o in next_offsets.items()]
+            self._producer.send_offsets_to_transaction(
+                offsets, self._consumer.consumer_group_metadata()
+            )
+            self._commit()
+        except KafkaException as exc:
+            self._recover(exc, first_offsets)
+            return
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self.metrics.batch_size.observe(len(messages))
+        for d, _ in decided:
+            self.metrics.commands.labels(d.status, d.reason).inc()
+        self.metrics.duplicates.inc(len(duplicates))
+
+    def _decide_all(
+        self,
+        messages: list[Message],
+        first_offsets: dict[int, int],
+        next_offsets: dict[int, int],
+    ) -> tuple[list[tuple[Decided, list[_PendingEvent]]], list[Duplicate]]:
+        decided: list[tuple[Decided, list[_PendingEvent]]] = []
+        duplicates: list[Duplicate] = []
+        for msg in messages:
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error: %s", err)
+                continue
+            partition, offset = msg.partition(), msg.offset()
+            if partition not in self.handler.owned:
+                continue  # revoked while the batch was in flight
+            first_offsets.setdefault(partition, offset)
+            next_offsets[partition] = offset + 1
+            parsed = wire.parse_command(msg)
+            if isinstance(parsed, wire.Undecodable):
+                self._dead_letter(msg, parsed)
+                continue
+            outcome = self.handler.handle(parsed)
+            if isinstance(outcome, Duplicate):
+                duplicates.append(outcome)
+                continue
+            decided.append((outcome, self._produce_events(outcome)))
+        return decided, duplicates
+
+    def _produce_events(self, d: Decided) -> list[_PendingEvent]:
+        pending: list[_PendingEvent] = []
+        if d.status != ACCEPTED:
+            return pending
+        msg = d.message
+        first_version = d.version - len(d.events) + 1
+        for i, event in enumerate(d.events):
+            slot = _PendingEvent([msg.partition, -1])
+            pending.append(slot)
+            self._producer.produce(
+                self.topics.events,
+                wire.encode(event.type, event.data),
+                msg.key,
+                partition=msg.partition,
+                headers=wire.event_headers(
+                    event.type, msg, first_version + i, self.source, self.topics.prefix
+                ),
+                on_delivery=_record_position(slot),
+            )
+        return pending
+
+    def _publish_outcomes(
+        self,
+        decided: list[tuple[Decided, list[_PendingEvent]]],
+        duplicates: list[Duplicate],
+    ) -> None:
+        produce = self._producer.produce
+        snapshots: dict[tuple[int, tuple[str, str]], Decided] = {}
+        for d, pending in decided:
+            msg = d.message
+            positions = [(self.topics.events, p.position[0], p.position[1]) for p in pending]
+            if any(pos[2] < 0 for pos in positions):
+                raise KafkaException(KafkaError(KafkaError._FAIL, "event delivery failed"))
+            result = wire.encode_result(d, positions)
+            self.handler.remember_result(msg.partition, msg.command_id, result)
+            produce(
+                self.topics.results,
+                result,
+                msg.key,
+                partition=msg.partition,
+                headers=wire.result_headers(msg, self.source),
+            )
+            if d.status == ACCEPTED and d.aggregate is not None:
+                snapshots[(msg.partition, (d.aggregate.name, msg.key))] = d
+            for issued in d.issued:
+                target, partition = self.handler.target(issued.command)
+                produce(
+                    self.topics.commands,
+                    wire.encode(issued.command.type, dict(issued.command.data)),
+                    target,
+                    partition=partition,
+                    headers=wire.issued_command_headers(issued, target, msg, self.source),
+                )
+        for (partition, _), d in snapshots.items():
+            entry = self.handler.owned[partition].aggregates[(d.aggregate.name, d.message.key)]
+            produce(
+                self.topics.aggregates,
+                wire.encode_snapshot(d.aggregate, d.message.key, entry),
+                wire.snapshot_key(d.aggregate.name, d.message.key),
+                partition=partition,
+            )
+        for dup in duplicates:
+            msg = dup.message
+            first = self.handler.first_result(msg.partition, msg.command_id)
+            if first is None:  # cannot happen: a duplicate's original is decided first
+                continue
+            produce(
+                self.topics.results,
+                first,
+                msg.key,
+                partition=msg.partition,
+                headers=wire.result_headers(msg, self.source),
+            )
+
+    def _dead_letter(self, msg: Message, why: wire.Undecodable) -> None:
+        self.metrics.dead_letters.labels(why.error_type).inc()
+        self._producer.produce(
+            self.topics.dlq,
+            msg.value(),
+            msg.key(),
+            partition=msg.partition(),
+            headers=wire.dead_letter_headers(msg, why),
+        )
+
+    def _recover(self, exc: KafkaException, first_offsets: dict[int, int]) -> None:
+        """Abort, roll memory back, and rewind to the batch's first offsets. A producer that
+        cannot abort was fenced or failed fatally: another instance owns our partitions now,
+        so stop and let the supervisor start a fresh incarnation."""
+        err = exc.args[0] if exc.args else None
+        self.metrics.aborts.inc()
+        self.handler.rollback()
+        if not (isinstance(err, KafkaError) and err.txn_requires_abort()):
+            self._stop.set()
+            raise SystemExit(f"command processor stopped: {err}") from exc
+        log.warning("transaction aborted: %s", err)
+        try:
+            self._producer.abort_transaction(30)
+        except KafkaException as abort_exc:
+            self._stop.set()
+            raise SystemExit(f"command processor stopped: {abort_exc}") from abort_exc
+        for partition, offset in first_offsets.items():
+            if partition in self.handler.owned:
+                self._consumer.seek(TopicPartition(self.topics.commands, partition, offset))
+
+    def _commit(self) -> None:
+        for attempt in range(5):
+            try:
+                self._producer.commit_transaction(30)
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (isinstance(err, KafkaError) and err.retriable()) or attempt == 4:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+
+def _record_position(slot: _PendingEvent) -> Callable[[KafkaError | None, Message], None]:
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is None:
+            slot.position[0] = msg.partition()
+            slot.position[1] = msg.offset()
+
+    return on_delivery

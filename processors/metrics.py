@@ -1,0 +1,28 @@
+"""Prometheus metrics of the command processor."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+
+class ProcessorMetrics:
+    def __init__(self) -> None:
+        self.commands = Counter(
+            "cqrs_commands_total", "Commands decided, by status and reason", ["status", "reason"]
+        )
+        self.duplicates = Counter(
+            "cqrs_command_duplicates_total", "Commands whose id was seen before"
+        )
+        self.dead_letters = Counter(
+            "cqrs_dead_letters_total", "Messages sent to the dead-letter topic", ["error_type"]
+        )
+        self.aborts = Counter("cqrs_transaction_aborts_total", "Kafka transactions aborted")
+        self.batch_seconds = Histogram(
+            "cqrs_batch_seconds",
+            "Time to decide and commit one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.batch_size = Histogram(
+            "cqrs_batch_size", "Commands per batch", buckets=(1, 10, 100, 500, 1000, 2000, 5000)
+        )
+        self.assigned = Gauge("cqrs_assigned_partitions", "Command partitions owned")
