@@ -1,0 +1,62 @@
+"""`cqrsctl run <worker>`: run one worker role in the foreground."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+import typer
+
+from cqrsctl.console import fail, settings_or_fail
+from processors.health import heartbeat_alive, serve_health
+from processors.registry import UnknownContext, default_registry
+
+run = typer.Typer(help="Run a worker role in the foreground.", no_args_is_help=True)
+
+
+def _instance_id() -> str:
+    # In Kubernetes the pod name is stable per replica of a StatefulSet and unique per pod
+    # of a Deployment; locally the host name is a reasonable default.
+    return os.environ.get("CQRS_INSTANCE_ID") or socket.gethostname()
+
+
+@run.command("processor")
+def processor(
+    context: str = typer.Option("bank", help="Bounded context to process."),
+    prefix: str = typer.Option(None, help="Topic name prefix (default: the context name)."),
+    instance_id: str = typer.Option(
+        None, help="Stable id of this instance; its transactional id derives from it."
+    ),
+    health_port: int = typer.Option(8081, help="Port of /healthz, /readyz and /metrics; 0 = off."),
+    batch_size: int = typer.Option(2000, min=1, help="Most commands per transaction."),
+    log_level: str = typer.Option("INFO"),
+) -> None:
+    """The transactional command processor."""
+    from processors.command_processor import CommandProcessor, ProcessorConfig
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    settings = settings_or_fail()
+    registry = default_registry()
+    try:
+        registry.context(context)
+    except UnknownContext as exc:
+        fail(str(exc))
+    config = ProcessorConfig(
+        context=context,
+        kafka=settings.kafka.client_config(),
+        topic_prefix=prefix,
+        instance_id=instance_id or _instance_id(),
+        batch_size=batch_size,
+    )
+    worker = CommandProcessor(config, registry)
+    worker.install_signal_handlers()
+    if health_port:
+        serve_health(health_port, heartbeat_alive(lambda: worker.last_loop_at), worker.ready.is_set)
+    worker.run()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(run, name="run")

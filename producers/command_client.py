@@ -1,0 +1,264 @@
+"""The command client: validate against the schema, produce with an idempotent producer keyed
+by aggregate id, and optionally await the command's result.
+
+    client = CommandClient(load_settings().kafka.client_config(), context="bank")
+    result = client.send("bank.Deposit", {...}).result(timeout=10)
+
+Results are matched by the causation id header of `<ctx>.command-results`, so the listener
+decodes only the results this client is waiting for; thousands of commands can be in flight.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from processors.registry import Registry, UnknownMessageType, default_registry
+from processors.topics import ContextTopics
+from schemas import headers as ce
+from schemas.codec import Codec, default_codec
+
+
+class InvalidCommand(ValueError):
+    """The command was not sent: its type is unknown or it does not match its schema."""
+
+
+class CommandTimeout(TimeoutError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class EventPosition:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    command_id: str
+    command_type: str
+    aggregate_id: str
+    status: str  # ACCEPTED | REJECTED | CONFLICT
+    reason: str
+    detail: str
+    version: int
+    events: tuple[EventPosition, ...]
+    processed_at: datetime
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "ACCEPTED"
+
+    @classmethod
+    def from_record(cls, r: Mapping[str, Any]) -> CommandResult:
+        processed = r["processed_at"]
+        if isinstance(processed, int):
+            processed = datetime.fromtimestamp(processed / 1000, UTC)
+        return cls(
+            command_id=r["command_id"],
+            command_type=r["command_type"],
+            aggregate_id=r["aggregate_id"],
+            status=r["status"],
+            reason=r["reason"],
+            detail=r["detail"],
+            version=r["version"],
+            events=tuple(
+                EventPosition(e["topic"], e["partition"], e["offset"]) for e in r["events"]
+            ),
+            processed_at=processed,
+        )
+
+
+class PendingCommand:
+    """A sent command; `result()` waits for the processor's verdict."""
+
+    def __init__(self, command_id: str, aggregate_id: str, future: Future[CommandResult] | None):
+        self.command_id = command_id
+        self.aggregate_id = aggregate_id
+        self._future = future
+
+    def result(self, timeout: float = 30.0) -> CommandResult:
+        if self._future is None:
+            raise RuntimeError("this client was created with await_results=False")
+        try:
+            return self._future.result(timeout)
+        except FutureTimeout:
+            raise CommandTimeout(
+                f"no result for command {self.command_id} within {timeout:g}s"
+            ) from None
+
+
+class CommandClient:
+    def __init__(
+        self,
+        kafka: dict[str, Any],
+        context: str = "bank",
+        *,
+        topic_prefix: str | None = None,
+        await_results: bool = True,
+        source: str = "/cqrs/python-client",
+        registry: Registry | None = None,
+        codec: Codec | None = None,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.registry = registry or default_registry()
+        self.context = self.registry.context(context)
+        self.topics = ContextTopics(topic_prefix or context)
+        self.codec = codec or default_codec()
+        self.source = source.encode()
+        self._producer = Producer(
+            {
+                **kafka,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "partitioner": "murmur2_random",  # Java-compatible: same partition as Kafka's
+                **(producer_config or {}),
+            }
+        )
+        self._pending: dict[str, Future[CommandResult]] = {}
+        self._lock = threading.Lock()
+        self._listener: _ResultListener | None = None
+        if await_results:
+            self._listener = _ResultListener(kafka, self.topics.results, self)
+            self._listener.start()
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def prepare(self, command_type: str, data: Mapping[str, Any]) -> tuple[str, bytes]:
+        """Validate a command and encode it; returns (aggregate id, value)."""
+        try:
+            agg = self.registry.aggregate_for_command(command_type)
+        except UnknownMessageType as exc:
+            raise InvalidCommand(str(exc)) from None
+        if command_type.split(".", 1)[0] != self.context.name:
+            raise InvalidCommand(f"{command_type} is not a command of {self.context.name}")
+        try:
+            self.codec.catalog.validate(command_type, data)
+        except ValueError as exc:
+            raise InvalidCommand(str(exc)) from None
+        return str(data[agg.id_field]), self.codec.encode(command_type, data)
+
+    def send(
+        self,
+        command_type: str,
+        data: Mapping[str, Any],
+        *,
+        command_id: str | None = None,
+        expected_version: int | None = None,
+        correlation_id: str | None = None,
+    ) -> PendingCommand:
+        aggregate_id, value = self.prepare(command_type, data)
+        command_id = command_id or str(uuid.uuid4())
+        headers = [
+            (ce.SPECVERSION, b"1.0"),
+            (ce.ID, command_id.encode()),
+            (ce.TYPE, command_type.encode()),
+            (ce.SOURCE, self.source),
+            (ce.TIME, datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
+            (ce.SUBJECT, aggregate_id.encode()),
+            (ce.CONTENT_TYPE, b"application/avro"),
+        ]
+        if correlation_id:
+            headers.append((ce.CORRELATION_ID, correlation_id.encode()))
+        if expected_version is not None:
+            headers.append((ce.EXPECTED_VERSION, str(expected_version).encode()))
+        future: Future[CommandResult] | None = None
+        if self._listener is not None:
+            future = Future()
+            with self._lock:
+                self._pending.setdefault(command_id, future)
+                future = self._pending[command_id]
+        while True:
+            try:
+                self._producer.produce(self.topics.commands, value, aggregate_id, headers=headers)
+                break
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+        return PendingCommand(command_id, aggregate_id, future)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise CommandTimeout(f"{remaining} commands still undelivered after {timeout:g}s")
+
+    def close(self) -> None:
+        self.flush()
+        if self._listener is not None:
+            self._listener.stop()
+
+    def __enter__(self) -> CommandClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- results ---------------------------------------------------------------------------
+
+    def _deliver(self, command_id: str, value: bytes) -> None:
+        with self._lock:
+            future = self._pending.pop(command_id, None)
+        if future is not None and not future.done():
+            record = self.codec.decode(value, "cqrs.CommandResult")
+            future.set_result(CommandResult.from_record(record))
+
+    def _is_waiting_for(self, command_id: str) -> bool:
+        return command_id in self._pending
+
+
+class _ResultListener(threading.Thread):
+    """Reads `<ctx>.command-results` from its end at start-up, before any command is sent."""
+
+    def __init__(self, kafka: dict[str, Any], topic: str, client: CommandClient) -> None:
+        super().__init__(name="command-results", daemon=True)
+        self._client = client
+        self._stopping = threading.Event()
+        self._consumer = Consumer(
+            {
+                **kafka,
+                "group.id": f"{topic}.client-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 20,
+            }
+        )
+        meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise InvalidCommand(f"cannot read {topic}: {meta.error}")
+        assignment = []
+        for p in meta.partitions:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            assignment.append(TopicPartition(topic, p, high))
+        self._consumer.assign(assignment)
+
+    def run(self) -> None:
+        causation = ce.CAUSATION_ID
+        try:
+            while not self._stopping.is_set():
+                for msg in self._consumer.consume(1000, 0.1):
+                    if msg.error() is not None:
+                        if msg.error().code() != KafkaError._PARTITION_EOF:
+                            continue
+                        continue
+                    for k, v in msg.headers() or ():
+                        if k == causation and v is not None:
+                            command_id = v.decode()
+                            if self._client._is_waiting_for(command_id):
+                                self._client._deliver(command_id, msg.value())
+                            break
+        finally:
+            self._consumer.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.join(5)
