@@ -1,0 +1,3 @@
+"""Fixtures for integration tests that run the pipeline's workers."""
+
+from tests.integration.write_side import bank  # noqa: F401 - a fixture, used by name

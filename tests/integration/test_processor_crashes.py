@@ -1,0 +1,117 @@
+"""Crash safety and rebalances of the command processor, shown by killing real processes."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import defaultdict
+
+from producers.command_client import CommandResult, PendingCommand
+from tests.integration.write_side import (
+    BankRig,
+    check_accepted_exactly_once,
+    check_event_log,
+    fold_balances,
+    open_account,
+    random_workload,
+    read_events,
+)
+
+ACCOUNTS = [f"acct-{i:04d}" for i in range(1000)]
+
+
+def _open_all(bank: BankRig) -> None:
+    with bank.client() as client:
+        pending = [client.send("bank.OpenAccount", open_account(a)) for a in ACCOUNTS]
+        assert all(p.result(120).accepted for p in pending)
+
+
+def _send_steadily(
+    bank: BankRig,
+    commands: list,
+    per_second: int,
+    sent: list[PendingCommand],
+    done: threading.Event,
+) -> threading.Thread:
+    client = bank.client()
+
+    def run() -> None:
+        started = time.monotonic()
+        for i, (type_, data) in enumerate(commands):
+            sent.append(client.send(type_, data))
+            if i % 500 == 0:
+                ahead = i / per_second - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        client.flush()
+        done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.client = client  # type: ignore[attr-defined]
+    return thread
+
+
+def _model_balances(results: list[tuple[tuple[str, dict], CommandResult]]) -> dict[str, int]:
+    balances: dict[str, int] = defaultdict(int)
+    for (type_, data), result in results:
+        if result.accepted:
+            sign = 1 if type_ == "bank.Deposit" else -1
+            balances[data["account_id"]] += sign * data["amount"]["amount"]
+    return dict(balances)
+
+
+def test_sigkill_during_a_stream_loses_and_duplicates_nothing(bank: BankRig):
+    rng = random.Random(7)
+    workers = {"p0": bank.processor("p0")}
+    _open_all(bank)
+    commands = random_workload(ACCOUNTS, 50_000, seed=11)
+    sent: list[PendingCommand] = []
+    done = threading.Event()
+    sender = _send_steadily(bank, commands, 5_000, sent, done)
+    kills = 0
+    while kills < 5 or not done.is_set():
+        time.sleep(rng.uniform(0.5, 2.5))
+        workers["p0"].kill()
+        kills += 1
+        workers["p0"] = bank.processor("p0", ready=False)
+    workers["p0"].wait_ready()
+    results = [p.result(300) for p in sent]
+    sender.client.close()  # type: ignore[attr-defined]
+    assert kills >= 5
+    assert len(results) == 50_000
+
+    events = read_events(bank.kafka, bank.topics.events)
+    check_event_log(events)
+    by_id = {r.command_id: r for r in results}
+    check_accepted_exactly_once(events, by_id)
+    accepted = sum(r.accepted for r in results)
+    assert 0 < accepted < len(results)  # the workload overdraws sometimes
+    model = _model_balances(list(zip(commands, results, strict=True)))
+    folded = fold_balances(events)
+    assert {a: folded.get(a, 0) for a in ACCOUNTS} == {a: model.get(a, 0) for a in ACCOUNTS}
+
+
+def test_rebalance_between_two_instances_loses_and_duplicates_nothing(bank: BankRig):
+    first = bank.processor("p0")
+    _open_all(bank)
+    commands = random_workload(ACCOUNTS, 20_000, seed=5)
+    sent: list[PendingCommand] = []
+    done = threading.Event()
+    sender = _send_steadily(bank, commands, 4_000, sent, done)
+    time.sleep(1.5)
+    second = bank.processor("p1")  # joins: the group rebalances mid-stream
+    time.sleep(1.5)
+    first.stop()  # leaves: its partitions move to the survivor
+    results = [p.result(300) for p in sent]
+    sender.client.close()  # type: ignore[attr-defined]
+    assert second.alive
+    assert "assigned [" in second.log_tail(200)
+
+    events = read_events(bank.kafka, bank.topics.events)
+    check_event_log(events)
+    check_accepted_exactly_once(events, {r.command_id: r for r in results})
+    model = _model_balances(list(zip(commands, results, strict=True)))
+    folded = fold_balances(events)
+    assert {a: folded.get(a, 0) for a in ACCOUNTS} == {a: model.get(a, 0) for a in ACCOUNTS}

@@ -1,0 +1,146 @@
+"""Fixtures and checks shared by the write-side tests: private bank topics, processor
+processes, and the invariants read back from `<ctx>.events` with read_committed."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processors.registry import default_registry
+from processors.topic_admin import create_topics
+from processors.topic_reader import read_topic
+from processors.topics import ContextTopics, declared_topics
+from producers.command_client import CommandClient, CommandResult
+from schemas import headers as ce
+from schemas.codec import default_codec
+from tests.integration.workers import Worker
+
+
+@dataclass
+class BankRig:
+    kafka: dict[str, Any]
+    prefix: str
+    log_dir: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def topics(self) -> ContextTopics:
+        return ContextTopics(self.prefix)
+
+    def processor(self, instance_id: str = "p0", ready: bool = True) -> Worker:
+        worker = Worker(
+            "processor",
+            ["--context", "bank", "--prefix", self.prefix, "--instance-id", instance_id],
+            self.log_dir,
+            f"processor-{instance_id}-{len(self.workers)}",
+        ).start()
+        self.workers.append(worker)
+        return worker.wait_ready() if ready else worker
+
+    def client(self) -> CommandClient:
+        return CommandClient(self.kafka, "bank", topic_prefix=self.prefix)
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+@pytest.fixture
+def bank(kafka_config: dict[str, Any], ctx_name: str, tmp_path: Path) -> Iterator[BankRig]:
+    create_topics(kafka_config, declared_topics(default_registry().context("bank"), ctx_name))
+    rig = BankRig(kafka_config, ctx_name, tmp_path)
+    try:
+        yield rig
+    finally:
+        rig.stop_all()
+
+
+def open_account(account_id: str, currency: str = "EUR") -> dict[str, Any]:
+    return {"account_id": account_id, "owner": f"owner of {account_id}", "currency": currency}
+
+
+def movement(account_id: str, amount: int, currency: str = "EUR") -> dict[str, Any]:
+    return {"account_id": account_id, "amount": {"amount": amount, "currency": currency}}
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    partition: int
+    offset: int
+    aggregate_id: str
+    type: str
+    version: int
+    causation_id: str
+    data: dict[str, Any]
+
+
+def read_events(kafka: dict[str, Any], topic: str) -> list[StoredEvent]:
+    codec = default_codec()
+    events = []
+    for msg in read_topic(kafka, topic):
+        h = {k: v.decode() for k, v in msg.headers() or () if v is not None}
+        decoded = codec.decode_message(msg.value())
+        type_name, data = decoded.writer.name, decoded.record
+        events.append(
+            StoredEvent(
+                msg.partition(),
+                msg.offset(),
+                msg.key().decode(),
+                type_name,
+                int(h[ce.AGGREGATE_VERSION]),
+                h[ce.CAUSATION_ID],
+                data,
+            )
+        )
+    return events
+
+
+def check_event_log(events: list[StoredEvent]) -> dict[str, list[StoredEvent]]:
+    """Per aggregate, versions run 1..n with no gap and no duplicate."""
+    by_aggregate: dict[str, list[StoredEvent]] = defaultdict(list)
+    for e in events:
+        by_aggregate[e.aggregate_id].append(e)
+    for aggregate_id, stream in by_aggregate.items():
+        versions = [e.version for e in stream]
+        assert versions == list(range(1, len(stream) + 1)), (aggregate_id, versions[:50])
+    return by_aggregate
+
+
+def check_accepted_exactly_once(
+    events: list[StoredEvent], results: dict[str, CommandResult]
+) -> None:
+    """Every command the client saw accepted has its events exactly once; rejected ones none."""
+    per_command = Counter(e.causation_id for e in events)
+    for command_id, result in results.items():
+        expected = len(result.events) if result.accepted else 0
+        assert per_command.get(command_id, 0) == expected, (command_id, result)
+        if result.accepted:
+            assert expected >= 1
+
+
+def fold_balances(events: list[StoredEvent]) -> dict[str, int]:
+    balances: dict[str, int] = defaultdict(int)
+    for e in events:
+        if e.type == "bank.Deposited":
+            balances[e.aggregate_id] += e.data["amount"]["amount"]
+        elif e.type == "bank.Withdrawn":
+            balances[e.aggregate_id] -= e.data["amount"]["amount"]
+    return dict(balances)
+
+
+def random_workload(accounts: list[str], n: int, seed: int) -> list[tuple[str, dict[str, Any]]]:
+    rng = random.Random(seed)
+    commands = []
+    for _ in range(n):
+        account = rng.choice(accounts)
+        if rng.random() < 0.6:
+            commands.append(("bank.Deposit", movement(account, rng.randint(1, 10_000))))
+        else:
+            commands.append(("bank.Withdraw", movement(account, rng.randint(1, 12_000))))
+    return commands
