@@ -4,10 +4,17 @@ duplicate command ids and dead letters, with the processor running as a real pro
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 import uuid
 
 from confluent_kafka import Producer
 
+from processors import wire
+from processors.bank.account import ACCOUNT, Account
+from processors.command_handler import AggregateEntry
+from processors.partitioning import partition_for
 from processors.topic_reader import read_topic
 from schemas import headers as ce
 from schemas.codec import default_codec
@@ -112,3 +119,35 @@ def test_random_bytes_go_to_the_dlq_and_valid_commands_still_flow(bank: BankRig)
     assert {m.key().decode() for m in dead if m.key().startswith(b"junk")} == {
         f"junk-{i}" for i in range(garbage)
     }
+
+
+def test_rebuild_replaces_a_corrupt_snapshot_with_the_fold_of_the_events(bank: BankRig):
+    worker = bank.processor()
+    with bank.client() as client:
+        client.send("bank.OpenAccount", open_account("acc-5")).result(30)
+        client.send("bank.Deposit", movement("acc-5", 100)).result(30)
+        assert client.send("bank.Deposit", movement("acc-5", 50)).result(30).version == 3
+    worker.stop()
+    corrupt = Account("acc-5", "x", "EUR", 999_999, "OPEN")
+    producer = Producer(bank.kafka)
+    producer.produce(
+        bank.topics.aggregates,
+        wire.encode_snapshot(ACCOUNT, "acc-5", AggregateEntry(corrupt, 3)),
+        wire.snapshot_key(ACCOUNT.name, "acc-5"),
+        partition=partition_for("acc-5", 6),
+    )
+    producer.flush(10)
+    cli = [sys.executable, "-m", "cqrsctl.main", "aggregates", "rebuild", "--prefix", bank.prefix]
+    deadline = time.monotonic() + 30  # a static member stays in the group for its session
+    while (done := subprocess.run(cli, capture_output=True, text=True)).returncode == 2:
+        assert "stop them first" in done.stderr
+        assert time.monotonic() < deadline, done.stderr
+        time.sleep(1)
+    assert done.returncode == 0, done.stderr
+    assert "folded 3 events into 1 aggregate snapshots" in done.stdout
+    bank.processor()
+    with bank.client() as client:
+        too_much = client.send("bank.Withdraw", movement("acc-5", 151)).result(30)
+        exact = client.send("bank.Withdraw", movement("acc-5", 150)).result(30)
+    assert too_much.reason == "insufficient_funds"
+    assert exact.accepted and exact.version == 4
