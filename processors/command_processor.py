@@ -163,10 +163,11 @@ class CommandProcessor:
         next_offsets: dict[int, int] = {}
         try:
             self._producer.begin_transaction()
-            decided, duplicates = self._decide_all(messages, first_offsets, next_offsets)
+            stamp = wire.Stamp(self.source)
+            decided, duplicates = self._decide_all(stamp, messages, first_offsets, next_offsets)
             # Events must be acknowledged before results can name their offsets.
             self._producer.flush()
-            self._publish_outcomes(decided, duplicates)
+            self._publish_outcomes(stamp, decided, duplicates)
             offsets = [TopicPartition(self.topics.commands, p, o) for p, o in next_offsets.items()]
             self._producer.send_offsets_to_transaction(
                 offsets, self._consumer.consumer_group_metadata()
@@ -183,6 +184,7 @@ class CommandProcessor:
 
     def _decide_all(
         self,
+        stamp: wire.Stamp,
         messages: list[Message],
         first_offsets: dict[int, int],
         next_offsets: dict[int, int],
@@ -202,16 +204,16 @@ class CommandProcessor:
             next_offsets[partition] = offset + 1
             parsed = wire.parse_command(msg)
             if isinstance(parsed, wire.Undecodable):
-                self._dead_letter(msg, parsed)
+                self._dead_letter(stamp, msg, parsed)
                 continue
             outcome = self.handler.handle(parsed)
             if isinstance(outcome, Duplicate):
                 duplicates.append(outcome)
                 continue
-            decided.append((outcome, self._produce_events(outcome)))
+            decided.append((outcome, self._produce_events(stamp, outcome)))
         return decided, duplicates
 
-    def _produce_events(self, d: Decided) -> list[_PendingEvent]:
+    def _produce_events(self, stamp: wire.Stamp, d: Decided) -> list[_PendingEvent]:
         pending: list[_PendingEvent] = []
         if d.status != ACCEPTED:
             return pending
@@ -226,7 +228,7 @@ class CommandProcessor:
                 msg.key,
                 partition=msg.partition,
                 headers=wire.event_headers(
-                    event.type, msg, first_version + i, self.source, self.topics.prefix
+                    stamp, event.type, msg, first_version + i, self.topics.prefix
                 ),
                 on_delivery=_record_position(slot),
             )
@@ -234,6 +236,7 @@ class CommandProcessor:
 
     def _publish_outcomes(
         self,
+        stamp: wire.Stamp,
         decided: list[tuple[Decided, list[_PendingEvent]]],
         duplicates: list[Duplicate],
     ) -> None:
@@ -251,7 +254,7 @@ class CommandProcessor:
                 result,
                 msg.key,
                 partition=msg.partition,
-                headers=wire.result_headers(msg, self.source),
+                headers=wire.result_headers(stamp, msg),
             )
             if d.status == ACCEPTED and d.aggregate is not None:
                 snapshots[(msg.partition, (d.aggregate.name, msg.key))] = d
@@ -262,7 +265,7 @@ class CommandProcessor:
                     wire.encode(issued.command.type, dict(issued.command.data)),
                     target,
                     partition=partition,
-                    headers=wire.issued_command_headers(issued, target, msg, self.source),
+                    headers=wire.issued_command_headers(stamp, issued, target, msg),
                 )
         for (partition, _), d in snapshots.items():
             entry = self.handler.owned[partition].aggregates[(d.aggregate.name, d.message.key)]
@@ -282,17 +285,17 @@ class CommandProcessor:
                 first,
                 msg.key,
                 partition=msg.partition,
-                headers=wire.result_headers(msg, self.source),
+                headers=wire.result_headers(stamp, msg),
             )
 
-    def _dead_letter(self, msg: Message, why: wire.Undecodable) -> None:
+    def _dead_letter(self, stamp: wire.Stamp, msg: Message, why: wire.Undecodable) -> None:
         self.metrics.dead_letters.labels(why.error_type).inc()
         self._producer.produce(
             self.topics.dlq,
             msg.value(),
             msg.key(),
             partition=msg.partition(),
-            headers=wire.dead_letter_headers(msg, why),
+            headers=wire.dead_letter_headers(stamp, msg, why),
         )
 
     def _recover(self, exc: KafkaException, first_offsets: dict[int, int]) -> None:
