@@ -127,7 +127,7 @@ def test_rebuild_replaces_a_corrupt_snapshot_with_the_fold_of_the_events(bank: B
         client.send("bank.OpenAccount", open_account("acc-5")).result(30)
         client.send("bank.Deposit", movement("acc-5", 100)).result(30)
         assert client.send("bank.Deposit", movement("acc-5", 50)).result(30).version == 3
-    worker.stop()
+    assert worker.stop() == 0  # SIGTERM: finish the batch, commit, leave cleanly
     corrupt = Account("acc-5", "x", "EUR", 999_999, "OPEN")
     producer = Producer(bank.kafka)
     producer.produce(

@@ -1,0 +1,134 @@
+"""The processor's in-memory decision step, without Kafka: routing checks, conflicts,
+duplicates, process-manager reactions, and the rollback journal of an aborted batch."""
+
+from __future__ import annotations
+
+import pytest
+
+from processors.command_handler import (
+    ACCEPTED,
+    CONFLICT,
+    REJECTED,
+    CommandHandler,
+    CommandMessage,
+    Decided,
+    Duplicate,
+    PartitionState,
+)
+from processors.partitioning import partition_for
+from processors.registry import default_registry
+
+PARTITIONS = 6
+
+
+@pytest.fixture
+def handler() -> CommandHandler:
+    h = CommandHandler(default_registry(), "bank", PARTITIONS, dedup_window=3)
+    for p in range(PARTITIONS):
+        h.assign(p, PartitionState())
+    h.begin_batch()
+    return h
+
+
+def message(command_type: str, data: dict, command_id: str, **kw) -> CommandMessage:
+    key = kw.pop("key", None) or data.get("account_id") or data["transfer_id"]
+    return CommandMessage(
+        partition=kw.pop("partition", partition_for(key, PARTITIONS)),
+        offset=kw.pop("offset", 0),
+        key=key,
+        command_id=command_id,
+        command_type=command_type,
+        data=data,
+        correlation_id=None,
+        expected_version=kw.pop("expected_version", None),
+    )
+
+
+def open_(account: str, cid: str = "c-open") -> CommandMessage:
+    return message(
+        "bank.OpenAccount", {"account_id": account, "owner": "o", "currency": "EUR"}, cid
+    )
+
+
+def deposit(account: str, amount: int, cid: str, **kw) -> CommandMessage:
+    data = {"account_id": account, "amount": {"amount": amount, "currency": "EUR"}}
+    return message("bank.Deposit", data, cid, **kw)
+
+
+def test_accepted_commands_bump_the_version(handler: CommandHandler):
+    assert handler.handle(open_("a")).version == 1
+    decided = handler.handle(deposit("a", 5, "c1"))
+    assert isinstance(decided, Decided)
+    assert (decided.status, decided.version, decided.events[0].data["balance"]) == (ACCEPTED, 2, 5)
+
+
+def test_expected_version_mismatch_is_a_conflict_and_changes_nothing(handler: CommandHandler):
+    handler.handle(open_("a"))
+    stale = handler.handle(deposit("a", 5, "c1", expected_version=0))
+    assert (stale.status, stale.reason, stale.version, stale.events) == (
+        CONFLICT,
+        "version_conflict",
+        1,
+        [],
+    )
+    assert handler.handle(deposit("a", 5, "c2", expected_version=1)).status == ACCEPTED
+
+
+def test_a_repeated_command_id_is_a_duplicate(handler: CommandHandler):
+    handler.handle(open_("a"))
+    handler.handle(deposit("a", 5, "same"))
+    assert isinstance(handler.handle(deposit("a", 5, "same")), Duplicate)
+
+
+def test_dedup_window_keeps_the_last_results_only(handler: CommandHandler):
+    p = partition_for("a", PARTITIONS)
+    for i in range(4):
+        handler.remember_result(p, f"c{i}", b"result")
+    assert handler.first_result(p, "c0") is None
+    assert handler.first_result(p, "c3") == b"result"
+
+
+def test_wrong_partition_and_key_mismatch_are_rejected(handler: CommandHandler):
+    right = partition_for("a", PARTITIONS)
+    data = {"account_id": "a", "owner": "o", "currency": "EUR"}
+    wrong = handler.handle(
+        message("bank.OpenAccount", data, "c1", partition=(right + 1) % PARTITIONS)
+    )
+    assert (wrong.status, wrong.reason) == (REJECTED, "wrong_partition")
+    mismatch = handler.handle(
+        deposit("a", 1, "c2", key="b", partition=partition_for("b", PARTITIONS))
+    )
+    assert (mismatch.status, mismatch.reason) == (REJECTED, "key_mismatch")
+
+
+def test_rollback_forgets_state_and_seen_ids_of_the_aborted_batch(handler: CommandHandler):
+    handler.handle(open_("a"))
+    handler.handle(deposit("a", 5, "c1"))
+    handler.begin_batch()  # the batch above committed
+    handler.handle(deposit("a", 7, "c2"))
+    handler.handle(open_("b", "c-open-b"))
+    handler.rollback()  # this one aborted
+    replay = handler.handle(deposit("a", 7, "c2"))
+    assert isinstance(replay, Decided) and replay.version == 3
+    assert replay.events[0].data["balance"] == 12
+    assert handler.handle(open_("b", "c-open-b")).status == ACCEPTED
+
+
+def test_transfer_request_makes_the_saga_issue_the_debit_in_the_same_step(handler: CommandHandler):
+    data = {
+        "transfer_id": "t1",
+        "from_account_id": "a",
+        "to_account_id": "b",
+        "amount": {"amount": 3, "currency": "EUR"},
+    }
+    decided = handler.handle(message("bank.RequestTransfer", data, "c-t"))
+    assert [i.command_id for i in decided.issued] == ["pm:transfer:t1:debit"]
+    target, partition = handler.target(decided.issued[0].command)
+    assert (target, partition) == ("a", partition_for("a", PARTITIONS))
+    # The debit's outcome (rejected: account a does not exist) feeds back to the saga.
+    debit = decided.issued[0]
+    outcome = handler.handle(
+        message(debit.command.type, dict(debit.command.data), debit.command_id)
+    )
+    assert outcome.reason == "account_not_found"
+    assert [i.command.type for i in outcome.issued] == ["bank.FailTransfer"]
