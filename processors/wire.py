@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Message
@@ -35,10 +34,6 @@ def encode(type_name: str, record: Mapping[str, Any]) -> bytes:
     return _codec.encode(type_name, record)
 
 
-def _now() -> bytes:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z").encode()
-
-
 class Stamp:
     """Header values every record of one batch shares, computed once per batch rather than
     once per record (formatting a timestamp costs as much as encoding a small event)."""
@@ -46,7 +41,7 @@ class Stamp:
     __slots__ = ("common", "time")
 
     def __init__(self, source: str) -> None:
-        self.time = _now()
+        self.time = ce.time_header_value()
         self.common = [
             (ce.SPECVERSION, SPEC_VERSION),
             (ce.SOURCE, source.encode()),

@@ -115,6 +115,7 @@ class CommandClient:
         self.topics = ContextTopics(topic_prefix or context)
         self.codec = codec or default_codec()
         self.source = source.encode()
+        self._new_id = ce.IdSequence()
         self._producer = Producer(
             {
                 **kafka,
@@ -158,13 +159,13 @@ class CommandClient:
         correlation_id: str | None = None,
     ) -> PendingCommand:
         aggregate_id, value = self.prepare(command_type, data)
-        command_id = command_id or str(uuid.uuid4())
+        command_id = command_id or self._new_id()
         headers = [
             (ce.SPECVERSION, b"1.0"),
             (ce.ID, command_id.encode()),
             (ce.TYPE, command_type.encode()),
             (ce.SOURCE, self.source),
-            (ce.TIME, datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
+            (ce.TIME, ce.time_header_value()),
             (ce.SUBJECT, aggregate_id.encode()),
             (ce.CONTENT_TYPE, b"application/avro"),
         ]

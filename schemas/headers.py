@@ -9,6 +9,8 @@ the message key is the aggregate id, so any consumer can route and trace without
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -206,3 +208,33 @@ def _optional_version(values: Mapping[str, str], name: str) -> int | None:
     if not text.isascii() or not text.isdigit():
         raise MalformedHeader(name, f"header {name}: expected a non-negative integer, got {text!r}")
     return int(text)
+
+
+_clock_cache: tuple[int, bytes] = (-1, b"")
+
+
+def time_header_value() -> bytes:
+    """ce_time for "now" (millisecond precision), formatted at most once per millisecond:
+    at tens of thousands of records a second, formatting dominates otherwise."""
+    global _clock_cache
+    millis = time.time_ns() // 1_000_000
+    cached_millis, value = _clock_cache
+    if millis != cached_millis:
+        moment = dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+        value = (moment.isoformat(timespec="milliseconds")[:-6] + "Z").encode()
+        _clock_cache = (millis, value)
+    return value
+
+
+class IdSequence:
+    """Unique ids for ce_id without a syscall per id: a random 122-bit UUID4 prefix chosen
+    once per sequence, then a counter (`<uuid>-<n>`). Unique across processes by the prefix."""
+
+    __slots__ = ("_next", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = str(uuid.uuid4())
+        self._next = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self._prefix}-{next(self._next)}"
