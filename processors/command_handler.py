@@ -64,6 +64,8 @@ class Decided:
     events: list[Event]
     issued: list[IssueCommand]
     snapshot_state: Any = None
+    # The aggregate's entry before this command, so `retract` can undo just this command.
+    previous: AggregateEntry | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,12 @@ class CommandHandler:
         self._undo_aggregates: dict[tuple[int, tuple[str, str]], AggregateEntry | None] = {}
         self._undo_results: list[tuple[int, str]] = []
         self._process_managers = list(self.context.process_managers)
+        # A processor answers only its own context's commands, even when the registry holds
+        # other contexts whose aggregates would happily decide them.
+        self._command_types = frozenset(
+            t for agg in self.context.aggregates for t in agg.command_types
+        )
+        self._aggregate_names = [agg.name for agg in self.context.aggregates]
 
     # -- ownership -------------------------------------------------------------------------
 
@@ -137,7 +145,27 @@ class CommandHandler:
     def _reject(self, msg: CommandMessage, reason: str, detail: str, version: int = 0) -> Decided:
         return Decided(msg, None, REJECTED, reason, detail, version, [], [])
 
+    def retract(self, d: Decided, reason: str, detail: str) -> Decided:
+        """Reject a decided command after all, undoing what it did to memory: the processor
+        found that its output cannot be written (over Kafka's size limit, or not encodable).
+        Process managers learn the rejection as they would any other."""
+        msg = d.message
+        version = d.version - len(d.events)
+        if d.status == ACCEPTED and d.aggregate is not None:
+            aggregates = self.owned[msg.partition].aggregates
+            key = (d.aggregate.name, msg.key)
+            if d.previous is None:
+                aggregates.pop(key, None)
+            else:
+                aggregates[key] = d.previous
+        rejected = Decided(msg, d.aggregate, REJECTED, reason, detail, version, [], [])
+        rejected.issued = self._react(rejected)
+        return rejected
+
     def _decide(self, owned: PartitionState, msg: CommandMessage) -> Decided:
+        if msg.command_type not in self._command_types:
+            detail = f"{msg.command_type} is not a command of context {self.context.name}"
+            return self._reject(msg, "unknown_command", detail)
         try:
             agg = self.registry.aggregate_for_command(msg.command_type)
         except UnknownMessageType as exc:
@@ -155,6 +183,13 @@ class CommandHandler:
             return self._reject(msg, "wrong_partition", detail)
         key = (agg.name, msg.key)
         entry = owned.aggregates.get(key)
+        if entry is None:
+            # Consumers know an aggregate by its id alone (the key, ce_subject, event ids,
+            # read-model rows): two types sharing one id would interleave their versions.
+            for other in self._aggregate_names:
+                if other != agg.name and (other, msg.key) in owned.aggregates:
+                    detail = f"{msg.key!r} is already the id of a {other}"
+                    return self._reject(msg, "id_in_use", detail)
         version = entry.version if entry else 0
         if msg.expected_version is not None and msg.expected_version != version:
             detail = f"expected version {msg.expected_version}, aggregate is at {version}"
@@ -180,7 +215,7 @@ class CommandHandler:
             if undo_key not in self._undo_aggregates:
                 self._undo_aggregates[undo_key] = entry
             owned.aggregates[key] = AggregateEntry(state, version)
-            decided = Decided(msg, agg, ACCEPTED, "", "", version, events, [], state)
+            decided = Decided(msg, agg, ACCEPTED, "", "", version, events, [], state, entry)
         decided.issued = self._react(decided)
         return decided
 

@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -27,6 +27,7 @@ from processors.command_handler import (
     Decided,
     Duplicate,
 )
+from processors.domain import AggregateType
 from processors.metrics import ProcessorMetrics
 from processors.registry import Registry
 from processors.state_restore import restore_partition
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ProcessorConfig:
     context: str
-    kafka: dict[str, Any]
+    kafka: dict[str, Any] = field(repr=False)  # holds sasl.password when SASL is on
     topic_prefix: str | None = None
     instance_id: str = "0"
     batch_size: int = 2000
@@ -50,6 +51,11 @@ class ProcessorConfig:
     @property
     def topics(self) -> ContextTopics:
         return ContextTopics(self.topic_prefix or self.context)
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record our producer sends; output over it is refused up front."""
+        return int(self.kafka.get("message.max.bytes", wire.DEFAULT_MAX_RECORD_BYTES))
 
     @property
     def group_id(self) -> str:
@@ -68,6 +74,9 @@ class _PendingEvent:
     position: list[Any]  # [partition, offset], filled by the delivery callback
 
 
+_Decided = tuple[Decided, list[_PendingEvent], wire.Outputs]
+
+
 class CommandProcessor:
     def __init__(self, config: ProcessorConfig, registry: Registry) -> None:
         self.config = config
@@ -75,6 +84,9 @@ class CommandProcessor:
         ctx = registry.context(config.context)
         self.partitions = ctx.partitions
         self.handler = CommandHandler(registry, config.context, ctx.partitions, config.dedup_window)
+        self.outputs = wire.OutputBuilder(
+            self.topics.prefix, self.topics.events, config.max_record_bytes, self.handler.target
+        )
         self.metrics = ProcessorMetrics()
         self.source = f"/{config.context}/command-processor"
         self._stop = threading.Event()
@@ -176,9 +188,23 @@ class CommandProcessor:
         except KafkaException as exc:
             self._recover(exc, first_offsets)
             return
+        except wire.SnapshotRefused as refused:
+            # Rare: an aggregate's state outgrew what Kafka takes during this batch. Undo the
+            # batch and replay it checking that aggregate's snapshot after every command, so
+            # the command that made it too large is rejected instead of retried forever.
+            if refused.aggregate in self.outputs.strict:
+                raise RuntimeError(
+                    f"snapshot refused under per-command checks: {refused}"
+                ) from refused
+            log.warning("replaying the batch: %s", refused)
+            self.outputs.strict.add(refused.aggregate)
+            self.metrics.aborts.inc()
+            self.handler.rollback()
+            self._abort_and_rewind(first_offsets)
+            return
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.metrics.batch_size.observe(len(messages))
-        for d, _ in decided:
+        for d, _, _ in decided:
             self.metrics.commands.labels(d.status, d.reason).inc()
         self.metrics.duplicates.inc(len(duplicates))
 
@@ -188,8 +214,8 @@ class CommandProcessor:
         messages: list[Message],
         first_offsets: dict[int, int],
         next_offsets: dict[int, int],
-    ) -> tuple[list[tuple[Decided, list[_PendingEvent]]], list[Duplicate]]:
-        decided: list[tuple[Decided, list[_PendingEvent]]] = []
+    ) -> tuple[list[_Decided], list[Duplicate]]:
+        decided: list[_Decided] = []
         duplicates: list[Duplicate] = []
         for msg in messages:
             err = msg.error()
@@ -210,39 +236,35 @@ class CommandProcessor:
             if isinstance(outcome, Duplicate):
                 duplicates.append(outcome)
                 continue
-            decided.append((outcome, self._produce_events(stamp, outcome)))
+            # Output Kafka would refuse turns the command into a rejection here, before any
+            # of it is produced, rather than into an abort that would come back forever.
+            outcome, outputs = self.outputs.settle(stamp, outcome, self.handler.retract)
+            decided.append((outcome, self._produce_events(outcome, outputs), outputs))
         return decided, duplicates
 
-    def _produce_events(self, stamp: wire.Stamp, d: Decided) -> list[_PendingEvent]:
+    def _produce_events(self, d: Decided, outputs: wire.Outputs) -> list[_PendingEvent]:
         pending: list[_PendingEvent] = []
-        if d.status != ACCEPTED:
-            return pending
         msg = d.message
-        first_version = d.version - len(d.events) + 1
-        for i, event in enumerate(d.events):
+        for value, headers in outputs.events:
             slot = _PendingEvent([msg.partition, -1])
             pending.append(slot)
             self._producer.produce(
                 self.topics.events,
-                wire.encode(event.type, event.data),
+                value,
                 msg.key,
                 partition=msg.partition,
-                headers=wire.event_headers(
-                    stamp, event.type, msg, first_version + i, self.topics.prefix
-                ),
+                headers=headers,
                 on_delivery=_record_position(slot),
             )
         return pending
 
     def _publish_outcomes(
-        self,
-        stamp: wire.Stamp,
-        decided: list[tuple[Decided, list[_PendingEvent]]],
-        duplicates: list[Duplicate],
+        self, stamp: wire.Stamp, decided: list[_Decided], duplicates: list[Duplicate]
     ) -> None:
         produce = self._producer.produce
-        snapshots: dict[tuple[int, tuple[str, str]], Decided] = {}
-        for d, pending in decided:
+        # One snapshot per aggregate per batch, of its state after the batch.
+        snapshots: dict[tuple[int, tuple[str, str]], tuple[AggregateType[Any], bytes | None]] = {}
+        for d, pending, outputs in decided:
             msg = d.message
             positions = [(self.topics.events, p.position[0], p.position[1]) for p in pending]
             if any(pos[2] < 0 for pos in positions):
@@ -257,24 +279,18 @@ class CommandProcessor:
                 headers=wire.result_headers(stamp, msg),
             )
             if d.status == ACCEPTED and d.aggregate is not None:
-                snapshots[(msg.partition, (d.aggregate.name, msg.key))] = d
-            for issued in d.issued:
-                target, partition = self.handler.target(issued.command)
-                produce(
-                    self.topics.commands,
-                    wire.encode(issued.command.type, dict(issued.command.data)),
-                    target,
-                    partition=partition,
-                    headers=wire.issued_command_headers(stamp, issued, target, msg),
+                snapshots[(msg.partition, (d.aggregate.name, msg.key))] = (
+                    d.aggregate,
+                    outputs.snapshot,
                 )
-        for (partition, _), d in snapshots.items():
-            entry = self.handler.owned[partition].aggregates[(d.aggregate.name, d.message.key)]
-            produce(
-                self.topics.aggregates,
-                wire.encode_snapshot(d.aggregate, d.message.key, entry),
-                wire.snapshot_key(d.aggregate.name, d.message.key),
-                partition=partition,
-            )
+            for target, partition, value, headers in outputs.issued:
+                produce(self.topics.commands, value, target, partition=partition, headers=headers)
+        for (partition, (name, key)), (agg, value) in snapshots.items():
+            if value is None:  # encoded (and size-checked) once per batch, here
+                entry = self.handler.owned[partition].aggregates[(name, key)]
+                value = self.outputs.snapshot_value(agg, key, entry)
+            key_text = wire.snapshot_key(name, key)
+            produce(self.topics.aggregates, value, key_text, partition=partition)
         for dup in duplicates:
             msg = dup.message
             first = self.handler.first_result(msg.partition, msg.command_id)
@@ -290,12 +306,9 @@ class CommandProcessor:
 
     def _dead_letter(self, stamp: wire.Stamp, msg: Message, why: wire.Undecodable) -> None:
         self.metrics.dead_letters.labels(why.error_type).inc()
+        key, value, headers = wire.dead_letter(stamp, msg, why, self.config.max_record_bytes)
         self._producer.produce(
-            self.topics.dlq,
-            msg.value(),
-            msg.key(),
-            partition=msg.partition(),
-            headers=wire.dead_letter_headers(stamp, msg, why),
+            self.topics.dlq, value, key, partition=msg.partition(), headers=headers
         )
 
     def _recover(self, exc: KafkaException, first_offsets: dict[int, int]) -> None:
@@ -309,6 +322,9 @@ class CommandProcessor:
             self._stop.set()
             raise SystemExit(f"command processor stopped: {err}") from exc
         log.warning("transaction aborted: %s", err)
+        self._abort_and_rewind(first_offsets)
+
+    def _abort_and_rewind(self, first_offsets: dict[int, int]) -> None:
         try:
             self._producer.abort_transaction(30)
         except KafkaException as abort_exc:

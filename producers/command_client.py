@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from processors import wire
 from processors.registry import Registry, UnknownMessageType, default_registry
 from processors.topics import ContextTopics
 from schemas import headers as ce
@@ -116,16 +117,16 @@ class CommandClient:
         self.codec = codec or default_codec()
         self.source = source.encode()
         self._new_id = ce.IdSequence()
-        self._producer = Producer(
-            {
-                **kafka,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-                "partitioner": "murmur2_random",  # Java-compatible: same partition as Kafka's
-                **(producer_config or {}),
-            }
-        )
+        config = {
+            **kafka,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "partitioner": "murmur2_random",  # Java-compatible: same partition as Kafka's
+            **(producer_config or {}),
+        }
+        self._max_record_bytes = int(config.get("message.max.bytes", wire.DEFAULT_MAX_RECORD_BYTES))
+        self._producer = Producer(config)
         self._pending: dict[str, Future[CommandResult]] = {}
         self._lock = threading.Lock()
         self._listener: _ResultListener | None = None
@@ -147,7 +148,9 @@ class CommandClient:
             self.codec.catalog.validate(command_type, data)
         except ValueError as exc:
             raise InvalidCommand(str(exc)) from None
-        return str(data[agg.id_field]), self.codec.encode(command_type, data)
+        aggregate_id = str(data[agg.id_field])
+        _check_id(f"{command_type}: field '{agg.id_field}'", aggregate_id)
+        return aggregate_id, self.codec.encode(command_type, data)
 
     def send(
         self,
@@ -160,6 +163,9 @@ class CommandClient:
     ) -> PendingCommand:
         aggregate_id, value = self.prepare(command_type, data)
         command_id = command_id or self._new_id()
+        _check_id("command id", command_id)
+        if correlation_id:
+            _check_id("correlation id", correlation_id)
         headers = [
             (ce.SPECVERSION, b"1.0"),
             (ce.ID, command_id.encode()),
@@ -173,6 +179,13 @@ class CommandClient:
             headers.append((ce.CORRELATION_ID, correlation_id.encode()))
         if expected_version is not None:
             headers.append((ce.EXPECTED_VERSION, str(expected_version).encode()))
+        size = wire.record_size(aggregate_id, value, headers)
+        if size > self._max_record_bytes:
+            # librdkafka would refuse it too, but as "Broker: Message size too large".
+            raise InvalidCommand(
+                f"{command_type} is {size:,} bytes with its key and headers; the producer "
+                f"takes at most {self._max_record_bytes:,} (message.max.bytes): nothing was sent"
+            )
         future: Future[CommandResult] | None = None
         if self._listener is not None:
             future = Future()
@@ -215,6 +228,14 @@ class CommandClient:
 
     def _is_waiting_for(self, command_id: str) -> bool:
         return command_id in self._pending
+
+
+def _check_id(what: str, text: str) -> None:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > wire.MAX_ID_BYTES:
+        raise InvalidCommand(
+            f"{what}: {size:,} bytes; ids are at most {wire.MAX_ID_BYTES} bytes (UTF-8)"
+        )
 
 
 class _ResultListener(threading.Thread):
