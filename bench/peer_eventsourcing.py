@@ -261,11 +261,14 @@ def summarise(
 
 
 def check_correctness(
-    spec: WorkloadSpec, written: Mapping[str, Any], balances: Mapping[str, int]
+    spec: WorkloadSpec, written: Mapping[str, Any], events: int, balances: Mapping[str, int]
 ) -> list[str]:
-    """Differences from the reference model; empty when the peer got everything right."""
+    """Differences from the reference model; empty when the peer got everything right.
+    `events` is how many events the projection applied, `balances` the read model's."""
     model = expected_outcome(iter_commands(spec))
     problems = []
+    if events != model.events:
+        problems.append(f"the projection applied {events} events, the model expects {model.events}")
     accepted = [bool(nid) for nid in written["notification_ids"]]
     if accepted != model.accepted:
         first = next(
@@ -339,7 +342,9 @@ def run_peer(
                 process.join()
 
     figures = summarise(spec, written, projected)
-    problems = check_correctness(spec, written, read_balances(dsn, schema))
+    problems = check_correctness(
+        spec, written, len(projected["visible_at"]), read_balances(dsn, schema)
+    )
     return {
         "system": f"eventsourcing {version('eventsourcing')}",
         "accounts": accounts,
