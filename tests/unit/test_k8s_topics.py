@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 
 from processors.command_processor import ProcessorConfig
+from processors.projector.app import changelog_topic, projector_app_id
 from processors.registry import default_registry
 from processors.topics import ContextTopics, TopicSpec, declared_topics
+from sinks.app import sink_app_id
 from tests.unit.k8s_render import K8S_DIR, OVERLAYS, of_kind, render_overlay
 
 # (replicas, min.insync.replicas) per overlay
@@ -97,11 +99,12 @@ BANK = ContextTopics("bank")
 
 
 BANK = ContextTopics("bank")
-# Prefixes that name topics the code declares by pattern rather than one by one: every
-# projection topic, and the Faust projector's own topics (changelogs, assignor), which are
-# named after its app id.
-PROJECTION_PREFIX = BANK.projection("")
-FAUST_APP_ID = "bank.projector"
+PROJECTOR_APP = projector_app_id(BANK.prefix)  # its consumer group
+SINK_APP = sink_app_id(BANK.prefix)
+# Topics named by pattern rather than declared one by one: every projection topic, and the
+# topics Faust creates for an app (table changelogs, the assignor's leader topic), which it
+# names `<app id>-...`.
+PATTERN_PREFIXES = (BANK.projection(""), f"{PROJECTOR_APP}-", f"{SINK_APP}-")
 
 
 def test_every_acl_names_a_declared_topic() -> None:
@@ -112,7 +115,7 @@ def test_every_acl_names_a_declared_topic() -> None:
             if res["type"] != "topic":
                 continue
             if res.get("patternType") == "prefix":
-                assert res["name"] in (PROJECTION_PREFIX, FAUST_APP_ID) or any(
+                assert res["name"] in PATTERN_PREFIXES or any(
                     t.startswith(res["name"]) for t in topics
                 ), res
             else:
@@ -152,6 +155,10 @@ def test_only_the_processor_may_write_events() -> None:
     assert writers == ["cqrs-processor"]
 
 
+def faust_leader_topic(app_id: str) -> str:
+    return f"{app_id}-__assignor-__leader"
+
+
 def test_the_projector_reads_events_writes_projections_and_may_not_write_events() -> None:
     user = "cqrs-projector"
     assert allowed(user, "topic", BANK.events, "Read")
@@ -163,15 +170,28 @@ def test_the_projector_reads_events_writes_projections_and_may_not_write_events(
         and "Write" in a["operations"]
         for a in acls(user)
     )
-    assert allowed(user, "topic", BANK.projection("accounts"), "Write")
-    assert allowed(user, "group", FAUST_APP_ID, "Read")
+    projections = default_registry().context("bank").projections
+    assert projections
+    for p in projections:
+        assert allowed(user, "topic", BANK.projection(p.name), "Write"), p.name
+        if p.stateful:
+            changelog = changelog_topic(BANK.prefix, p.name)
+            for op in ("Create", "Write", "Read"):
+                assert allowed(user, "topic", changelog, op), (changelog, op)
+    assert allowed(user, "topic", faust_leader_topic(PROJECTOR_APP), "Create")
+    assert allowed(user, "group", PROJECTOR_APP, "Read")
     for topic in (BANK.commands, BANK.results, BANK.aggregates, BANK.dlq):
         assert not allowed(user, "topic", topic, "Write"), topic
+    assert not allowed(user, "topic", BANK.commands, "Read")
 
 
-def test_the_sink_only_reads_projection_topics() -> None:
+def test_the_sink_reads_projection_topics_and_writes_none() -> None:
     user = "cqrs-sink"
-    assert allowed(user, "topic", BANK.projection("accounts"), "Read")
+    for p in default_registry().context("bank").projections:
+        assert allowed(user, "topic", BANK.projection(p.name), "Read"), p.name
+    assert allowed(user, "group", SINK_APP, "Read")
+    assert allowed(user, "topic", faust_leader_topic(SINK_APP), "Create")
+    assert allowed(user, "topic", faust_leader_topic(SINK_APP), "Read")
     assert not any("Write" in a["operations"] or "All" in a["operations"] for a in acls(user))
     for topic in (BANK.events, BANK.commands, BANK.results, BANK.aggregates):
         assert not allowed(user, "topic", topic, "Read"), topic

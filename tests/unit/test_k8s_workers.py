@@ -262,8 +262,10 @@ def test_the_projector_keeps_rocksdb_on_its_own_volume(overlay: str) -> None:
     c = container(doc)
     (claim,) = doc["spec"]["volumeClaimTemplates"]
     (mount,) = [m for m in c["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
-    # Faust's data directory is relative to the working directory.
-    assert c["workingDir"] == mount["mountPath"]
+    if not cli_command_exists(c["args"][:2]):
+        pytest.xfail("`cqrsctl run projector` does not exist yet: the read side adds it")
+    data_dir = Path(parse_cli(c["args"])["data_dir"])
+    assert data_dir.is_relative_to(mount["mountPath"]), (data_dir, mount)
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
