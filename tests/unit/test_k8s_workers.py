@@ -97,19 +97,6 @@ def parse_cli(args: list[str]) -> dict[str, Any]:
     return cmd.make_context(name, list(rest), parent=parent).params
 
 
-def cli_command_exists(path: list[str]) -> bool:
-    try:
-        _resolve(path)
-    except typer.BadParameter:
-        return False
-    return True
-
-
-# Roles whose `cqrsctl run` command the read side is still adding: their argument check is
-# an expected failure until the command exists, then it runs like the others.
-READ_SIDE_ROLES = {"projector", "sink"}
-
-
 # --- environment ----------------------------------------------------------------------------
 
 
@@ -215,8 +202,6 @@ def test_the_processor_instance_id_is_its_stable_pod_name() -> None:
 def test_args_parse_and_probes_hit_the_health_port(overlay: str, role: str) -> None:
     c = container(workload(overlay, role))
     assert c["args"][:2] == ["run", role]
-    if role in READ_SIDE_ROLES and not cli_command_exists(c["args"][:2]):
-        pytest.xfail(f"`cqrsctl run {role}` does not exist yet: the read side adds it")
     params = parse_cli(c["args"])
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports["health"] == params["health_port"] != 0
@@ -262,8 +247,6 @@ def test_the_projector_keeps_rocksdb_on_its_own_volume(overlay: str) -> None:
     c = container(doc)
     (claim,) = doc["spec"]["volumeClaimTemplates"]
     (mount,) = [m for m in c["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
-    if not cli_command_exists(c["args"][:2]):
-        pytest.xfail("`cqrsctl run projector` does not exist yet: the read side adds it")
     data_dir = Path(parse_cli(c["args"])["data_dir"])
     assert data_dir.is_relative_to(mount["mountPath"]), (data_dir, mount)
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
