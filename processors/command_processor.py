@@ -130,7 +130,15 @@ class CommandProcessor:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self) -> None:
-        self._producer.init_transactions(30)
+        try:
+            self._producer.init_transactions(30)
+        except KafkaException as exc:
+            # Typically wrong credentials, TLS trust or address: librdkafka logs the cause
+            # (e.g. "SASL authentication error") above; say what failed in one line.
+            raise SystemExit(
+                f"command processor stopped: cannot start Kafka transactions: {exc.args[0]}; "
+                "check the CQRS_KAFKA_* settings (servers, security protocol, credentials)"
+            ) from None
         self._consumer.subscribe(
             [self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke
         )

@@ -9,12 +9,14 @@ first transaction do not wait for fifty partitions to come online.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import os
+import re
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from deploy.local import binaries, kafka_jars
@@ -26,6 +28,9 @@ ENV_KAFKA_HEAP = "CQRS_KAFKA_HEAP_OPTS"
 DEFAULT_HEAP = "-Xms256m -Xmx768m"
 START_TIMEOUT = 120.0
 INTERNAL_TOPIC_PARTITIONS = 8
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_ITERATIONS = 8192
+_SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 
 _quiet = logging.getLogger("deploy.local.kafka.librdkafka")
 _quiet.addHandler(logging.NullHandler())
@@ -40,20 +45,62 @@ def new_cluster_id() -> str:
             return text
 
 
+def scram_credential(
+    name: str, password: str, *, iterations: int = SCRAM_ITERATIONS, salt: bytes | None = None
+) -> str:
+    """A `--add-scram` argument for `kafka-storage format` (KRaft keeps SCRAM credentials in
+    the metadata log). Salted and hashed here, as RFC 5802 does, so the password itself
+    never appears on a command line or in the process list."""
+    if not re.fullmatch(r"[A-Za-z0-9._@-]+", name):
+        raise StackError(f"SCRAM user name {name!r}: use letters, digits and . _ @ - only")
+    salt = salt or os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    b64 = base64.b64encode
+    return (
+        f"{SCRAM_MECHANISM}=[name={name},iterations={iterations},"
+        f'salt="{b64(salt).decode()}",saltedpassword="{b64(salted).decode()}"]'
+    )
+
+
+def _listeners(state: StackState) -> dict[str, str]:
+    """Listener settings: PLAINTEXT always, SASL_PLAINTEXT and SASL_SSL when ports are set."""
+    host = "127.0.0.1"
+    served = {"PLAINTEXT": state.kafka_port}
+    if state.kafka_sasl_port:
+        served["SASL_PLAINTEXT"] = state.kafka_sasl_port
+    if state.kafka_sasl_ssl_port:
+        if not state.kafka_ssl_keystore:
+            raise StackError("a SASL_SSL listener needs kafka_ssl_keystore (a PEM key and cert)")
+        served["SASL_SSL"] = state.kafka_sasl_ssl_port
+    advertised = ",".join(f"{name}://{host}:{port}" for name, port in served.items())
+    settings = {
+        "listeners": f"{advertised},CONTROLLER://{host}:{state.kafka_controller_port}",
+        "advertised.listeners": advertised,
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": ",".join(
+            ["CONTROLLER:PLAINTEXT", *(f"{name}:{name}" for name in served)]
+        ),
+    }
+    secured = [name for name in served if name.startswith("SASL")]
+    if secured:
+        settings["sasl.enabled.mechanisms"] = SCRAM_MECHANISM
+        for name in secured:
+            prefix = f"listener.name.{name.lower()}.{SCRAM_MECHANISM.lower()}"
+            settings[f"{prefix}.sasl.jaas.config"] = _SCRAM_LOGIN
+    if state.kafka_sasl_ssl_port:
+        settings["ssl.keystore.type"] = "PEM"
+        settings["ssl.keystore.location"] = str(state.kafka_ssl_keystore)
+    return settings
+
+
 def server_properties(state: StackState) -> str:
     data_dir = Path(state.kafka_dir) / "data"
     settings = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{state.kafka_controller_port}",
-        "listeners": (
-            f"PLAINTEXT://127.0.0.1:{state.kafka_port},"
-            f"CONTROLLER://127.0.0.1:{state.kafka_controller_port}"
-        ),
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{state.kafka_port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        **_listeners(state),
         "log.dirs": str(data_dir),
         # The project creates every topic with explicit partitions and configs.
         "auto.create.topics.enable": "false",
@@ -95,8 +142,9 @@ logger.request.level = WARN
 """
 
 
-def prepare(state: StackState) -> None:
-    """Write the broker's config and format its storage, once per state folder."""
+def prepare(state: StackState, scram_users: Mapping[str, str] | None = None) -> None:
+    """Write the broker's config and format its storage, once per state folder; the storage
+    gets a SCRAM-SHA-512 credential for each of `scram_users` (name -> password)."""
     kafka_dir = Path(state.kafka_dir)
     (kafka_dir / "data").mkdir(parents=True, exist_ok=True)
     Path(state.kafka_log).parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +165,8 @@ def prepare(state: StackState) -> None:
         "--config",
         state.kafka_config_file,
     ]
+    for name, password in (scram_users or {}).items():
+        cmd += ["--add-scram", scram_credential(name, password)]
     done = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if done.returncode != 0:
         output = (done.stdout + done.stderr).strip()
@@ -127,14 +177,18 @@ def start(
     state: StackState,
     timeout: float = START_TIMEOUT,
     on_spawn: Callable[[int], None] | None = None,
+    scram_users: Mapping[str, str] | None = None,
 ) -> int:
     """Start the broker on the recorded ports and data; return its PID once it serves metadata.
 
     `on_spawn(pid)` runs as soon as the JVM exists, so the PID can be recorded before the
-    wait: an interrupted start then still leaves `down` something to stop.
+    wait: an interrupted start then still leaves `down` something to stop. `scram_users`
+    are created when the storage is formatted, i.e. on the first start of a state folder.
     """
-    prepare(state)
-    for port in (state.kafka_port, state.kafka_controller_port):
+    prepare(state, scram_users)
+    ports = (state.kafka_port, state.kafka_controller_port)
+    ports += tuple(p for p in (state.kafka_sasl_port, state.kafka_sasl_ssl_port) if p)
+    for port in ports:
         if not wait_port_free(port, 15.0):
             raise StackError(
                 f"cannot start Kafka: port {port} on 127.0.0.1 is taken by another program "

@@ -43,10 +43,23 @@ class StackState:
     postgres_log: str
     kafka_pid: int | None = None
     postgres_pid: int | None = None
+    # Optional authenticated listeners (SASL SCRAM-SHA-512), off unless a port is set; the
+    # PLAINTEXT listener stays, for speed and for the broker's own traffic.
+    kafka_sasl_port: int | None = None
+    kafka_sasl_ssl_port: int | None = None
+    kafka_ssl_keystore: str | None = None  # PEM file: the broker's private key and cert chain
 
     @property
     def bootstrap_servers(self) -> str:
         return f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def sasl_bootstrap_servers(self) -> str | None:
+        return f"127.0.0.1:{self.kafka_sasl_port}" if self.kafka_sasl_port else None
+
+    @property
+    def sasl_ssl_bootstrap_servers(self) -> str | None:
+        return f"127.0.0.1:{self.kafka_sasl_ssl_port}" if self.kafka_sasl_ssl_port else None
 
     @property
     def postgres_dsn(self) -> str:

@@ -1,0 +1,238 @@
+"""Kafka with authentication: a second, small broker of this module's own (the session's
+broker stays PLAINTEXT for speed), started by deploy/local's code with a SASL_PLAINTEXT and a
+SASL_SSL listener, SCRAM-SHA-512 credentials created when its storage is formatted, and a
+throwaway CA made with openssl. Clients are configured from the environment alone, through
+deploy/settings.py, as the Kubernetes manifests configure the workers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from deploy import settings as env_names
+from deploy.local import kafka, kafka_jars
+from deploy.local.processes import free_port
+from deploy.local.state import StackState
+from deploy.settings import load_settings
+from processors.registry import default_registry
+from processors.topic_admin import create_topics
+from processors.topics import ContextTopics, declared_topics
+from producers.command_client import CommandClient
+from tests.integration.workers import Worker
+from tests.integration.write_side import movement, open_account, read_events
+
+USER = "cqrs-processor"
+PG_PASSWORD = "pg-" + secrets.token_hex(8)
+
+
+@dataclass
+class SecureBroker:
+    state: StackState
+    password: str
+    ca: Path
+
+    def env(self, protocol: str = "SASL_PLAINTEXT", password: str | None = None) -> dict:
+        ssl = protocol == "SASL_SSL"
+        env = {
+            env_names.ENV_BOOTSTRAP: (
+                self.state.sasl_ssl_bootstrap_servers if ssl else self.state.sasl_bootstrap_servers
+            ),
+            env_names.ENV_SECURITY_PROTOCOL: protocol,
+            env_names.ENV_SASL_MECHANISM: "SCRAM-SHA-512",
+            env_names.ENV_SASL_USERNAME: USER,
+            env_names.ENV_SASL_PASSWORD: self.password if password is None else password,
+            env_names.ENV_PG_DSN: f"postgresql://cqrs:{PG_PASSWORD}@127.0.0.1:1/cqrs",
+        }
+        if ssl:
+            env[env_names.ENV_SSL_CA] = str(self.ca)
+        return env
+
+
+def make_tls(folder: Path) -> tuple[Path, Path]:
+    """A CA, and a broker key and certificate for 127.0.0.1 signed by it, as PEM files."""
+    folder.mkdir(parents=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=folder, check=True, capture_output=True)
+
+    openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=kafka-cqrs test CA",
+    )  # fmt: skip
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key",
+        "-out", "broker.csr", "-subj", "/CN=127.0.0.1",
+    )  # fmt: skip
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "broker.pem",
+    )  # fmt: skip
+    # Kafka's PEM keystore: the private key, then the certificate chain.
+    keystore = folder / "keystore.pem"
+    keystore.write_text(
+        "".join((folder / name).read_text() for name in ("broker.key", "broker.pem", "ca.pem"))
+    )
+    return folder / "ca.pem", keystore
+
+
+@pytest.fixture(scope="module")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    root = tmp_path_factory.mktemp("secure-kafka")
+    ca, keystore = make_tls(root / "tls")
+    ports: set[int] = set()
+    while len(ports) < 4:
+        ports.add(free_port())
+    plain, controller, sasl, sasl_ssl = sorted(ports)
+    state = StackState(
+        state_dir=str(root),
+        started_by="test_security_kafka",
+        kafka_version=kafka_jars.kafka_version(),
+        kafka_port=plain,
+        kafka_controller_port=controller,
+        kafka_cluster_id=kafka.new_cluster_id(),
+        kafka_dir=str(root / "kafka"),
+        kafka_log=str(root / "kafka" / "logs" / "server.log"),
+        postgres_port=0,
+        postgres_dir="",
+        postgres_data_dir="",
+        postgres_socket_dir="",
+        postgres_log="",
+        kafka_sasl_port=sasl,
+        kafka_sasl_ssl_port=sasl_ssl,
+        kafka_ssl_keystore=str(keystore),
+    )
+    password = secrets.token_urlsafe(18)
+    saved = os.environ.get(kafka.ENV_KAFKA_HEAP)
+    os.environ[kafka.ENV_KAFKA_HEAP] = "-Xms128m -Xmx384m"  # a second JVM on a small machine
+    try:
+        state.kafka_pid = kafka.start(state, scram_users={USER: password})
+    finally:
+        if saved is None:
+            os.environ.pop(kafka.ENV_KAFKA_HEAP, None)
+        else:
+            os.environ[kafka.ENV_KAFKA_HEAP] = saved
+    try:
+        yield SecureBroker(state, password, ca)
+    finally:
+        kafka.stop(state, timeout=20)
+
+
+def errors_of(config: dict[str, Any]) -> list[KafkaError]:
+    """What a client with `config` reports while trying to talk to the broker."""
+    seen: list[KafkaError] = []
+    admin = AdminClient({**config, "error_cb": seen.append, "log_level": 0})
+    with pytest.raises(KafkaException):
+        admin.list_topics(timeout=8)
+    admin.poll(1)  # error callbacks are served by poll()
+    return seen
+
+
+def test_the_write_side_runs_over_sasl_scram_configured_from_env_alone(
+    secure_kafka: SecureBroker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    env = secure_kafka.env()
+    settings = load_settings(env)
+    assert settings.kafka.security_protocol == "SASL_PLAINTEXT"
+    config = settings.kafka.client_config()
+    assert config["sasl.mechanism"] == "SCRAM-SHA-512" and config["sasl.username"] == USER
+    prefix = f"sasl_{uuid.uuid4().hex[:6]}"
+    create_topics(config, declared_topics(default_registry().context("bank"), prefix))
+
+    for name, value in env.items():  # the worker gets the same variables, nothing else
+        monkeypatch.setenv(name, value)
+    worker = Worker(
+        "processor",
+        ["--prefix", prefix, "--instance-id", "sasl-0", "--log-level", "DEBUG"],
+        tmp_path,
+        "processor-sasl",
+    ).start()
+    try:
+        worker.wait_ready(90)
+        with CommandClient(config, "bank", topic_prefix=prefix) as client:
+            assert client.send("bank.OpenAccount", open_account("s-1")).result(60).accepted
+            deposit = client.send("bank.Deposit", movement("s-1", 42)).result(60)
+    finally:
+        assert worker.stop() == 0
+    assert deposit.accepted and deposit.version == 2
+    events = read_events(config, ContextTopics(prefix).events)  # consumed over SASL too
+    assert [(e.type, e.version) for e in events] == [
+        ("bank.AccountOpened", 1),
+        ("bank.Deposited", 2),
+    ]
+    log = worker.log_path.read_text(errors="replace")
+    assert "assigned [0, 1, 2, 3, 4, 5]" in log  # the log is there (at DEBUG level)
+    assert secure_kafka.password not in log
+    assert PG_PASSWORD not in log
+
+
+def test_a_wrong_password_is_refused_with_a_clear_error(
+    secure_kafka: SecureBroker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    wrong = "not-" + secure_kafka.password
+    config = load_settings(secure_kafka.env(password=wrong)).kafka.client_config()
+    seen = errors_of(config)
+    auth = [e for e in seen if e.code() == KafkaError._AUTHENTICATION]
+    assert auth, seen
+    text = auth[0].str()
+    print(f"\nwrong password: {text}")
+    assert "SASL authentication error" in text and "SCRAM-SHA-512" in text, text
+    assert wrong not in text and secure_kafka.password not in text
+    # The PLAINTEXT listener of the same broker is not how a SASL client gets in either.
+    plain = {**config, "bootstrap.servers": secure_kafka.state.bootstrap_servers}
+    assert errors_of(plain)
+
+    # A processor with the wrong password stops, saying why, without printing either one.
+    for name, value in secure_kafka.env(password=wrong).items():
+        monkeypatch.setenv(name, value)
+    worker = Worker("processor", ["--instance-id", "wrong-0"], tmp_path, "wrong").start()
+    assert worker.proc is not None
+    assert worker.proc.wait(90) == 1
+    log = worker.log_path.read_text(errors="replace")
+    assert "SASL authentication error" in log
+    assert "command processor stopped: cannot start Kafka transactions" in log
+    assert "Traceback" not in log
+    assert wrong not in log and secure_kafka.password not in log and PG_PASSWORD not in log
+
+
+def test_sasl_ssl_with_the_ca_from_env_works_and_without_it_fails_the_handshake(
+    secure_kafka: SecureBroker,
+):
+    settings = load_settings(secure_kafka.env("SASL_SSL"))
+    config = settings.kafka.client_config()
+    assert config["security.protocol"] == "SASL_SSL"
+    assert config["ssl.ca.location"] == str(secure_kafka.ca)
+    topic = f"tls_{uuid.uuid4().hex[:6]}"
+    create_topics(config, [declared_topics(default_registry().context("bank"), topic)[0]])
+    producer = Producer({**config, "enable.idempotence": True})
+    producer.produce(f"{topic}.commands", b"over tls", b"k", partition=0)
+    assert producer.flush(30) == 0
+    consumer = Consumer({**config, "group.id": f"{topic}.check", "auto.offset.reset": "earliest"})
+    try:
+        consumer.subscribe([f"{topic}.commands"])
+        got = None
+        for _ in range(60):
+            msg = consumer.poll(0.5)
+            if msg is not None and msg.error() is None:
+                got = msg.value()
+                break
+    finally:
+        consumer.close()
+    assert got == b"over tls"
+
+    untrusted = {k: v for k, v in config.items() if k != "ssl.ca.location"}
+    seen = errors_of(untrusted)
+    print(f"\nno CA: {seen[0].str() if seen else None}")
+    assert any(
+        e.code() == KafkaError._SSL or "certificate verify failed" in e.str() for e in seen
+    ), seen
