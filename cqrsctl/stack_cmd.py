@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import typer
 from rich.console import Console
@@ -21,23 +21,27 @@ STATE_DIR_OPTION = typer.Option(
 )
 
 
+# libpq key=value: whitespace may surround "=", and a value is either single-quoted (with
+# backslash escapes) or a run of non-blanks. sslpassword is a secret too.
+_KV_SECRET = re.compile(r"(?i)(\b\w*password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)")
+# URL query parameters (postgresql://h/db?password=...).
+_QUERY_SECRET = re.compile(r"(?i)([?&]\w*password=)[^&#]*")
+
+
 def mask_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ***, in URL or key=value form."""
-    if "://" in dsn:
-        parts = urlsplit(dsn)
-        if parts.password is None:
-            return dsn
-        user = parts.username or ""
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-    words = []
-    for word in dsn.split():
-        key, sep, _ = word.partition("=")
-        words.append(f"{key}=***" if sep and key.strip().lower() == "password" else word)
-    return " ".join(words)
+    """The DSN with every password replaced by ***, in URL or key=value form."""
+    if "://" not in dsn:
+        return _KV_SECRET.sub(r"\1***", dsn)
+    scheme, _, rest = dsn.partition("://")
+    # The authority ends at the first / ? or #; its user info at the LAST @ (a multi-host
+    # authority, h1:5432,h2:5433, is no problem here, unlike for urlsplit).
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    userinfo, at, hosts = authority.rpartition("@")
+    if at and ":" in userinfo:
+        authority = f"{userinfo.split(':', 1)[0]}:***@{hosts}"
+    tail = _QUERY_SECRET.sub(r"\1***", tail)
+    return f"{scheme}://{authority}{tail}"
 
 
 def _fail_cleanly(func: F) -> F:
