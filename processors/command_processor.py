@@ -137,7 +137,7 @@ class CommandProcessor:
             # (e.g. "SASL authentication error") above; say what failed in one line.
             raise SystemExit(
                 f"command processor stopped: cannot start Kafka transactions: {exc.args[0]}; "
-                "check the CQRS_KAFKA_* settings (servers, security protocol, credentials)"
+                "check the Kafka settings (servers, security protocol, credentials)"
             ) from None
         self._consumer.subscribe(
             [self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke
