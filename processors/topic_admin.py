@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -46,4 +47,23 @@ def create_topics(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    _wait_for_leaders(admin, {s.name: s.partitions for s in missing}, timeout)
     return created
+
+
+def _wait_for_leaders(admin: AdminClient, topics: dict[str, int], timeout: float) -> None:
+    """Creation returns before every partition has a leader; a consumer that asks for
+    offsets in between gets NOT_LEADER_FOR_PARTITION."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = admin.list_topics(timeout=timeout).topics
+        if all(
+            name in meta
+            and len(meta[name].partitions) == count
+            and all(p.leader >= 0 for p in meta[name].partitions.values())
+            for name, count in topics.items()
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics {sorted(topics)} have no leaders after {timeout:g}s")
+        time.sleep(0.1)
