@@ -18,7 +18,7 @@ def rebuild(
     from processors.rebuild import RebuildRefused, rebuild_snapshots
     from processors.registry import UnknownContext, default_registry
 
-    kafka = settings_or_fail().kafka.client_config()
+    kafka = settings_or_fail(postgres=False).kafka.client_config()
     try:
         report = rebuild_snapshots(kafka, default_registry(), context, prefix)
     except (RebuildRefused, UnknownContext) as exc:

@@ -15,8 +15,8 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def settings_or_fail() -> Settings:
+def settings_or_fail(*, postgres: bool = True) -> Settings:
     try:
-        return load_settings()
+        return load_settings(postgres=postgres)
     except SettingsError as exc:
         fail(str(exc))

@@ -38,7 +38,7 @@ def processor(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    settings = settings_or_fail()
+    settings = settings_or_fail(postgres=False)
     registry = default_registry()
     try:
         registry.context(context)

@@ -29,7 +29,7 @@ def send(
     if not isinstance(data, dict):
         fail("--json must be a JSON object")
     context = command_type.split(".", 1)[0]
-    kafka = settings_or_fail().kafka.client_config()
+    kafka = settings_or_fail(postgres=False).kafka.client_config()
     try:
         client = CommandClient(kafka, context, topic_prefix=prefix, await_results=wait)
     except Exception as exc:  # unknown context, unreachable broker, missing topic

@@ -32,7 +32,7 @@ def create(
 ) -> None:
     """Create every declared topic that is missing (idempotent)."""
     specs = _specs(context, prefix)
-    kafka = settings_or_fail().kafka.client_config()
+    kafka = settings_or_fail(postgres=False).kafka.client_config()
     try:
         created = create_topics(kafka, specs, replication_factor)
     except (TopicMismatch, KafkaException) as exc:

@@ -56,7 +56,9 @@ class SettingsError(RuntimeError):
     pass
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
+def load_settings(env: dict[str, str] | None = None, *, postgres: bool = True) -> Settings:
+    """Settings from the environment. Kafka-only workers (the command processor, the
+    projector) pass `postgres=False`, so their pods need no database credentials."""
     env = dict(os.environ if env is None else env)
     bootstrap = env.get(ENV_BOOTSTRAP)
     dsn = env.get(ENV_PG_DSN)
@@ -69,7 +71,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
             dsn = dsn or state.postgres_dsn
     if not bootstrap:
         raise SettingsError(f"no Kafka bootstrap servers: set {ENV_BOOTSTRAP} or run `cqrsctl up`")
-    if not dsn:
+    if not dsn and postgres:
         raise SettingsError(f"no Postgres DSN: set {ENV_PG_DSN} or run `cqrsctl up`")
     kafka = KafkaSettings(
         bootstrap_servers=bootstrap,
@@ -79,4 +81,4 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         sasl_password=env.get(ENV_SASL_PASSWORD) or None,
         ssl_ca_location=env.get(ENV_SSL_CA) or None,
     )
-    return Settings(kafka=kafka, postgres_dsn=dsn)
+    return Settings(kafka=kafka, postgres_dsn=dsn or "")

@@ -13,6 +13,7 @@ from deploy.settings import (
     ENV_SASL_PASSWORD,
     ENV_SASL_USERNAME,
     ENV_SECURITY_PROTOCOL,
+    SettingsError,
     load_settings,
 )
 from processors.command_processor import ProcessorConfig
@@ -75,3 +76,11 @@ def test_the_processor_config_repr_shows_no_password() -> None:
     config = ProcessorConfig("bank", kafka, "bank", "bank-processor-0")
     assert SECRET not in repr(config)
     assert "bank-processor-0" in repr(config)
+
+
+def test_kafka_only_workers_need_no_postgres_dsn(monkeypatch):
+    monkeypatch.setenv("CQRS_STATE_DIR", "/nonexistent-state-dir")
+    env = {"CQRS_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9"}
+    assert load_settings(env, postgres=False).kafka.bootstrap_servers == "127.0.0.1:9"
+    with pytest.raises(SettingsError, match="no Postgres DSN"):
+        load_settings(env)
