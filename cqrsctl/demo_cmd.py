@@ -1,0 +1,341 @@
+"""`cqrsctl demo`: the main job. Brings the local stack up (unless CQRS_KAFKA_BOOTSTRAP_SERVERS
+and CQRS_POSTGRES_DSN point elsewhere), creates the topics, starts the command processor, the
+projector and the sink as child processes, drives the benchmark's bank workload through the
+command client, waits until Postgres reflects every accepted command (the read-your-writes
+checkpoints, not a sleep), prints a short report, and stops the workers it started.
+
+Account ids carry a fresh run tag (`<tag>-acc-000042`), so every demo opens its own accounts
+and its outcome can be checked against the workload's reference model, run after run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from cqrsctl.console import fail
+
+CONTEXT = "bank"
+WORKERS_FILE = "workers.json"
+
+
+def _demo_dir() -> Path:
+    from deploy.local.state import state_dir
+
+    return state_dir() / "demo"
+
+
+def _uses_local_stack() -> bool:
+    from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
+
+    return not (os.environ.get(ENV_BOOTSTRAP) and os.environ.get(ENV_PG_DSN))
+
+
+def _tagged(commands: Iterator[tuple[str, dict[str, Any]]], tag: str) -> Iterator[Any]:
+    for kind, data in commands:
+        data = {**data, "account_id": f"{tag}-{data['account_id']}"}
+        yield kind, data
+
+
+def _stop_kept(console: Console) -> int:
+    """Stop the workers a previous `--keep-running` demo left, if they are still ours."""
+    from deploy.local.pipeline import WORKER_MARKER
+    from deploy.local.processes import stop_process
+
+    path = _demo_dir() / WORKERS_FILE
+    try:
+        kept = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return 0
+    stopped = 0
+    for role, pid in kept.items():
+        if stop_process(int(pid), WORKER_MARKER, timeout=30):
+            console.print(f"stopped the {role} a previous demo left running (pid {pid})")
+            stopped += 1
+    path.unlink(missing_ok=True)
+    return stopped
+
+
+def demo(
+    accounts: int = typer.Option(200, min=1, help="Accounts opened first."),
+    commands: int = typer.Option(20_000, min=0, help="Deposits and withdrawals after that."),
+    seed: int = typer.Option(6, help="Workload seed (same seed, same commands)."),
+    window: int = typer.Option(
+        5000, min=1, help="Most commands awaiting their result at once (many clients)."
+    ),
+    prefix: str = typer.Option(None, help="Topic name prefix (default: the context name)."),
+    schema: str = typer.Option(None, help="Postgres schema (default: the DSN's search_path)."),
+    keep_running: bool = typer.Option(
+        False, "--keep-running", help="Leave the workers running (stop them with --stop)."
+    ),
+    stop: bool = typer.Option(
+        False, "--stop", help="Only stop the workers a --keep-running demo left, then exit."
+    ),
+    timeout: float = typer.Option(
+        120.0, min=1, help="Fail when nothing moves for this many seconds."
+    ),
+) -> None:
+    """Run the whole pipeline on a bank workload and show the read model."""
+    console = Console()
+    if stop:
+        if not _stop_kept(console):
+            console.print("no demo workers were left running")
+        return
+    import psycopg
+    from confluent_kafka import KafkaException
+
+    from deploy.local.errors import StackError
+    from deploy.local.pipeline import WorkerFailed
+    from deploy.settings import SettingsError
+
+    try:
+        _run(console, accounts, commands, seed, window, prefix, schema, keep_running, timeout)
+    except WorkerFailed as failed:
+        console.print(failed.log_tail, markup=False, highlight=False, style="dim")
+        fail(str(failed), code=1)
+    except (StackError, SettingsError, KafkaException, psycopg.Error, DemoError) as exc:
+        fail(str(exc).strip(), code=1)
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def _run(
+    console: Console,
+    accounts: int,
+    commands: int,
+    seed: int,
+    window: int,
+    prefix: str | None,
+    schema: str | None,
+    keep_running: bool,
+    timeout: float,
+) -> None:
+    from bench.driver import DriveError, Driver
+    from bench.workload import WorkloadSpec, expected_outcome, iter_commands
+    from cqrsctl.stack_cmd import mask_dsn
+    from deploy.local import stack
+    from deploy.local.pipeline import Pipeline, PipelineSpec, create_context_topics
+    from deploy.settings import load_settings
+    from producers.command_client import CommandClient
+    from sinks.checkpoints import CheckpointWaiter, ReadModelTimeout
+    from sinks.db import resolve_schema
+
+    _stop_kept(console)
+    if _uses_local_stack():
+        with console.status("starting the local stack (Kafka, Postgres)"):
+            stack.up(started_by="cqrsctl demo")
+    settings = load_settings()
+    kafka = settings.kafka.client_config()
+    topic_prefix = prefix or CONTEXT
+    console.print(
+        f"kafka {settings.kafka.bootstrap_servers}, postgres {mask_dsn(settings.postgres_dsn)}"
+    )
+    with console.status("creating topics"):
+        created = create_context_topics(kafka, CONTEXT, topic_prefix)
+    console.print(f"topics: {len(created)} created under prefix {topic_prefix!r}")
+
+    folder = _demo_dir()
+    # Projector tables are restored from their changelog topics on start; a folder left by
+    # an earlier stack would hold rows of topics that no longer exist.
+    shutil.rmtree(folder / "data", ignore_errors=True)
+    spec = PipelineSpec(
+        log_dir=folder / "logs",
+        data_dir=folder / "data",
+        context=CONTEXT,
+        prefix=prefix,
+        schema=schema,
+        instance_id="demo-0",
+        env={
+            "CQRS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "CQRS_POSTGRES_DSN": settings.postgres_dsn,
+        },
+    )
+    pipeline = Pipeline(spec)
+    try:
+        with console.status("starting the processor, projector and sink"):
+            pipeline.start()
+            pipeline.wait_ready(timeout)
+        pids = ", ".join(f"{role} {pid}" for role, pid in pipeline.pids().items())
+        console.print(f"workers ready ({pids}); logs in {spec.log_dir}")
+
+        work = WorkloadSpec(accounts=accounts, commands=commands, seed=seed)
+        tag = f"d{secrets.token_hex(2)}"
+        read_schema = resolve_schema(settings.postgres_dsn, schema)
+        client = CommandClient(kafka, CONTEXT, topic_prefix=topic_prefix)
+        try:
+            driver = Driver(client, work.total)
+            with _progress(console) as progress:
+                sent_task = progress.add_task("sent", total=work.total)
+                done_task = progress.add_task("results", total=work.total)
+
+                def show(sent: int, resolved: int) -> None:
+                    progress.update(sent_task, completed=sent)
+                    progress.update(done_task, completed=resolved)
+
+                try:
+                    drive = driver.send_all(
+                        _tagged(iter_commands(work), tag),
+                        window=window,
+                        progress=show,
+                        check=pipeline.check,
+                        timeout=timeout,
+                    )
+                except DriveError as exc:
+                    pipeline.check()
+                    raise DemoError(str(exc)) from None
+                show(drive.sent, drive.resolved)
+        finally:
+            client.close()
+
+        from producers.command_client import EventPosition
+
+        events_topic = f"{topic_prefix}.events"
+        positions = [
+            EventPosition(events_topic, p, o) for p, o in drive.last_event_offsets().items()
+        ]
+        projections = _projections()
+        with (
+            console.status("waiting until Postgres reflects every accepted command"),
+            CheckpointWaiter(settings.postgres_dsn, read_schema, events_topic=events_topic) as w,
+        ):
+            for name in projections:
+                while True:
+                    try:
+                        w.wait(name, positions, min(timeout, 2.0))
+                        break
+                    except ReadModelTimeout:
+                        pipeline.check()
+                        if time.monotonic() - drive.last_result > timeout:
+                            raise
+        visible = time.monotonic()
+        model = expected_outcome(iter_commands(work))
+        _report(console, drive, visible, model, settings.postgres_dsn, read_schema, tag)
+        if keep_running:
+            kept = pipeline.pids()
+            (folder / WORKERS_FILE).write_text(json.dumps(kept))
+            console.print(
+                f"workers left running: {', '.join(f'{r} {p}' for r, p in kept.items())}; "
+                "stop them with `cqrsctl demo --stop`"
+            )
+    finally:
+        if not keep_running:
+            with console.status("stopping the workers"):
+                pipeline.stop()
+
+
+def _projections() -> list[str]:
+    from processors.registry import default_registry
+
+    return [p.name for p in default_registry().context(CONTEXT).projections]
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description:>8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def _report(
+    console: Console,
+    drive: Any,
+    visible: float,
+    model: Any,
+    dsn: str,
+    schema: str,
+    tag: str,
+) -> None:
+    import psycopg
+    from psycopg import sql
+
+    from bench.driver import ACCEPTED
+    from bench.report import percentiles
+    from cqrsctl.stack_cmd import mask_dsn
+
+    wall = visible - drive.first_sent
+    total = drive.total
+    summary = Table(title="demo", show_header=False)
+    summary.add_column(no_wrap=True)
+    summary.add_column(justify="right", no_wrap=True)
+    summary.add_row("commands sent", f"{total:,}")
+    summary.add_row("accepted", f"{drive.accepted:,}")
+    for reason, count in sorted(drive.rejections.items()):
+        summary.add_row(f"rejected: {reason}", f"{count:,}")
+    summary.add_row("events", f"{drive.events:,}")
+    summary.add_row("wall time, first send -> all in Postgres", f"{wall:,.2f} s")
+    summary.add_row("end to end", f"{total / wall:,.0f} commands/s")
+    latency = percentiles(drive.result_latencies())
+    summary.add_row(
+        "send -> result p50 / p95 / p99",
+        " / ".join(f"{latency[p] * 1000:,.0f} ms" for p in ("p50", "p95", "p99")),
+    )
+    accepted = [o == ACCEPTED for o in drive.outcome]
+    same = accepted == model.accepted and dict(drive.rejections) == dict(model.rejections)
+    summary.add_row("outcomes match the reference model", "yes" if same else "[red]NO[/red]")
+    console.print(summary)
+
+    ident = sql.Identifier(schema)
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT account_id, owner, balance, status, version FROM {}.accounts"
+                " WHERE account_id LIKE %s ORDER BY balance DESC, account_id LIMIT 5"
+            ).format(ident),
+            (f"{tag}-%",),
+        ).fetchall()
+        balances = dict(
+            conn.execute(
+                sql.SQL(
+                    "SELECT account_id, balance FROM {}.accounts WHERE account_id LIKE %s"
+                ).format(ident),
+                (f"{tag}-%",),
+            ).fetchall()
+        )
+        totals = conn.execute(
+            sql.SQL(
+                "SELECT currency, day, deposits, withdrawals, count FROM {}.daily_totals"
+                " ORDER BY day DESC, currency LIMIT 5"
+            ).format(ident)
+        ).fetchall()
+    expected = {f"{tag}-{k}": v for k, v in model.balances.items()}
+    console.print(
+        f"accounts in Postgres: {len(balances):,} of this run's, balances "
+        + ("equal the reference model's" if balances == expected else "[red]DIFFER[/red]")
+    )
+    table = Table("account_id", "owner", "balance", "status", "version", title="accounts (top 5)")
+    for account_id, owner, balance, status, version in rows:
+        table.add_row(account_id, owner, f"{balance:,}", status, str(version))
+    console.print(table)
+    daily = Table(
+        "currency", "day", "deposits", "withdrawals", "count", title="daily_totals (all runs)"
+    )
+    for currency, day, deposits, withdrawals, count in totals:
+        daily.add_row(currency, str(day), f"{deposits:,}", f"{withdrawals:,}", f"{count:,}")
+    console.print(daily)
+    some = rows[0][0] if rows else f"{tag}-acc-000000"
+    console.print("where to look next:")
+    console.print(f"  cqrsctl query accounts {some}", highlight=False)
+    console.print(f"  cqrsctl history {some}", highlight=False)
+    console.print("  cqrsctl query daily_totals EUR", highlight=False)
+    console.print(f"  psql '{mask_dsn(dsn)}'  (schema {schema})", highlight=False, soft_wrap=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
