@@ -1,0 +1,739 @@
+"""Our half of the benchmark: the bank workload through the whole pipeline (command client ->
+Kafka -> transactional command processor -> projector -> sink -> Postgres), on the stack that
+`cqrsctl up` runs (or CQRS_KAFKA_BOOTSTRAP_SERVERS / CQRS_POSTGRES_DSN).
+
+    .venv/bin/python -m bench.bench_pipeline --accounts 1000 --commands 100000
+
+Each run gets fresh topics (prefix `bench<id>-<run>`) and a fresh Postgres schema, both
+deleted afterwards. Durable settings throughout: the client and every producer use
+`acks=all` with idempotence, the processor commits one Kafka transaction per batch
+(`send_offsets_to_transaction`), and Postgres keeps fsync and synchronous_commit on.
+
+Three runs, each over the same seeded workload (bench/workload.py; rates count every command,
+openings included, accepted + rejected, as the peer does):
+
+1. `drain`: the commands are produced first (the processor is not running); then the
+   processor starts and we time it from ready until its committed offsets reach the end
+   of `<prefix>.commands` (polled every 50 ms): the write side's commands/s, with nothing
+   else competing. Then the projector and the sink start, and we time them until every
+   projection's checkpoint in Postgres passes the last event: the read side's rate.
+2. `full`: every worker ready first, then the client sends with a window of W commands
+   awaiting their result (many clients at once). End to end = from the first command
+   sent until every projection's checkpoint in Postgres has passed every accepted
+   command's event; latencies: send -> result, and send -> visible in Postgres.
+3. `paced`: like `full`, but paced at half the full run's end-to-end rate: the latency
+   figures the target names (p99 send -> visible at half the maximum rate).
+
+"Visible" is measured as the peer's is: a thread here LISTENs on the sink's NOTIFY channel
+and notes, on the machine-wide monotonic clock, when each new checkpoint became visible; a
+command is visible once every projection's checkpoint of its partition has passed its
+event. Every process's peak RSS (VmHWM) and CPU time are reported too: on this shared
+machine CPU per command is steadier than wall-clock rates.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import typer
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+from psycopg import sql
+from rich.console import Console
+
+from bench.driver import ACCEPTED, Drive, Driver
+from bench.report import median_figures, percentiles, print_comparison
+from bench.workload import (
+    DEFAULT_ACCOUNTS,
+    DEFAULT_COMMANDS,
+    DEFAULT_SEED,
+    WorkloadError,
+    WorkloadSpec,
+    expected_outcome,
+    iter_commands,
+)
+from deploy.local.pipeline import Pipeline, PipelineSpec, WorkerFailed, create_context_topics
+from deploy.local.pipeline import vm_hwm_mb as _vm_hwm_mb
+from deploy.settings import SettingsError, load_settings
+from processors.registry import default_registry
+from processors.topic_reader import read_partition
+from processors.topics import ContextTopics, declared_topics
+from sinks.db import CHECKPOINT_CHANNEL
+
+CONTEXT = "bank"
+DEFAULT_WINDOW = 5000
+START_TIMEOUT_S = 120.0
+STALL_TIMEOUT_S = 120.0  # no progress for this long fails the run
+SYSTEM = "ours (Kafka + Faust + Postgres)"
+
+
+class BenchError(RuntimeError):
+    """A run could not complete; the message says which part failed."""
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time of a process and all its threads so far."""
+    with open(f"/proc/{pid or 'self'}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CheckpointRecorder:
+    """Notes when each checkpoint of one schema became visible: LISTENs on the sink's NOTIFY
+    channel (delivered at commit) and reads `cqrs_checkpoints` after each notification."""
+
+    def __init__(self, dsn: str, schema: str, projections: list[str]) -> None:
+        self.dsn, self.schema, self.projections = dsn, schema, projections
+        # per partition: times, and the lowest checkpoint over the projections at that time
+        self.history: dict[int, tuple[list[float], list[int]]] = {}
+        self._lowest: dict[int, int] = {}
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="checkpoints", daemon=True)
+
+    def __enter__(self) -> CheckpointRecorder:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise BenchError(f"cannot LISTEN on Postgres: {self._error}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHECKPOINT_CHANNEL)))
+                self._ready.set()
+                while not self._stop.is_set():
+                    mine = False
+                    for note in conn.notifies(timeout=0.2, stop_after=1):
+                        mine = mine or note.payload == self.schema
+                    if mine:
+                        self._read(conn, time.monotonic())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            with self._changed:
+                self._changed.notify_all()
+
+    def _read(self, conn: psycopg.Connection[Any], at: float) -> None:
+        query = sql.SQL(
+            "SELECT projection, source_partition, source_offset FROM {}.cqrs_checkpoints"
+        ).format(sql.Identifier(self.schema))
+        try:
+            rows = conn.execute(query).fetchall()
+        except psycopg.errors.UndefinedTable:
+            return
+        per: dict[int, dict[str, int]] = {}
+        for projection, partition, offset in rows:
+            per.setdefault(partition, {})[projection] = offset
+        with self._changed:
+            for partition, offsets in per.items():
+                if len(offsets) < len(self.projections):
+                    continue
+                lowest = min(offsets.get(p, -1) for p in self.projections)
+                if lowest > self._lowest.get(partition, -1):
+                    self._lowest[partition] = lowest
+                    times, values = self.history.setdefault(partition, ([], []))
+                    times.append(at)
+                    values.append(lowest)
+            self._changed.notify_all()
+
+    def wait_past(
+        self, ends: Mapping[int, int], timeout: float, check: Callable[[], None] | None = None
+    ) -> float:
+        """Until every partition's lowest checkpoint reached `ends`; returns when that
+        became visible. The timeout restarts whenever a checkpoint moves."""
+        deadline = time.monotonic() + timeout
+        seen = dict(self._lowest)
+        while True:
+            with self._changed:
+                if self._error is not None:
+                    raise BenchError(f"checkpoint listener failed: {self._error}")
+                behind = {p: o for p, o in ends.items() if self._lowest.get(p, -1) < o}
+                if not behind:
+                    return max(
+                        (self.visible_at(p, o) for p, o in ends.items()), default=time.monotonic()
+                    )
+                self._changed.wait(0.5)
+                now = dict(self._lowest)
+            if check is not None:
+                check()
+            if now != seen:
+                seen, deadline = now, time.monotonic() + timeout
+            elif time.monotonic() > deadline:
+                raise BenchError(
+                    f"the read model did not move for {timeout:g} s; behind (partition: needed "
+                    f"offset): {behind}, at {now}"
+                )
+
+    def visible_at(self, partition: int, offset: int) -> float:
+        """When the lowest checkpoint of `partition` first reached `offset`."""
+        times, values = self.history[partition]
+        return times[bisect.bisect_left(values, offset)]
+
+
+def ms_percentiles(seconds: list[float]) -> dict[str, float]:
+    return {k: v * 1000 for k, v in percentiles(seconds).items()} if seconds else {}
+
+
+# -- the stack, topics and schemas ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    kafka: dict[str, Any]
+    dsn: str
+    work_dir: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            "CQRS_KAFKA_BOOTSTRAP_SERVERS": self.kafka["bootstrap.servers"],
+            "CQRS_POSTGRES_DSN": self.dsn,
+        }
+
+
+def default_target(work_dir: Path) -> Target:
+    settings = load_settings()
+    return Target(settings.kafka.client_config(), settings.postgres_dsn, work_dir)
+
+
+@contextlib.contextmanager
+def fresh_run(
+    target: Target, name: str, extra_args: Mapping[str, list[str]] | None = None
+) -> Iterator[Pipeline]:
+    """Topics, a schema and worker folders for one run; all removed afterwards."""
+    prefix = schema = name
+    create_context_topics(target.kafka, CONTEXT, prefix)
+    folder = target.work_dir / name
+    spec = PipelineSpec(
+        log_dir=folder / "logs",
+        data_dir=folder / "data",
+        context=CONTEXT,
+        prefix=prefix,
+        schema=schema,
+        instance_id="bench-0",
+        env=target.env,
+        extra_args=extra_args or {},
+        log_level="WARNING",
+    )
+    pipeline = Pipeline(spec)
+    try:
+        yield pipeline
+    finally:
+        pipeline.stop()
+        _drop_run(target, prefix, schema)
+        shutil.rmtree(folder / "data", ignore_errors=True)
+
+
+def _drop_run(target: Target, prefix: str, schema: str) -> None:
+    ctx = default_registry().context(CONTEXT)
+    topics = [spec.name for spec in declared_topics(ctx, prefix)]
+    admin = AdminClient(target.kafka)
+    internal = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{prefix}.")]
+    for future in admin.delete_topics(sorted({*topics, *internal})).values():
+        with contextlib.suppress(Exception):
+            future.result(30)
+    with psycopg.connect(target.dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def _committed(kafka: dict[str, Any], group: str, topic: str, partitions: int) -> dict[int, int]:
+    admin = AdminClient(kafka)
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p) for p in range(partitions)]
+    )
+    listed = admin.list_consumer_group_offsets([request])[group].result(10)
+    return {tp.partition: tp.offset for tp in listed.topic_partitions}
+
+
+def _end_offsets(kafka: dict[str, Any], topic: str, partitions: int) -> dict[int, int]:
+    consumer = Consumer({**kafka, "group.id": "bench-offsets"})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def _last_events(kafka: dict[str, Any], topic: str, partitions: int) -> dict[int, int]:
+    """The offset of the last committed event per partition (its last record is a
+    transaction marker, so the tail is read rather than the watermark trusted)."""
+    ends = {}
+    for p in range(partitions):
+        tail = list(read_partition(kafka, topic, p, tail=50))
+        if tail:
+            ends[p] = tail[-1].offset()
+    return ends
+
+
+def _read_balances(dsn: str, schema: str) -> dict[str, int]:
+    query = sql.SQL("SELECT account_id, balance FROM {}.accounts").format(sql.Identifier(schema))
+    with psycopg.connect(dsn) as conn:
+        return dict(conn.execute(query).fetchall())
+
+
+def _count_event_log(dsn: str, schema: str) -> int:
+    query = sql.SQL("SELECT count(*) FROM {}.event_log").format(sql.Identifier(schema))
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(query).fetchone()
+    return int(row[0]) if row else 0
+
+
+# -- the client, in its own process (as the peer's writer is) ------------------------------
+
+
+def _client_main(
+    kafka: dict[str, Any],
+    prefix: str,
+    spec: WorkloadSpec,
+    mode: str,
+    rate: float | None,
+    window: int | None,
+    conn: Connection,
+) -> None:
+    """Child process: send the workload (mode "results": await every result; "preload":
+    only produce, nothing is running yet) and send back the records."""
+    try:
+        from producers.command_client import CommandClient
+
+        awaiting = mode == "results"
+        client = CommandClient(kafka, CONTEXT, topic_prefix=prefix, await_results=awaiting)
+        conn.send(("ready", None))
+        conn.recv()
+        cpu_before = cpu_seconds()
+        if awaiting:
+            drive = Driver(client, spec.total).send_all(
+                iter_commands(spec), rate=rate, window=window, timeout=STALL_TIMEOUT_S
+            )
+        else:
+            drive = Drive(spec.total)
+            for index, (kind, data) in enumerate(iter_commands(spec)):
+                drive.sent_at[index] = time.monotonic()
+                client.send(kind, data)
+            client.flush(STALL_TIMEOUT_S)
+        cpu_used = cpu_seconds() - cpu_before
+        client.close()
+        payload = {"drive": drive, "peak_rss_mb": _vm_hwm_mb(), "cpu_s": cpu_used}
+        conn.send(("done", payload))
+    except BaseException:
+        conn.send(("error", f"client failed:\n{traceback.format_exc()}"))
+        raise
+
+
+class ClientProcess:
+    def __init__(
+        self,
+        target: Target,
+        prefix: str,
+        spec: WorkloadSpec,
+        mode: str,
+        rate: float | None = None,
+        window: int | None = None,
+    ):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(
+            target=_client_main,
+            args=(target.kafka, prefix, spec, mode, rate, window, child),
+            name="bench client",
+        )
+
+    def start(self) -> ClientProcess:
+        self.process.start()
+        self._expect("ready", START_TIMEOUT_S, None)
+        return self
+
+    def go(self) -> None:
+        self.conn.send("go")
+
+    def finish(self, check: Callable[[], None] | None, timeout: float) -> dict[str, Any]:
+        try:
+            return dict(self._expect("its records", timeout, check))
+        finally:
+            self.process.join(30)
+            if self.process.is_alive():
+                self.process.terminate()
+                self.process.join()
+
+    def _expect(self, what: str, timeout: float, check: Callable[[], None] | None) -> Any:
+        deadline = time.monotonic() + timeout
+        while not self.conn.poll(0.5):
+            if not self.process.is_alive():
+                raise BenchError(f"the client exited (code {self.process.exitcode}) before {what}")
+            if check is not None:
+                check()
+            if time.monotonic() > deadline:
+                raise BenchError(f"the client gave no {what} within {timeout:.0f} s")
+        tag, payload = self.conn.recv()
+        if tag == "error":
+            raise BenchError(payload)
+        return payload
+
+
+# -- the runs ------------------------------------------------------------------------------
+
+
+def _worker_usage(pipeline: Pipeline, cpu_before: Mapping[str, float]) -> dict[str, Any]:
+    return {
+        "peak_rss_mb": pipeline.peak_rss_mb(),
+        "cpu_s": {
+            role: cpu_seconds(pid) - cpu_before.get(role, 0.0)
+            for role, pid in pipeline.pids().items()
+        },
+    }
+
+
+def _cpu_now(pipeline: Pipeline) -> dict[str, float]:
+    return {role: cpu_seconds(pid) for role, pid in pipeline.pids().items()}
+
+
+def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str], None]) -> dict:
+    """Stage by stage over a pre-loaded commands topic: the processor alone, then the
+    projector and sink together over the events it wrote."""
+    topics = ContextTopics(name)
+    partitions = default_registry().context(CONTEXT).partitions
+    with fresh_run(target, name) as pipeline:
+        say(f"drain: producing {spec.total:,} commands to {topics.commands}")
+        client = ClientProcess(target, name, spec, "preload").start()
+        client.go()
+        preload = client.finish(None, STALL_TIMEOUT_S * 5)
+        end = _end_offsets(target.kafka, topics.commands, partitions)
+        pipeline.start(["processor"])
+        pipeline.wait_ready(START_TIMEOUT_S)
+        started, cpu_before = time.monotonic(), _cpu_now(pipeline)
+        group = f"{name}.command-processor"
+        say("drain: processor running")
+        last_move, seen = started, -1
+        while True:
+            done = _committed(target.kafka, group, topics.commands, partitions)
+            if all((done.get(p) or 0) >= end[p] for p in end):
+                break
+            total_done = sum(max(0, v or 0) for v in done.values())
+            now = time.monotonic()
+            if total_done != seen:
+                seen, last_move = total_done, now
+            elif now - last_move > STALL_TIMEOUT_S:
+                raise BenchError(f"the processor stalled at {total_done} of {sum(end.values())}")
+            pipeline.check()
+            time.sleep(0.05)
+        write_s = time.monotonic() - started
+        processor_usage = _worker_usage(pipeline, cpu_before)
+        last = _last_events(target.kafka, topics.events, partitions)
+        projections = [p.name for p in default_registry().context(CONTEXT).projections]
+        with CheckpointRecorder(target.dsn, name, projections) as recorder:
+            pipeline.start(["projector", "sink"])
+            pipeline.wait_ready(START_TIMEOUT_S, roles=["projector", "sink"])
+            started, cpu_before = time.monotonic(), _cpu_now(pipeline)
+            say("drain: projector and sink running")
+            visible = recorder.wait_past(last, STALL_TIMEOUT_S, pipeline.check)
+        read_s = visible - started
+        usage = _worker_usage(pipeline, cpu_before)
+    return {
+        "write_cmds_per_s": spec.total / write_s,
+        "read_cmds_per_s": spec.total / read_s,
+        "wall_s": {"write": write_s, "read": read_s},
+        "cpu_s": {
+            "client": preload["cpu_s"],
+            "processor": processor_usage["cpu_s"].get("processor"),
+            "projector": usage["cpu_s"].get("projector"),
+            "sink": usage["cpu_s"].get("sink"),
+        },
+        "peak_rss_mb": {**processor_usage["peak_rss_mb"], **usage["peak_rss_mb"]},
+    }
+
+
+def run_live(
+    target: Target,
+    spec: WorkloadSpec,
+    name: str,
+    say: Callable[[str], None],
+    *,
+    rate: float | None = None,
+    window: int | None = DEFAULT_WINDOW,
+) -> dict[str, Any]:
+    """Every worker ready, then the client drives the workload; timed until Postgres
+    reflects every accepted command."""
+    projections = [p.name for p in default_registry().context(CONTEXT).projections]
+    with fresh_run(target, name) as pipeline:
+        pipeline.start()
+        pipeline.wait_ready(START_TIMEOUT_S)
+        with CheckpointRecorder(target.dsn, name, projections) as recorder:
+            client = ClientProcess(target, name, spec, "results", rate, window).start()
+            cpu_before = _cpu_now(pipeline)
+            how = f"paced at {rate:,.0f}/s" if rate else f"window {window}"
+            say(f"{name}: sending {spec.total:,} commands ({how})")
+            client.go()
+            sent = client.finish(pipeline.check, STALL_TIMEOUT_S * 20)
+            drive: Drive = sent["drive"]
+            say(f"{name}: every result in; waiting for Postgres")
+            visible = recorder.wait_past(
+                drive.last_event_offsets(), STALL_TIMEOUT_S, pipeline.check
+            )
+            usage = _worker_usage(pipeline, cpu_before)
+            visible_latency = [
+                recorder.visible_at(p, o) - s
+                for s, p, o, outcome in zip(
+                    drive.sent_at,
+                    drive.event_partition,
+                    drive.event_offset,
+                    drive.outcome,
+                    strict=True,
+                )
+                if outcome == ACCEPTED and p >= 0
+            ]
+        balances = _read_balances(target.dsn, name)
+        logged = _count_event_log(target.dsn, name)
+    first = drive.first_sent
+    return {
+        "drive": drive,
+        "balances": balances,
+        "event_log_rows": logged,
+        "offered_rate": rate,
+        "window": window,
+        "write_cmds_per_s": spec.total / (drive.last_result - first),
+        "e2e_cmds_per_s": spec.total / (visible - first),
+        "wall_s": {"results": drive.last_result - first, "e2e": visible - first},
+        "write_latency_ms": ms_percentiles(drive.result_latencies()),
+        "visible_latency_ms": ms_percentiles(visible_latency),
+        "cpu_s": {"client": sent["cpu_s"], **usage["cpu_s"]},
+        "peak_rss_mb": {"client": sent["peak_rss_mb"], **usage["peak_rss_mb"]},
+    }
+
+
+def check_correctness(spec: WorkloadSpec, live: Mapping[str, Any]) -> list[str]:
+    """Differences from the reference model (empty when the run got everything right)."""
+    model = expected_outcome(iter_commands(spec))
+    drive: Drive = live["drive"]
+    problems = []
+    accepted = [o == ACCEPTED for o in drive.outcome]
+    if accepted != model.accepted:
+        pairs = enumerate(zip(accepted, model.accepted, strict=True))
+        first = next(i for i, (a, b) in pairs if a != b)
+        problems.append(f"command {first} accepted={accepted[first]}, model says otherwise")
+    if dict(drive.rejections) != dict(model.rejections):
+        problems.append(f"rejections {dict(drive.rejections)} != model {dict(model.rejections)}")
+    if drive.events != model.events or live["event_log_rows"] != model.events:
+        problems.append(
+            f"{drive.events} events in results, {live['event_log_rows']} in event_log; "
+            f"the model expects {model.events}"
+        )
+    if live["balances"] != model.balances:
+        wrong = [k for k in model.balances if live["balances"].get(k) != model.balances[k]]
+        problems.append(f"{len(wrong)} balances in Postgres differ from the model")
+    return problems
+
+
+def run_ours(
+    accounts: int = DEFAULT_ACCOUNTS,
+    commands: int = DEFAULT_COMMANDS,
+    *,
+    seed: int = DEFAULT_SEED,
+    window: int = DEFAULT_WINDOW,
+    paced_share: float = 0.5,
+    stages: tuple[str, ...] = ("drain", "full", "paced"),
+    say: Callable[[str], None] = lambda line: None,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
+    """One benchmark of our pipeline; returns the figures in bench/report.py's shape, plus
+    `drain` and `paced` sections. Latencies in the main figures are the full run's; the
+    paced run's are under `paced`."""
+    spec = WorkloadSpec(accounts=accounts, commands=commands, seed=seed)
+    run_id = secrets.token_hex(3)
+    load_before = os.getloadavg()
+    folder = Path(work_dir or tempfile.mkdtemp(prefix="cqrs-bench-"))
+    target = default_target(folder)
+    figures: dict[str, Any] = {"system": SYSTEM, "accounts": accounts, "seed": seed}
+    try:
+        if "drain" in stages:
+            figures["drain"] = run_drain(target, spec, f"bench{run_id}-drain", say)
+        if "full" in stages:
+            full = run_live(target, spec, f"bench{run_id}-full", say, window=window)
+            figures["full"] = full
+        if "paced" in stages:
+            base = figures.get("full", {}).get("e2e_cmds_per_s")
+            if base is None:
+                raise BenchError("the paced run needs the full run's rate (stage 'full')")
+            rate = base * paced_share
+            figures["paced"] = run_live(
+                target, spec, f"bench{run_id}-paced", say, rate=rate, window=None
+            )
+    finally:
+        if work_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+    return summarise(spec, figures, load_before)
+
+
+def summarise(
+    spec: WorkloadSpec, figures: dict[str, Any], load_before: tuple[float, ...]
+) -> dict[str, Any]:
+    """The comparison's shape: write side from the drain run (else the full run), end to
+    end and latencies from the full run; per-process peak RSS is the highest seen."""
+    out: dict[str, Any] = {k: v for k, v in figures.items() if k not in ("full", "paced", "drain")}
+    out["commands"] = spec.total
+    problems: list[str] = []
+    peaks: dict[str, float] = {}
+    for key in ("drain", "full", "paced"):
+        section = figures.get(key)
+        if section is None:
+            continue
+        for name, mb in section.get("peak_rss_mb", {}).items():
+            if mb is not None:
+                peaks[name] = max(peaks.get(name, 0.0), mb)
+        if "drive" in section:
+            problems += [f"{key}: {p}" for p in check_correctness(spec, section)]
+            out[key] = _section(section)
+        else:
+            out[key] = dict(section)
+    full = figures.get("full")
+    if full is not None:
+        drive = full["drive"]
+        out.update(
+            accepted=drive.accepted,
+            rejected=drive.rejected,
+            events=drive.events,
+            rejections=dict(drive.rejections),
+            e2e_cmds_per_s=full["e2e_cmds_per_s"],
+            write_latency_ms=full["write_latency_ms"],
+            visible_latency_ms=full["visible_latency_ms"],
+        )
+    drain = figures.get("drain")
+    if drain is not None:
+        out["write_cmds_per_s"] = drain["write_cmds_per_s"]
+    elif full is not None:
+        out["write_cmds_per_s"] = full["write_cmds_per_s"]
+    out["peak_rss_mb"] = peaks
+    out["correct"] = not problems
+    out["problems"] = problems
+    out["loadavg_before"] = list(load_before)
+    out["loadavg_after"] = list(os.getloadavg())
+    out["machine"] = machine()
+    return out
+
+
+def _section(live: Mapping[str, Any]) -> dict[str, Any]:
+    drive: Drive = live["drive"]
+    kept = {k: v for k, v in live.items() if k not in ("drive", "balances")}
+    kept.update(accepted=drive.accepted, rejected=drive.rejected, events=drive.events)
+    return kept
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    return {"nproc": os.cpu_count(), "mem_gb": round(mem_kb / 1024 / 1024, 1)}
+
+
+def print_ours(figures: Mapping[str, Any], console: Console) -> None:
+    """The figures only ours has: stage by stage, the paced run, CPU per command."""
+    from rich.table import Table
+
+    total = figures["commands"]
+    table = Table(title="ours, stage by stage")
+    table.add_column("run")
+    table.add_column("commands/s", justify="right")
+    table.add_column("result p50/p95/p99 ms", justify="right")
+    table.add_column("visible p50/p95/p99 ms", justify="right")
+    table.add_column("CPU µs/command: client/processor/projector/sink", justify="right")
+
+    def lat(section: Mapping[str, Any], key: str) -> str:
+        values = section.get(key) or {}
+        return " / ".join(f"{values[p]:,.0f}" for p in ("p50", "p95", "p99") if p in values)
+
+    def cpu(section: Mapping[str, Any]) -> str:
+        used = section.get("cpu_s", {})
+        return " / ".join(
+            f"{1e6 * used[r] / total:,.0f}" if used.get(r) is not None else "-"
+            for r in ("client", "processor", "projector", "sink")
+        )
+
+    drain = figures.get("drain")
+    if drain:
+        table.add_row("drain: processor alone", f"{drain['write_cmds_per_s']:,.0f}", "", "", "")
+        table.add_row(
+            "drain: projector + sink", f"{drain['read_cmds_per_s']:,.0f}", "", "", cpu(drain)
+        )
+    for key, label in (("full", "full load"), ("paced", "paced")):
+        section = figures.get(key)
+        if not section:
+            continue
+        if key == "paced":
+            label = f"paced at {section['offered_rate']:,.0f}/s"
+        else:
+            label = f"{label}, window {section['window']}"
+        table.add_row(
+            f"{label}: end to end",
+            f"{section['e2e_cmds_per_s']:,.0f}",
+            lat(section, "write_latency_ms"),
+            lat(section, "visible_latency_ms"),
+            cpu(section),
+        )
+    console.print(table)
+
+
+def main(
+    accounts: int = typer.Option(DEFAULT_ACCOUNTS, min=1, help="accounts opened first"),
+    commands: int = typer.Option(DEFAULT_COMMANDS, min=0, help="deposits and withdrawals"),
+    seed: int = typer.Option(DEFAULT_SEED, help="workload seed"),
+    runs: int = typer.Option(1, min=1, help="repeat and report the median of each figure"),
+    window: int = typer.Option(DEFAULT_WINDOW, min=1, help="commands in flight at full load"),
+    stages: str = typer.Option("drain,full,paced", help="which runs, comma-separated"),
+    as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
+) -> None:
+    """Run the workload through our pipeline and print its figures."""
+    console = Console(stderr=as_json)
+    if not console.is_terminal:
+        console.width = 150  # the tables are wide; a log file has room
+    chosen = tuple(s.strip() for s in stages.split(",") if s.strip())
+    try:
+        results = [
+            run_ours(accounts, commands, seed=seed, window=window, stages=chosen, say=console.log)
+            for _ in range(runs)
+        ]
+    except (BenchError, WorkerFailed, WorkloadError, SettingsError, psycopg.Error) as failed:
+        typer.echo(f"benchmark failed: {failed}", err=True)
+        if isinstance(failed, WorkerFailed):
+            typer.echo(failed.log_tail, err=True)
+        raise typer.Exit(1) from None
+    figures = median_figures(results) if runs > 1 else results[0]
+    if as_json:
+        typer.echo(json.dumps(figures, indent=2, default=str))
+        return
+    print_comparison(figures, None, title=f"ours: A={accounts:,} C={commands:,}", console=console)
+    print_ours(figures, console)
+    for problem in figures["problems"]:
+        console.print(f"[red]incorrect:[/red] {problem}")
+
+
+if __name__ == "__main__":
+    typer.run(main)
