@@ -1,0 +1,189 @@
+"""What the fault run must show, computed from Kafka and Postgres after the pipeline drained,
+and the rich tables that show it."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from producers.command_client import CommandResult
+from schemas.codec import default_codec
+from tests.faults.load import CheckpointProbe
+from tests.integration.read_side import fold_accounts, pg_accounts, read_all
+from tests.integration.write_side import StoredEvent
+
+
+@dataclass
+class Fault:
+    kind: str  # "kill processor", "kill projector", "kill sink", "broker", "postgres", "zombie"
+    at: float  # wall clock: the fault began
+    restarted: float  # wall clock: the failed part was started again (or taken over)
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class CommittedResult:
+    at: float  # wall clock of the processor's produce (the record's timestamp)
+    command_id: str
+    events: tuple[tuple[int, int], ...]  # (partition, offset) in <ctx>.events
+
+
+def read_results(kafka: dict[str, Any], topic: str) -> list[CommittedResult]:
+    codec = default_codec()
+    out = []
+    for msg in read_all(kafka, topic):
+        r = codec.decode_message(msg.value()).record
+        positions = tuple((e["partition"], e["offset"]) for e in r["events"])
+        out.append(CommittedResult(msg.timestamp()[1] / 1000, r["command_id"], positions))
+    return sorted(out, key=lambda r: r.at)
+
+
+@dataclass
+class Invariants:
+    sent: int
+    send_errors: int
+    acknowledged: int
+    accepted: int
+    rejected: int
+    events: int
+    duplicates: int
+    version_gaps: int
+    acked_but_missing: int
+    rejected_with_events: int
+    pg_rows_differing: int
+    event_log_differing: int
+    max_events_per_command: int
+
+
+def check(
+    sent_ids: list[str],
+    send_errors: int,
+    acked: dict[str, CommandResult],
+    events: list[StoredEvent],
+    pg_conn: Any,
+) -> Invariants:
+    per_command = Counter(e.causation_id for e in events)
+    by_version = Counter((e.aggregate_id, e.version) for e in events)
+    versions: dict[str, set[int]] = defaultdict(set)
+    for e in events:
+        versions[e.aggregate_id].add(e.version)
+    # Every command of this workload decides at most one event, so a second event caused by
+    # the same command is a duplicate even if it got a fresh version.
+    duplicates = sum(n - 1 for n in by_version.values()) + sum(n - 1 for n in per_command.values())
+    gaps = sum(max(vs) - len(vs) for vs in versions.values())
+    missing = sum(
+        1 for cid, r in acked.items() if r.accepted and per_command.get(cid, 0) < len(r.events)
+    )
+    phantom = sum(1 for cid, r in acked.items() if not r.accepted and per_command.get(cid, 0))
+    folded = fold_accounts(events)
+    rows = pg_accounts(pg_conn)
+    differing = sum(1 for k in folded.keys() | rows.keys() if folded.get(k) != rows.get(k))
+    logged = {
+        tuple(r)
+        for r in pg_conn.execute(
+            "SELECT aggregate_id, version, source_partition, source_offset FROM event_log"
+        ).fetchall()
+    }
+    expected_log = {(e.aggregate_id, e.version, e.partition, e.offset) for e in events}
+    return Invariants(
+        sent=len(sent_ids),
+        send_errors=send_errors,
+        acknowledged=sum(1 for cid in sent_ids if cid in acked),
+        accepted=sum(1 for cid in sent_ids if cid in acked and acked[cid].accepted),
+        rejected=sum(1 for cid in sent_ids if cid in acked and not acked[cid].accepted),
+        events=len(events),
+        duplicates=duplicates,
+        version_gaps=gaps,
+        acked_but_missing=missing,
+        rejected_with_events=phantom,
+        pg_rows_differing=differing,
+        event_log_differing=len(logged ^ expected_log),
+        max_events_per_command=max(per_command.values(), default=0),
+    )
+
+
+@dataclass
+class Recovery:
+    kind: str
+    first_result_s: list[float] = field(default_factory=list)
+    pg_caught_up_s: list[float] = field(default_factory=list)
+    unrecovered: int = 0
+
+
+def recoveries(
+    faults: list[Fault], results: list[CommittedResult], probe: CheckpointProbe
+) -> list[Recovery]:
+    """Per kind of fault: from the restart until (a) the first result committed after it
+    (write-side faults only: a projector or sink kill does not stop results), and (b)
+    Postgres's checkpoints cover every event whose result was committed before the fault."""
+    out: dict[str, Recovery] = {}
+    for f in faults:
+        rec = out.setdefault(f.kind, Recovery(f.kind))
+        if f.kind in ("kill processor", "broker", "zombie"):
+            after = next((r.at for r in results if r.at >= f.restarted), None)
+            if after is not None:
+                rec.first_result_s.append(after - f.restarted)
+        target: dict[int, int] = {}
+        for r in results:
+            if r.at >= f.at:
+                break
+            for p, o in r.events:
+                target[p] = max(target.get(p, -1), o)
+        caught = probe.caught_up_at(f.restarted, target)
+        if caught is None:
+            rec.unrecovered += 1
+        else:
+            rec.pg_caught_up_s.append(caught - f.restarted)
+    return list(out.values())
+
+
+def _spread(values: list[float]) -> str:
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.1f} / {max(values):.1f}"
+
+
+def print_tables(
+    console: Console, inv: Invariants, recs: list[Recovery], run: dict[str, Any]
+) -> None:
+    table = Table(title="fault run: invariants", show_lines=False)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_column("must be")
+    rows = [
+        ("commands sent", inv.sent, ""),
+        ("send calls that raised", inv.send_errors, ""),
+        ("acknowledged (ACCEPTED/REJECTED result)", inv.acknowledged, ""),
+        ("  accepted", inv.accepted, ""),
+        ("  rejected", inv.rejected, ""),
+        ("sent, never acknowledged", inv.sent - inv.acknowledged, ""),
+        ("events in <ctx>.events", inv.events, ""),
+        ("duplicates", inv.duplicates, "0"),
+        ("version gaps", inv.version_gaps, "0"),
+        ("acknowledged-accepted but missing events", inv.acked_but_missing, "0"),
+        ("rejected but with events", inv.rejected_with_events, "0"),
+        ("accounts rows != fold of events", inv.pg_rows_differing, "0"),
+        ("event_log rows != events", inv.event_log_differing, "0"),
+    ]
+    rows += [(k, v, "") for k, v in run.items()]
+    for name, value, must in rows:
+        table.add_row(name, str(value), must)
+    console.print(table)
+    rt = Table(title="recovery after each kind of fault (seconds from restart: median / max)")
+    for col in ("fault", "count", "first result after", "Postgres caught up", "unrecovered"):
+        rt.add_column(col)
+    for r in recs:
+        count = max(len(r.pg_caught_up_s) + r.unrecovered, len(r.first_result_s))
+        rt.add_row(
+            r.kind,
+            str(count),
+            _spread(r.first_result_s),
+            _spread(r.pg_caught_up_s),
+            str(r.unrecovered),
+        )
+    console.print(rt)

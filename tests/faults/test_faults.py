@@ -1,0 +1,231 @@
+"""Fault injection: the whole pipeline under a steady load while its parts are killed and
+restarted; afterwards nothing acknowledged is lost or duplicated and Postgres equals the fold
+of the events.
+
+Size (env): CQRS_FAULT_KILLS (SIGKILLs across roles, default 20), CQRS_FAULT_RATE
+(commands/s, default 300), CQRS_FAULT_ACCOUNTS (default 200), CQRS_FAULT_SEED.
+Run alone: `.venv/bin/pytest -m faults -s` (-s shows the tables).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+from confluent_kafka import KafkaException
+from rich.console import Console
+
+from deploy.local import stack as local_stack
+from deploy.local.state import StackState
+from processors.registry import default_registry
+from processors.topic_admin import create_topics
+from processors.topics import ContextTopics, declared_topics
+from producers.command_client import CommandClient
+from sinks.db import connect
+from tests.faults.load import CheckpointProbe, SteadyLoad
+from tests.faults.pipeline import Pipeline, StackWorker
+from tests.faults.report import Fault, check, print_tables, read_results, recoveries
+from tests.integration.read_side import ReadSideRig, metric, read_events
+from tests.integration.write_side import BankRig, movement, open_account
+
+KILLS = int(os.environ.get("CQRS_FAULT_KILLS", "20"))
+RATE = float(os.environ.get("CQRS_FAULT_RATE", "300"))
+ACCOUNTS = [f"acct-{i:03d}" for i in range(int(os.environ.get("CQRS_FAULT_ACCOUNTS", "200")))]
+SEED = int(os.environ.get("CQRS_FAULT_SEED", "8"))
+ROLES = {"processor": "p0", "projector": "projector", "sink": "sink"}
+OUTAGE_S = 3.0  # how long the broker and Postgres stay down
+
+
+def probe_round_trip(client: CommandClient, timeout: float = 120.0) -> float:
+    """A command sent now gets its result: the pipeline processes again."""
+    started = time.monotonic()
+    client.send("bank.Deposit", movement(ACCOUNTS[0], 1)).result(timeout)
+    return time.monotonic() - started
+
+
+def new_client(kafka: dict[str, object], prefix: str) -> CommandClient:
+    # A broker a few seconds old may answer NOT_LEADER for a moment after the topics have
+    # leaders in its metadata.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return CommandClient(kafka, "bank", topic_prefix=prefix)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
+def assigned(worker: StackWorker) -> int:
+    try:
+        return int(metric(worker, "cqrs_assigned_partitions"))
+    except OSError:
+        return -1
+
+
+def wait_for(what: str, ok: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.2)
+
+
+def kill_phase(
+    pipe: Pipeline, rng: random.Random, n: int, kills: list[str], faults: list[Fault]
+) -> None:
+    """SIGKILL `n` ready workers (they hold partitions) at random moments, each restarted
+    at once."""
+    for _ in range(n):
+        time.sleep(rng.uniform(0.8, 2.5))
+        ready = pipe.ready_names()
+        deadline = time.monotonic() + 120
+        while not (running := [r for r, name in ROLES.items() if name in ready]):
+            assert time.monotonic() < deadline, "no worker became ready again"
+            time.sleep(0.5)
+            ready = pipe.ready_names()
+        role = rng.choice(running)
+        at = time.time()
+        restarted = pipe.kill_and_restart(ROLES[role])
+        kills.append(role)
+        faults.append(Fault(f"kill {role}", at, restarted))
+
+
+def zombie_phase(pipe: Pipeline, partitions: int, faults: list[Fault]) -> str:
+    """Two processors; freeze p0 while it holds partitions, let p1 take them, thaw p0."""
+    pipe.spawn("p1")
+    pipe.wait_ready(["p0", "p1"])
+    wait_for(
+        "both processors to own partitions",
+        lambda: assigned(pipe.workers["p0"]) > 0 and assigned(pipe.workers["p1"]) > 0,
+        60,
+    )
+    zombie = pipe.release("p0")
+    held = assigned(zombie)
+    at = time.time()
+    os.kill(zombie.proc.pid, signal.SIGSTOP)
+    wait_for("p1 to own every partition", lambda: assigned(pipe.workers["p1"]) == partitions, 60)
+    took_over = time.time()
+    faults.append(Fault("zombie", at, took_over))
+    os.kill(zombie.proc.pid, signal.SIGCONT)
+    try:
+        zombie.proc.wait(20)
+        fate = f"exited {zombie.proc.returncode} by itself"
+    except Exception:
+        fate = "still running 20 s after SIGCONT; SIGKILLed"
+    zombie.kill()
+    tail = zombie.log_tail(15)
+    fenced = [
+        line
+        for line in tail.splitlines()
+        if any(w in line.lower() for w in ("fenc", "stopped", "abort"))
+    ]
+    return f"held {held} of {partitions} partitions; {fate}; {fenced[-1] if fenced else ''}"
+
+
+@pytest.mark.faults
+def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
+    fault_stack: StackState, tmp_path: Path
+) -> None:
+    rng = random.Random(SEED)
+    console = Console(width=140)
+    kafka = {"bootstrap.servers": fault_stack.bootstrap_servers}
+    prefix = f"faults_{uuid.uuid4().hex[:6]}"
+    schema = prefix
+    with psycopg.connect(fault_stack.postgres_dsn, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+    ctx = default_registry().context("bank")
+    create_topics(kafka, declared_topics(ctx, prefix))
+    topics = ContextTopics(prefix)
+
+    pipe = Pipeline(fault_stack, tmp_path, prefix, schema)
+    probe = CheckpointProbe(pipe.dsn, "accounts")
+    client = new_client(kafka, prefix)
+    load = SteadyLoad(client, ACCOUNTS, RATE, SEED)
+    faults: list[Fault] = []
+    kills: list[str] = []
+    run: dict[str, object] = {}
+    try:
+        for name in ROLES.values():
+            pipe.spawn(name)
+        pipe.wait_ready()
+        pipe.start_supervising()
+        opened = [client.send("bank.OpenAccount", open_account(a)) for a in ACCOUNTS]
+        assert all(p.result(120).accepted for p in opened)
+        probe.start()
+        load.start()
+        started = time.monotonic()
+
+        kill_phase(pipe, rng, KILLS // 2, kills, faults)
+        pipe.wait_ready()
+        run["round trip before broker restart, s"] = f"{probe_round_trip(client):.1f}"
+
+        at = time.time()
+        local_stack.stop_kafka(fault_stack.state_dir)
+        time.sleep(OUTAGE_S)
+        local_stack.start_kafka(fault_stack.state_dir)
+        faults.append(Fault("broker", at, time.time()))
+        run["round trip after broker restart, s"] = f"{probe_round_trip(client):.1f}"
+        pipe.wait_ready()
+
+        kill_phase(pipe, rng, KILLS - KILLS // 2, kills, faults)
+        pipe.wait_ready()
+
+        at = time.time()
+        local_stack.stop_postgres(fault_stack.state_dir)
+        time.sleep(OUTAGE_S)
+        local_stack.start_postgres(fault_stack.state_dir)
+        faults.append(Fault("postgres", at, time.time()))
+        pipe.wait_ready()
+
+        run["zombie"] = zombie_phase(pipe, ctx.partitions, faults)
+        run["round trip after the zombie, s"] = f"{probe_round_trip(client):.1f}"
+        time.sleep(3)
+        load.stop()
+        run["load, s"] = f"{time.monotonic() - started:.0f}"
+
+        acked = load.results(timeout=120)
+        rig = ReadSideRig(BankRig(kafka, prefix, tmp_path), pipe.dsn, schema)
+        rig.wait_caught_up(timeout=180)
+        probe.stop()
+        events = read_events(kafka, topics.events)
+        with connect(pipe.dsn, schema) as conn:
+            inv = check(
+                [s.pending.command_id for s in load.sent], len(load.errors), acked, events, conn
+            )
+        recs = recoveries(faults, read_results(kafka, topics.results), probe)
+        run["kills (processor/projector/sink)"] = "/".join(
+            str(kills.count(r)) for r in ("processor", "projector", "sink")
+        )
+        run["broker restarts"] = sum(f.kind == "broker" for f in faults)
+        run["Postgres restarts"] = sum(f.kind == "postgres" for f in faults)
+        run["workers that exited on their own (restarted)"] = len(pipe.unplanned_exits)
+        run["liveness restarts"] = len(pipe.liveness_restarts)
+        print_tables(console, inv, recs, run)
+        if pipe.unplanned_exits:
+            console.print(f"exits: {pipe.unplanned_exits}")
+    finally:
+        load.stop()
+        probe.stop()
+        client.close()
+        pipe.stop()
+
+    assert inv.max_events_per_command == 1  # the duplicate count relies on it
+    assert inv.duplicates == 0
+    assert inv.version_gaps == 0
+    assert inv.acked_but_missing == 0
+    assert inv.rejected_with_events == 0
+    assert inv.pg_rows_differing == 0
+    assert inv.event_log_differing == 0
+    assert inv.acknowledged == inv.sent, "every command sent during the run got its result"
+    assert len(kills) == KILLS  # 20 by default; CQRS_FAULT_KILLS may change it
+    assert {"processor", "projector", "sink"} <= set(kills)
+    assert run["broker restarts"] == 1 and run["Postgres restarts"] == 1
+    assert inv.accepted > 0 and inv.rejected > 0
