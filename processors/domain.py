@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from processors.projections import Projection
 
 Record = dict[str, Any]
 S = TypeVar("S")
@@ -112,3 +115,5 @@ class BoundedContext:
     aggregates: Sequence[AggregateType[Any]]
     process_managers: Sequence[ProcessManager] = field(default_factory=tuple)
     partitions: int = 6
+    # Read models built from this context's events (processors/projections.py).
+    projections: Sequence[Projection] = field(default_factory=tuple)

@@ -55,10 +55,15 @@ class ContextTopics:
 
 
 def declared_topics(
-    ctx: BoundedContext, prefix: str | None = None, projections: tuple[str, ...] = ()
+    ctx: BoundedContext, prefix: str | None = None, projections: tuple[str, ...] | None = None
 ) -> list[TopicSpec]:
     """Every topic of a context. Commands, events, results and aggregates share one partition
-    count, so an aggregate's records land on the same partition number everywhere."""
+    count, so an aggregate's records land on the same partition number everywhere. Projection
+    topics (default: the context's declared projections) have that count too: the projector
+    writes what it derives from events partition P to partition P of each projection topic,
+    which keeps the sink's per-partition checkpoints exact (docs/read-side.md)."""
+    if projections is None:
+        projections = tuple(p.name for p in ctx.projections)
     names = ContextTopics(prefix or ctx.name)
     n = ctx.partitions
     specs = [

@@ -56,7 +56,17 @@ BANK_RECORDS = {
         "version",
         "updated_at",
     ],
-    "bank.DailyTotalRow": ["currency", "day", "deposits", "withdrawals", "count"],
+    # The read side (issue 5) added the fields after `count` / `payload_json`: the source
+    # partition and offset (watermark rows, positions), the aggregate type and causation id.
+    "bank.DailyTotalRow": [
+        "currency",
+        "day",
+        "deposits",
+        "withdrawals",
+        "count",
+        "source_partition",
+        "source_offset",
+    ],
     "bank.EventLogRow": [
         "event_id",
         "aggregate_id",
@@ -65,6 +75,10 @@ BANK_RECORDS = {
         "time",
         "correlation_id",
         "payload_json",
+        "aggregate_type",
+        "causation_id",
+        "source_partition",
+        "source_offset",
     ],
 }
 
