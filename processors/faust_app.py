@@ -1,0 +1,285 @@
+"""The Faust app every read-side worker (projector, sink) is built on.
+
+Read committed. faust-streaming's aiokafka consumer reads with
+`isolation_level="read_uncommitted"` unless the app runs with
+`processing_guarantee="exactly_once"` (faust/transport/drivers/aiokafka.py,
+`AIOKafkaConsumerThread._create_worker_consumer`), and there is no setting for it. We do not
+use Faust's exactly_once (it has open bugs; our updates are idempotent instead), so
+`ReadCommittedApp` swaps in a transport whose consumer thread builds the same
+`AIOKafkaConsumer` and then sets its isolation level to read_committed before the consumer
+starts (aiokafka reads `_isolation_level` when `start()` creates its fetcher). A records of
+an aborted transaction never reaches an agent; tests/integration/test_read_side.py shows it.
+
+Everything Faust names after the app id (consumer group, `<id>-<table>-changelog`,
+`<id>-__assignor-__leader`) derives from the topic prefix, e.g. `bank.projector`, so private
+test prefixes never collide. Faust creates those internal topics itself with CreateTopics,
+which works with `auto.create.topics.enable=false`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from prometheus_client import Gauge
+
+from deploy.settings import KafkaSettings
+from processors.topic_admin import create_topics
+from processors.topics import COMPACTED, TopicSpec
+
+READ_COMMITTED = "read_committed"
+
+
+class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        if not hasattr(consumer, "_isolation_level"):  # aiokafka changed: fail loudly
+            raise RuntimeError("cannot set read_committed on this aiokafka version")
+        consumer._isolation_level = READ_COMMITTED
+        return consumer
+
+
+class _ReadCommittedConsumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class ReadCommittedTransport(faust_aiokafka.Transport):
+    Consumer = _ReadCommittedConsumer
+
+
+class ReadCommittedApp(faust.App):
+    """A Faust app whose stream consumers read committed records only."""
+
+    def _new_transport(self) -> Any:
+        return ReadCommittedTransport(self.conf.broker_consumer, self)
+
+
+def broker_urls(kafka: KafkaSettings) -> list[str]:
+    return [f"kafka://{hostport.strip()}" for hostport in kafka.bootstrap_servers.split(",")]
+
+
+def _credentials(kafka: KafkaSettings) -> faust.SASLCredentials | None:
+    protocol = kafka.security_protocol.upper()
+    if not protocol.startswith("SASL"):
+        if protocol != "PLAINTEXT":
+            raise ValueError(f"unsupported Kafka security protocol for Faust: {protocol}")
+        return None
+    context = None
+    if protocol == "SASL_SSL":
+        context = ssl.create_default_context(cafile=kafka.ssl_ca_location)
+    return faust.SASLCredentials(
+        username=kafka.sasl_username,
+        password=kafka.sasl_password,
+        mechanism=kafka.sasl_mechanism or "PLAIN",
+        ssl_context=context,
+    )
+
+
+def broker_default_replication(kafka: KafkaSettings, timeout: float = 10.0) -> int:
+    """The cluster's `default.replication.factor`, for topics Faust creates itself."""
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient(kafka.client_config())
+    broker = next(iter(admin.list_topics(timeout=timeout).brokers))
+    resource = ConfigResource(ConfigResource.Type.BROKER, str(broker))
+    config = admin.describe_configs([resource])[resource].result(timeout)
+    return int(config["default.replication.factor"].value)
+
+
+def make_app(
+    app_id: str,
+    kafka: KafkaSettings,
+    datadir: Path,
+    *,
+    partitions: int,
+    session_timeout_s: float = 10.0,
+    commit_interval_s: float = 1.0,
+    replication_factor: int = 1,
+    instance_id: str | None = None,
+) -> ReadCommittedApp:
+    """An app for one worker role. Keys and values stay raw bytes: the agents decode Avro
+    themselves, and tables store Avro single-object encoded rows."""
+    return ReadCommittedApp(
+        app_id,
+        broker=broker_urls(kafka),
+        broker_credentials=_credentials(kafka),
+        store="rocksdb://",  # rocksdict, which faust-streaming prefers when installed
+        datadir=str(datadir),
+        web_enabled=False,  # our own /healthz, /readyz and /metrics (processors/health.py)
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=partitions,
+        # For the changelog and assignor topics Faust creates (Faust needs an explicit one).
+        topic_replication_factor=replication_factor,
+        topic_allow_declare=True,
+        consumer_auto_offset_reset="earliest",
+        # Faust's default session of 60 s would keep a dead member's partitions that long.
+        # Static membership: a restarted instance (e.g. after kill -9) takes its partitions
+        # back at once instead of waiting for the dead incarnation's session to expire. A
+        # stopped instance stays in the group until then, too (resetting offsets waits).
+        consumer_group_instance_id=f"{app_id}.{instance_id}" if instance_id else None,
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=min(1.0, session_timeout_s / 3),
+        broker_rebalance_timeout=max(20.0, 2 * session_timeout_s),
+        broker_commit_interval=commit_interval_s,
+        producer_linger=0.005,
+        table_standby_replicas=0,
+    )
+
+
+def quiet_library_logs(level: int = logging.INFO) -> None:
+    """aiokafka logs every send at DEBUG; at DEBUG level that is a large share of CPU."""
+    for name in ("aiokafka", "faust", "mode", "rocksdict"):
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
+
+
+class Liveness:
+    """Heartbeat and readiness of a Faust worker, for processors/health.py."""
+
+    def __init__(self) -> None:
+        self.last_beat = time.monotonic()
+        self.started = False
+
+    def beat(self) -> None:
+        self.last_beat = time.monotonic()
+
+    def ready(self, app: faust.App) -> bool:
+        if not self.started or app.rebalancing:
+            return False
+        try:
+            return bool(app.consumer.assignment())
+        except Exception:  # consumer not started yet
+            return False
+
+
+class ConsumerLag:
+    """Records not yet processed per assigned partition (high watermark - next offset).
+    With read_committed sources the high watermark counts the last transaction marker, so
+    a caught-up partition of a transactional topic shows 1."""
+
+    def __init__(self) -> None:
+        self.gauge = Gauge(
+            "cqrs_consumer_lag", "Records behind the partition's end", ["topic", "partition"]
+        )
+
+    def set(self, topic: str, partition: int, lag: int) -> None:
+        self.gauge.labels(topic, str(partition)).set(max(0, lag))
+
+
+class PositionTracker:
+    """The next offset to process per (topic, partition), fed by the agents, read by the
+    lag gauge."""
+
+    def __init__(self) -> None:
+        self.next_offset: dict[tuple[str, int], int] = {}
+
+    def advance(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        if offset + 1 > self.next_offset.get(key, -1):
+            self.next_offset[key] = offset + 1
+
+    def update_lag(self, app: faust.App, lag: ConsumerLag, topics: set[str]) -> None:
+        try:
+            assigned = app.consumer.assignment()
+        except Exception:  # consumer not started yet
+            return
+        for tp in assigned:
+            if tp.topic not in topics:
+                continue
+            try:
+                high = app.consumer.highwater(tp)
+            except Exception:  # no fetch response for this partition yet
+                continue
+            if high is None:
+                continue
+            lag.set(
+                tp.topic, tp.partition, high - self.next_offset.get((tp.topic, tp.partition), 0)
+            )
+
+
+def exit_now(message: str, code: int = 3) -> None:
+    """Stop the process at once, committing nothing more: the worker restarts from its
+    committed offsets, which at-least-once processing with idempotent updates makes safe
+    (the same path as a kill -9). Used for errors a retry inside the process cannot fix."""
+    logging.getLogger("cqrs.worker").critical("%s; exiting", message)
+    logging.shutdown()
+    os._exit(code)
+
+
+def run_worker(app: faust.App, loglevel: str) -> None:
+    """Run `app` in the foreground until SIGTERM/SIGINT (Faust's worker handles both)."""
+    from faust.worker import Worker
+
+    # Our own logging.basicConfig stays the only handler (else every line prints twice).
+    Worker(
+        app, loglevel=loglevel, redirect_stdouts=False, override_logging=False
+    ).execute_from_commandline()
+
+
+class TopicsNotReady(RuntimeError):
+    """A topic the worker reads or writes is missing or has the wrong partition count."""
+
+
+def internal_topics(app_id: str, tables: list[str], partitions: int) -> list[TopicSpec]:
+    """The topics Faust names after the app id: its leader-election topic and one compacted
+    changelog per table (partitioned like the source topic, as Faust requires)."""
+    specs = [TopicSpec(f"{app_id}-__assignor-__leader", 1, {})]
+    specs += [TopicSpec(f"{app_id}-{t}-changelog", partitions, dict(COMPACTED)) for t in tables]
+    return specs
+
+
+def prepare_topics(
+    kafka: KafkaSettings,
+    required: list[TopicSpec],
+    internal: list[TopicSpec],
+    replication_factor: int,
+    timeout: float = 30.0,
+) -> None:
+    """Check the declared topics the worker uses, create Faust's internal topics, and wait
+    until the metadata shows all of them with leaders.
+
+    Faust would create its internal topics itself, but when it does so while starting, the
+    consumer may subscribe before the new topic is in its metadata; it then drops the
+    changelog from the subscription and fails its partition check. Creating them first
+    removes the race."""
+    from confluent_kafka.admin import AdminClient
+
+    config = kafka.client_config()
+    admin = AdminClient(config)
+    existing = admin.list_topics(timeout=timeout).topics
+    for spec in required:
+        meta = existing.get(spec.name)
+        if meta is None or meta.error is not None:
+            raise TopicsNotReady(
+                f"topic {spec.name} does not exist; create the context's topics first "
+                "(cqrsctl topics create)"
+            )
+        if len(meta.partitions) != spec.partitions:
+            raise TopicsNotReady(
+                f"topic {spec.name} has {len(meta.partitions)} partitions, "
+                f"the context declares {spec.partitions}"
+            )
+    create_topics(config, internal, replication_factor, timeout)
+    names = {s.name: s.partitions for s in internal}
+    deadline = time.monotonic() + timeout
+    while True:
+        topics = admin.list_topics(timeout=timeout).topics
+        missing = [
+            n
+            for n, parts in names.items()
+            if n not in topics
+            or len(topics[n].partitions) != parts
+            or any(p.leader < 0 for p in topics[n].partitions.values())
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TopicsNotReady(f"topics without leaders after {timeout:g}s: {missing}")
+        time.sleep(0.1)

@@ -1,0 +1,1 @@
+"""The projector: a Faust app that turns `<ctx>.events` into projection tables and topics."""
