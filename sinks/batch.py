@@ -1,0 +1,62 @@
+"""One batch of projection records, reduced to what one database transaction writes: per
+projection the newest row per key (the guard column decides), and per (projection, source
+partition) the highest checkpoint. Pure, so the rules are unit-tested.
+
+Within one upsert statement Postgres cannot touch a row twice, and an older record must
+not win over a newer one, hence the reduction before writing; the guard in the SQL keeps
+the same rule across transactions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from processors.projections import Projection
+
+
+@dataclass(frozen=True, slots=True)
+class SinkRecord:
+    """A decoded record of a projection topic; `row` is None for a progress marker."""
+
+    projection: Projection
+    source_partition: int
+    checkpoint: int
+    row: dict[str, Any] | None
+    event_time: dt.datetime | None = None
+
+
+@dataclass
+class SinkBatch:
+    rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
+    checkpoints: dict[tuple[str, int], int] = field(default_factory=dict)
+    oldest_event: dt.datetime | None = None
+    records: int = 0
+
+    def row_count(self) -> int:
+        return sum(len(rows) for rows in self.rows.values())
+
+
+def reduce_batch(records: Iterable[SinkRecord]) -> SinkBatch:
+    batch = SinkBatch()
+    for record in records:
+        batch.records += 1
+        projection = record.projection
+        point = (projection.name, record.source_partition)
+        if record.checkpoint > batch.checkpoints.get(point, -1):
+            batch.checkpoints[point] = record.checkpoint
+        if record.row is None:
+            continue
+        if record.event_time is not None and (
+            batch.oldest_event is None or record.event_time < batch.oldest_event
+        ):
+            batch.oldest_event = record.event_time
+        rows = batch.rows.setdefault(projection.name, {})
+        key = tuple(record.row[k] for k in projection.key_fields)
+        held = rows.get(key)
+        guard = projection.guard_field
+        if held is None or held[guard] < record.row[guard]:
+            rows[key] = record.row
+    return batch

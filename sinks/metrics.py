@@ -1,0 +1,34 @@
+"""Prometheus metrics of the sink."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from processors.faust_app import ConsumerLag
+from processors.projector.metrics import BATCH_SIZES, SECONDS
+
+
+class SinkMetrics:
+    def __init__(self) -> None:
+        self.records = Counter(
+            "cqrs_sink_records_total", "Projection records consumed", ["projection"]
+        )
+        self.rows = Counter(
+            "cqrs_sink_rows_total", "Rows upserted (after de-duplication)", ["projection"]
+        )
+        self.undecodable = Counter(
+            "cqrs_sink_undecodable_total", "Records skipped because they could not be decoded"
+        )
+        self.batch_size = Histogram(
+            "cqrs_sink_batch_size", "Records per database transaction", buckets=BATCH_SIZES
+        )
+        self.commit_seconds = Histogram(
+            "cqrs_sink_commit_seconds", "Time of one database transaction", buckets=SECONDS
+        )
+        self.latency = Histogram(
+            "cqrs_sink_latency_seconds",
+            "Per batch: from the oldest source event's time (ce_time) to the commit of its row",
+            buckets=SECONDS,
+        )
+        self.retries = Counter("cqrs_sink_retries_total", "Database transactions retried")
+        self.lag = ConsumerLag()

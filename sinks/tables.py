@@ -1,0 +1,66 @@
+"""The SQL the sink runs, derived from a projection's declaration and its row schema.
+
+Columns are the row schema's fields, by name; the table is `projection.table_name`. The
+upsert only overwrites a stored row with a newer one (the guard column: `version`, or
+`source_offset` for watermark rows), so a repeated or older record changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import sql
+
+from processors.projections import Projection
+from schemas.catalog import Catalog
+
+
+@dataclass(frozen=True)
+class TableWriter:
+    projection: Projection
+    columns: tuple[str, ...]
+    upsert: sql.Composed
+
+    def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[c] for c in self.columns)
+
+    def key(self, row: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(row[c] for c in self.projection.key_fields)
+
+
+def table_writer(projection: Projection, catalog: Catalog) -> TableWriter:
+    fields = catalog.latest(projection.row_schema).schema["fields"]
+    columns = tuple(f["name"] for f in fields)
+    missing = [k for k in (*projection.key_fields, projection.guard_field) if k not in columns]
+    if missing:
+        raise ValueError(f"{projection.row_schema} lacks fields {missing} of {projection.name}")
+    table = sql.Identifier(projection.table_name)
+    updates = [c for c in columns if c not in projection.key_fields]
+    guard = sql.Identifier(projection.guard_field)
+    upsert = sql.SQL(
+        "INSERT INTO {table} ({columns}) VALUES ({values}) "
+        "ON CONFLICT ({keys}) DO UPDATE SET {updates} "
+        "WHERE {table}.{guard} < EXCLUDED.{guard}"
+    ).format(
+        table=table,
+        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        keys=sql.SQL(", ").join(map(sql.Identifier, projection.key_fields)),
+        updates=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates
+        ),
+        guard=guard,
+    )
+    return TableWriter(projection, columns, upsert)
+
+
+# Checkpoints only move forward, and an unchanged one is not rewritten (a replay leaves the
+# table exactly as it was).
+UPSERT_CHECKPOINT = sql.SQL(
+    "INSERT INTO cqrs_checkpoints (projection, source_partition, source_offset) "
+    "VALUES (%s, %s, %s) "
+    "ON CONFLICT (projection, source_partition) DO UPDATE "
+    "SET source_offset = EXCLUDED.source_offset, updated_at = now() "
+    "WHERE cqrs_checkpoints.source_offset < EXCLUDED.source_offset"
+)

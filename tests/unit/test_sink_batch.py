@@ -1,0 +1,76 @@
+"""The sink's reduction of a batch (newest row per key, highest checkpoint) and the SQL it
+derives from a projection."""
+
+from __future__ import annotations
+
+from processors.bank.projections import ACCOUNTS, DAILY_TOTALS, EVENT_LOG
+from schemas.codec import default_codec
+from sinks.batch import SinkRecord, reduce_batch
+from sinks.migrate import discover
+from sinks.tables import table_writer
+
+
+def account(version: int, balance: int) -> dict:
+    return {"account_id": "a1", "balance": balance, "version": version}
+
+
+def test_the_newest_row_per_key_wins_whatever_the_order():
+    records = [
+        SinkRecord(ACCOUNTS, 0, 10, account(3, 30)),
+        SinkRecord(ACCOUNTS, 0, 12, account(5, 50)),
+        SinkRecord(ACCOUNTS, 0, 11, account(4, 40)),  # older than what the batch has
+    ]
+    batch = reduce_batch(records)
+    assert batch.rows == {"accounts": {("a1",): account(5, 50)}}
+    assert batch.checkpoints == {("accounts", 0): 12}
+    assert batch.records == 3
+
+
+def test_watermark_rows_are_per_source_partition_and_markers_only_move_checkpoints():
+    def totals(partition: int, offset: int, deposits: int) -> dict:
+        return {
+            "currency": "EUR",
+            "day": 19844,
+            "source_partition": partition,
+            "source_offset": offset,
+            "deposits": deposits,
+        }
+
+    records = [
+        SinkRecord(DAILY_TOTALS, 1, 7, totals(1, 7, 70)),
+        SinkRecord(DAILY_TOTALS, 2, 3, totals(2, 3, 30)),
+        SinkRecord(DAILY_TOTALS, 1, 6, totals(1, 6, 60)),
+        SinkRecord(DAILY_TOTALS, 2, 9, None),  # marker
+        SinkRecord(ACCOUNTS, 4, 15, None),
+    ]
+    batch = reduce_batch(records)
+    assert batch.rows["daily_totals"] == {
+        ("EUR", 19844, 1): totals(1, 7, 70),
+        ("EUR", 19844, 2): totals(2, 3, 30),
+    }
+    assert batch.checkpoints == {
+        ("daily_totals", 1): 7,
+        ("daily_totals", 2): 9,
+        ("accounts", 4): 15,
+    }
+    assert "accounts" not in batch.rows
+
+
+def test_the_upsert_is_guarded_by_the_projection_guard_column():
+    catalog = default_codec().catalog
+    accounts = table_writer(ACCOUNTS, catalog).upsert.as_string(None)
+    assert accounts.startswith('INSERT INTO "accounts" ("account_id", "owner"')
+    assert 'ON CONFLICT ("account_id") DO UPDATE SET "owner" = EXCLUDED."owner"' in accounts
+    assert accounts.endswith('WHERE "accounts"."version" < EXCLUDED."version"')
+    totals = table_writer(DAILY_TOTALS, catalog).upsert.as_string(None)
+    assert 'INTO "daily_totals_by_partition"' in totals
+    assert 'ON CONFLICT ("currency", "day", "source_partition")' in totals
+    assert totals.endswith('."source_offset" < EXCLUDED."source_offset"')
+    log = table_writer(EVENT_LOG, catalog)
+    assert "payload_json" in log.columns and "%s" in log.upsert.as_string(None)
+
+
+def test_migrations_run_the_runtime_scope_first():
+    labels = [f"{m.scope}/{m.version:04d}_{m.name}" for m in discover("bank")]
+    assert labels == ["cqrs/0001_checkpoints", "bank/0001_read_models"]
+    assert discover("no_such_context")[0].scope == "cqrs"
