@@ -11,8 +11,9 @@ decodes only the results this client is waiting for; thousands of commands can b
 from __future__ import annotations
 
 import threading
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -80,22 +81,34 @@ class CommandResult:
 
 
 class PendingCommand:
-    """A sent command; `result()` waits for the processor's verdict."""
+    """A sent command; `result()` waits for the processor's verdict, and when the command
+    was sent with `wait_for`, also until that projection shows the command's effect."""
 
-    def __init__(self, command_id: str, aggregate_id: str, future: Future[CommandResult] | None):
+    def __init__(
+        self,
+        command_id: str,
+        aggregate_id: str,
+        future: Future[CommandResult] | None,
+        read_your_writes: Callable[[CommandResult, float], None] | None = None,
+    ):
         self.command_id = command_id
         self.aggregate_id = aggregate_id
         self._future = future
+        self._read_your_writes = read_your_writes
 
     def result(self, timeout: float = 30.0) -> CommandResult:
         if self._future is None:
             raise RuntimeError("this client was created with await_results=False")
+        deadline = time.monotonic() + timeout
         try:
-            return self._future.result(timeout)
+            result = self._future.result(timeout)
         except FutureTimeout:
             raise CommandTimeout(
                 f"no result for command {self.command_id} within {timeout:g}s"
             ) from None
+        if self._read_your_writes is not None and result.accepted:
+            self._read_your_writes(result, max(0.0, deadline - time.monotonic()))
+        return result
 
 
 class CommandClient:
@@ -110,8 +123,13 @@ class CommandClient:
         registry: Registry | None = None,
         codec: Codec | None = None,
         producer_config: Mapping[str, Any] | None = None,
+        read_model_dsn: str | None = None,
+        read_model_schema: str | None = None,
     ) -> None:
         self.registry = registry or default_registry()
+        # Postgres of the read models, for send(..., wait_for=<projection>).
+        self._read_model = (read_model_dsn, read_model_schema)
+        self._waiter: Any = None
         self.context = self.registry.context(context)
         self.topics = ContextTopics(topic_prefix or context)
         self.codec = codec or default_codec()
@@ -160,7 +178,12 @@ class CommandClient:
         command_id: str | None = None,
         expected_version: int | None = None,
         correlation_id: str | None = None,
+        wait_for: str | None = None,
     ) -> PendingCommand:
+        """Produce a command. With `wait_for="<projection>"`, the returned command's
+        `result()` returns only once that projection's rows in Postgres show the command's
+        effect (read your writes; needs `read_model_dsn`)."""
+        read_your_writes = self._read_your_writes(wait_for) if wait_for else None
         aggregate_id, value = self.prepare(command_type, data)
         command_id = command_id or self._new_id()
         _check_id("command id", command_id)
@@ -199,7 +222,7 @@ class CommandClient:
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self._producer.poll(0.05)
         self._producer.poll(0)
-        return PendingCommand(command_id, aggregate_id, future)
+        return PendingCommand(command_id, aggregate_id, future, read_your_writes)
 
     def flush(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
@@ -210,12 +233,38 @@ class CommandClient:
         self.flush()
         if self._listener is not None:
             self._listener.stop()
+        if self._waiter is not None:
+            self._waiter.close()
 
     def __enter__(self) -> CommandClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- read your writes ------------------------------------------------------------------
+
+    def _read_your_writes(self, projection: str) -> Callable[[CommandResult, float], None]:
+        known = [p.name for p in self.context.projections]
+        if projection not in known:
+            raise InvalidCommand(
+                f"wait_for: {self.context.name} has no projection "
+                f"{projection!r} (known: {', '.join(known) or 'none'})"
+            )
+        dsn, schema = self._read_model
+        if dsn is None:
+            raise InvalidCommand("wait_for needs the client's read_model_dsn (Postgres)")
+        with self._lock:
+            if self._waiter is None:
+                from sinks.checkpoints import CheckpointWaiter  # psycopg only when used
+
+                self._waiter = CheckpointWaiter(dsn, schema, events_topic=self.topics.events)
+            waiter = self._waiter
+
+        def wait(result: CommandResult, timeout: float) -> None:
+            waiter.wait(projection, result.events, timeout)
+
+        return wait
 
     # -- results ---------------------------------------------------------------------------
 
