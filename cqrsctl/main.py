@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from cqrsctl import aggregates_cmd, demo_cmd, run_cmd, schemas_cmd, send_cmd, stack_cmd, topics_cmd
+from cqrsctl import (
+    aggregates_cmd,
+    demo_cmd,
+    gateway_cmd,
+    read_side_cmd,
+    run_cmd,
+    schemas_cmd,
+    send_cmd,
+    stack_cmd,
+    topics_cmd,
+)
 
 app = typer.Typer(
     name="cqrsctl",
@@ -20,6 +30,8 @@ send_cmd.register(app)
 run_cmd.register(app)
 aggregates_cmd.register(app)
 demo_cmd.register(app)
+read_side_cmd.register(app)
+gateway_cmd.register(app)
 
 
 if __name__ == "__main__":
