@@ -1,0 +1,340 @@
+"""The read side as real processes (projector, sink) next to the write side's processor,
+and the checks read back from Kafka and Postgres."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from processors.bank.account import ACCOUNT
+from processors.bank.projections import PROJECTIONS
+from processors.domain import Event
+from processors.projector.app import changelog_topic, projector_app_id
+from processors.topic_reader import partition_count, read_partition
+from producers.command_client import CommandClient, EventPosition
+from schemas import headers as ce
+from schemas.codec import default_codec
+from sinks.app import sink_app_id
+from sinks.checkpoints import CheckpointWaiter
+from sinks.db import connect
+from tests.integration.workers import Worker
+from tests.integration.write_side import BankRig, StoredEvent
+
+PROJECTION_NAMES = [p.name for p in PROJECTIONS]
+STATEFUL = [p.name for p in PROJECTIONS if p.stateful]
+
+
+@dataclass
+class ReadSideRig:
+    bank: BankRig
+    dsn: str
+    schema: str
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def kafka(self) -> dict[str, Any]:
+        return self.bank.kafka
+
+    @property
+    def prefix(self) -> str:
+        return self.bank.prefix
+
+    # A stable instance id (static membership): a restart after kill -9 takes the
+    # partitions back at once.
+    _group_args = ("--instance-id", "r0", "--session-timeout", "6")
+
+    def _start(self, role: str, args: list[str], ready: bool) -> Worker:
+        name = f"{role}-{len(self.workers)}"
+        worker = Worker(role, args, self.bank.log_dir, name).start()
+        self.workers.append(worker)
+        return worker.wait_ready(90) if ready else worker
+
+    def projector(self, ready: bool = True, batch_wait: float = 0.01) -> Worker:
+        data_dir = self.bank.log_dir / "projector-data"  # kept across restarts, like a volume
+        args = ["--prefix", self.prefix, "--data-dir", str(data_dir), *self._group_args]
+        return self._start("projector", [*args, "--batch-wait", str(batch_wait)], ready)
+
+    def sink(self, ready: bool = True, batch_wait: float = 0.01) -> Worker:
+        args = ["--prefix", self.prefix, "--schema", self.schema, *self._group_args]
+        return self._start("sink", [*args, "--batch-wait", str(batch_wait)], ready)
+
+    def client(self) -> CommandClient:
+        return CommandClient(
+            self.kafka,
+            "bank",
+            topic_prefix=self.prefix,
+            read_model_dsn=self.dsn,
+            read_model_schema=self.schema,
+        )
+
+    def pg(self) -> psycopg.Connection[Any]:
+        return connect(self.dsn, self.schema)
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+    # -- waiting ---------------------------------------------------------------------------
+
+    def last_event_positions(self) -> list[EventPosition]:
+        """The last committed event of every partition of `<prefix>.events`."""
+        topic = self.bank.topics.events
+        positions = []
+        for p in range(partition_count(self.kafka, topic)):
+            tail = list(read_partition(self.kafka, topic, p, tail=20))
+            if tail:
+                positions.append(EventPosition(topic, p, tail[-1].offset()))
+        return positions
+
+    def wait_caught_up(self, timeout: float = 120.0) -> None:
+        """Until every projection's checkpoint in Postgres passed every committed event."""
+        positions = self.last_event_positions()
+        deadline = time.monotonic() + timeout
+        with CheckpointWaiter(self.dsn, self.schema) as waiter:
+            for name in PROJECTION_NAMES:
+                remaining = max(0.1, deadline - time.monotonic())
+                waiter.wait(name, positions, remaining)
+
+    # -- consumer groups -------------------------------------------------------------------
+
+    def projector_group(self) -> tuple[str, list[str]]:
+        return projector_app_id(self.prefix), [self.bank.topics.events]
+
+    def sink_group(self) -> tuple[str, list[str]]:
+        return sink_app_id(self.prefix), [self.bank.topics.projection(n) for n in PROJECTION_NAMES]
+
+    def reset_to_beginning(self, group: str, topics: list[str]) -> None:
+        admin = AdminClient(self.kafka)
+        parts = [
+            TopicPartition(t, p, 0) for t in topics for p in range(partition_count(self.kafka, t))
+        ]
+        request = ConsumerGroupTopicPartitions(group, parts)
+        deadline = time.monotonic() + 30
+        while True:  # the group must be empty: a stopped member may take a moment to leave
+            try:
+                admin.alter_consumer_group_offsets([request])[group].result(10)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        assert committed_offsets(self.kafka, group, topics) == {
+            (tp.topic, tp.partition): 0 for tp in parts
+        }
+
+    def wait_group_at_end(self, group: str, topics: list[str], timeout: float = 120.0) -> None:
+        """Until the group's committed offsets are past the last record of each partition."""
+        ends = {}
+        for t in topics:
+            for p in range(partition_count(self.kafka, t)):
+                tail = list(read_partition(self.kafka, t, p, tail=20))
+                if tail:
+                    ends[(t, p)] = tail[-1].offset() + 1
+        deadline = time.monotonic() + timeout
+        while True:
+            have = committed_offsets(self.kafka, group, topics)
+            behind = {k: (have.get(k), v) for k, v in ends.items() if (have.get(k) or 0) < v}
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{group} behind (committed, needed): {behind}")
+            time.sleep(0.5)
+
+
+def read_all(kafka: dict[str, Any], topic: str, timeout: float = 60.0) -> list[Message]:
+    """Every committed record of a topic, all partitions through one consumer (much faster
+    than a consumer per partition)."""
+    consumer = Consumer(
+        {
+            **kafka,
+            "group.id": f"read-all-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        pending = set()
+        for p in meta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                pending.add(p)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+        out: list[Message] = []
+        deadline = time.monotonic() + timeout
+        while pending:
+            assert time.monotonic() < deadline, f"{topic}: partitions {pending} not read"
+            for msg in consumer.consume(10_000, 0.2):
+                err = msg.error()
+                if err is None:
+                    out.append(msg)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                else:
+                    raise AssertionError(f"reading {topic}: {err}")
+        return out
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True)
+class TimedEvent(StoredEvent):
+    time: dt.datetime  # ce_time
+
+
+def read_events(kafka: dict[str, Any], topic: str) -> list[TimedEvent]:
+    """Every committed event, in partition then offset order, with its ce_time."""
+    codec = default_codec()
+    events = []
+    for msg in read_all(kafka, topic):
+        h = {k: v.decode() for k, v in msg.headers() or () if v is not None}
+        decoded = codec.decode_message(msg.value())
+        events.append(
+            TimedEvent(
+                msg.partition(),
+                msg.offset(),
+                msg.key().decode(),
+                decoded.writer.name,
+                int(h[ce.AGGREGATE_VERSION]),
+                h[ce.CAUSATION_ID],
+                decoded.record,
+                ce.parse_time(h[ce.TIME]),
+            )
+        )
+    return sorted(events, key=lambda e: (e.partition, e.offset))
+
+
+def committed_offsets(kafka: dict[str, Any], group: str, topics: list[str]) -> dict:
+    admin = AdminClient(kafka)
+    parts = [TopicPartition(t, p) for t in topics for p in range(partition_count(kafka, t))]
+    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])
+    listed = result[group].result(10)
+    return {(tp.topic, tp.partition): tp.offset for tp in listed.topic_partitions}
+
+
+@pytest.fixture
+def read_side(bank: BankRig, pg_dsn_for_schema: str, pg_schema: str) -> Iterator[ReadSideRig]:
+    rig = ReadSideRig(bank, pg_dsn_for_schema, pg_schema)
+    try:
+        yield rig
+    finally:
+        rig.stop_all()
+
+
+# -- what the read side must equal ---------------------------------------------------------
+
+
+def fold_accounts(events: list[StoredEvent]) -> dict[str, dict[str, Any]]:
+    """Per account: the aggregate's own fold of its events, plus its version."""
+    streams: dict[str, list[StoredEvent]] = defaultdict(list)
+    for e in events:
+        if e.type in ACCOUNT.event_types:
+            streams[e.aggregate_id].append(e)
+    out = {}
+    for account_id, stream in streams.items():
+        state = ACCOUNT.fold([Event(e.type, e.data) for e in stream])
+        out[account_id] = {**ACCOUNT.to_record(state), "version": len(stream)}
+    return out
+
+
+def fold_daily_totals(kafka: dict[str, Any], topic: str) -> dict[tuple[str, dt.date], tuple]:
+    """(currency, UTC day of ce_time) -> (deposits, withdrawals, count) from the events."""
+    codec = default_codec()
+    totals: dict[tuple[str, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for msg in read_all(kafka, topic):
+        decoded = codec.decode_message(msg.value())
+        if decoded.writer.name not in ("bank.Deposited", "bank.Withdrawn"):
+            continue
+        headers = dict(msg.headers())
+        day = dt.datetime.fromisoformat(headers["ce_time"].decode()).astimezone(dt.UTC).date()
+        money = decoded.record["amount"]
+        entry = totals[(money["currency"], day)]
+        entry[0 if decoded.writer.name == "bank.Deposited" else 1] += money["amount"]
+        entry[2] += 1
+    return {k: tuple(v) for k, v in totals.items()}
+
+
+def pg_accounts(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    rows = conn.execute(
+        "SELECT account_id, owner, currency, balance, status, version FROM accounts"
+    ).fetchall()
+    return {
+        r[0]: {
+            "account_id": r[0],
+            "owner": r[1],
+            "currency": r[2],
+            "balance": r[3],
+            "status": r[4],
+            "version": r[5],
+        }
+        for r in rows
+    }
+
+
+def pg_daily_totals(conn: psycopg.Connection[Any]) -> dict[tuple[str, dt.date], tuple]:
+    rows = conn.execute(
+        "SELECT currency, day, deposits, withdrawals, count FROM daily_totals"
+    ).fetchall()
+    return {(c, d): (dep, wd, n) for c, d, dep, wd, n in rows}
+
+
+def pg_snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple]]:
+    """Every row of every read-side table, in key order."""
+    tables = {
+        "accounts": "account_id",
+        "daily_totals_by_partition": "currency, day, source_partition",
+        "event_log": "aggregate_type, aggregate_id, version",
+        "cqrs_checkpoints": "projection, source_partition",
+    }
+    return {
+        t: conn.execute(f"SELECT * FROM {t} ORDER BY {order}").fetchall()
+        for t, order in tables.items()
+    }
+
+
+def last_values(kafka: dict[str, Any], topic: str) -> tuple[dict[tuple[int, bytes], Any], int]:
+    """A compacted topic as its consumers see it: the last value per (partition, key), and
+    the number of records read."""
+    last: dict[tuple[int, bytes], Any] = {}
+    n = 0
+    for msg in read_all(kafka, topic):
+        last[(msg.partition(), msg.key())] = msg.value()
+        n += 1
+    return last, n
+
+
+def tables_state(kafka: dict[str, Any], prefix: str) -> dict[str, tuple[dict, int]]:
+    """The projector's Faust tables, read from their changelog topics."""
+    return {name: last_values(kafka, changelog_topic(prefix, name)) for name in STATEFUL}
+
+
+def metric(worker: Worker, name: str) -> float:
+    """Sum of a Prometheus counter/gauge across its labels, from the worker's /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.health_port}/metrics") as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and (line[len(name)] in " {"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
