@@ -85,6 +85,9 @@ def demo(
     timeout: float = typer.Option(
         120.0, min=1, help="Fail when nothing moves for this many seconds."
     ),
+    report_json: Path = typer.Option(
+        None, "--report-json", help="Also write the report's figures to this file (JSON)."
+    ),
 ) -> None:
     """Run the whole pipeline on a bank workload and show the read model."""
     console = Console()
@@ -100,7 +103,18 @@ def demo(
     from deploy.settings import SettingsError
 
     try:
-        _run(console, accounts, commands, seed, window, prefix, schema, keep_running, timeout)
+        _run(
+            console,
+            accounts,
+            commands,
+            seed,
+            window,
+            prefix,
+            schema,
+            keep_running,
+            timeout,
+            report_json,
+        )
     except WorkerFailed as failed:
         console.print(failed.log_tail, markup=False, highlight=False, style="dim")
         fail(str(failed), code=1)
@@ -122,6 +136,7 @@ def _run(
     schema: str | None,
     keep_running: bool,
     timeout: float,
+    report_json: Path | None,
 ) -> None:
     from bench.driver import DriveError, Driver
     from bench.workload import WorkloadSpec, expected_outcome, iter_commands
@@ -222,7 +237,12 @@ def _run(
                             raise
         visible = time.monotonic()
         model = expected_outcome(iter_commands(work))
-        _report(console, drive, visible, model, settings.postgres_dsn, read_schema, tag)
+        figures = _report(console, drive, visible, model, settings.postgres_dsn, read_schema, tag)
+        if report_json is not None:
+            figures.update(
+                prefix=topic_prefix, schema=read_schema, tag=tag, workers=pipeline.pids()
+            )
+            report_json.write_text(json.dumps(figures, indent=2))
         if keep_running:
             kept = pipeline.pids()
             (folder / WORKERS_FILE).write_text(json.dumps(kept))
@@ -261,7 +281,8 @@ def _report(
     dsn: str,
     schema: str,
     tag: str,
-) -> None:
+) -> dict[str, Any]:
+    """Print the report; returns its figures."""
     import psycopg
     from psycopg import sql
 
@@ -335,6 +356,18 @@ def _report(
     console.print(f"  cqrsctl history {some}", highlight=False)
     console.print("  cqrsctl query daily_totals EUR", highlight=False)
     console.print(f"  psql '{mask_dsn(dsn)}'  (schema {schema})", highlight=False, soft_wrap=True)
+    return {
+        "sent": total,
+        "accepted": drive.accepted,
+        "rejected": drive.rejected,
+        "rejections": dict(drive.rejections),
+        "events": drive.events,
+        "wall_s": wall,
+        "e2e_cmds_per_s": total / wall,
+        "result_latency_ms": {k: v * 1000 for k, v in latency.items()},
+        "matches_model": same,
+        "balances_match_model": balances == expected,
+    }
 
 
 def register(app: typer.Typer) -> None:

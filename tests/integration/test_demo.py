@@ -1,0 +1,94 @@
+"""`cqrsctl demo` as users run it: a real process starting real workers against the session's
+broker and Postgres, with small numbers so it stays quick."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench.workload import WorkloadSpec, account_id, expected_outcome, iter_commands
+from deploy.local.processes import cmdline
+
+ACCOUNTS = 30
+COMMANDS = 1500
+
+
+def run_demo(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cqrsctl.main", "demo", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "160"},
+    )
+
+
+def test_demo_drives_the_workload_into_postgres_and_stops_its_workers(
+    ctx_name: str, pg_schema: str, pg_conn: psycopg.Connection[Any], tmp_path: Path
+):
+    report_path = tmp_path / "report.json"
+    done = run_demo(
+        [
+            *("--accounts", str(ACCOUNTS), "--commands", str(COMMANDS), "--seed", "11"),
+            *("--prefix", ctx_name, "--schema", pg_schema, "--window", "400"),
+            *("--report-json", str(report_path)),
+        ]
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(report_path.read_text())
+
+    # Every command got an answer, and the answers are the rules' answers.
+    model = expected_outcome(iter_commands(WorkloadSpec(ACCOUNTS, COMMANDS, seed=11)))
+    assert report["sent"] == ACCOUNTS + COMMANDS
+    assert report["accepted"] + report["rejected"] == report["sent"]
+    assert report["rejected"] == sum(report["rejections"].values()) > 0
+    assert report["accepted"] == model.accepted_count
+    assert report["rejections"] == dict(model.rejections)
+    assert report["events"] == model.events
+    assert report["matches_model"] and report["balances_match_model"]
+    assert "outcomes match the reference model" in done.stdout
+    assert f"cqrsctl query accounts {report['tag']}-acc-" in done.stdout
+
+    # Postgres reflects every accepted command: one event_log row per event, and each
+    # account's balance and version as the model has them.
+    tag = report["tag"]
+    pg_conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(pg_schema)))
+    rows = pg_conn.execute(
+        "SELECT account_id, balance, version FROM accounts WHERE account_id LIKE %s",
+        (f"{tag}-%",),
+    ).fetchall()
+    assert {a: b for a, b, _ in rows} == {f"{tag}-{k}": v for k, v in model.balances.items()}
+    (logged,) = pg_conn.execute(
+        "SELECT count(*) FROM event_log WHERE aggregate_id LIKE %s", (f"{tag}-%",)
+    ).fetchone()
+    assert logged == model.events
+    versions = {a: v for a, _, v in rows}
+    first = f"{tag}-{account_id(0)}"
+    (events_of_first,) = pg_conn.execute(
+        "SELECT count(*) FROM event_log WHERE aggregate_id = %s", (first,)
+    ).fetchone()
+    assert versions[first] == events_of_first
+
+    # It stopped what it started.
+    assert set(report["workers"]) == {"processor", "projector", "sink"}
+    for role, pid in report["workers"].items():
+        assert cmdline(pid) is None, f"the demo left its {role} (pid {pid}) running"
+
+
+def test_a_worker_that_dies_is_one_line_and_its_log_tail(ctx_name: str):
+    # Postgres refuses schema names starting with pg_: the sink exits at start-up.
+    args = ["--accounts", "2", "--commands", "5", "--prefix", ctx_name, "--schema", "pg_x"]
+    done = run_demo(args)
+    assert done.returncode == 1
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith("error: sink: exited with code"), errors[0]
+    assert "Traceback" not in done.stderr
+    assert "pg_x" in done.stdout  # the sink's own last log lines say why
