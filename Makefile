@@ -8,17 +8,26 @@ BIN := $(VENV)/bin
 # Reinstall only when the project's metadata changed since the last install.
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test install up down status lint format clean
+.PHONY: demo bench test install install-bench up down status lint format clean
 
+# `cqrsctl demo` brings the local stack up itself (first run: the Kafka jars via Maven).
 demo: install
+	$(BIN)/cqrsctl demo
+
+# Ours and the eventsourcing peer side by side (docs/benchmarks.md); BENCH_ARGS for sizes,
+# e.g. make bench BENCH_ARGS="--accounts 200 --commands 20000".
+bench: install-bench
 	$(BIN)/cqrsctl up
-	$(BIN)/cqrsctl smoke
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 install: $(INSTALLED)
+
+install-bench: install
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 
 $(INSTALLED): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
