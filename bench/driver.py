@@ -199,10 +199,4 @@ class Driver:
 
 def on_result(pending: PendingCommand, callback: Callable[[CommandResult], None]) -> None:
     """Call `callback(result)` when the command's result arrives."""
-    add = getattr(pending, "add_done_callback", None)
-    if add is not None:
-        add(callback)
-        return
-    future = pending._future  # TEMPORARY until PendingCommand.add_done_callback exists
-    assert future is not None
-    future.add_done_callback(lambda f: callback(f.result()))
+    pending.add_done_callback(callback)

@@ -110,6 +110,15 @@ class PendingCommand:
             self._read_your_writes(result, max(0.0, deadline - time.monotonic()))
         return result
 
+    def add_done_callback(self, callback: Callable[[CommandResult], None]) -> None:
+        """Call `callback(result)` as soon as the result arrives (on the client's listener
+        thread; at once if it is already here), without blocking anyone: for clients that
+        keep thousands of commands in flight and time each one. Read your writes is not
+        awaited here."""
+        if self._future is None:
+            raise RuntimeError("this client was created with await_results=False")
+        self._future.add_done_callback(lambda future: callback(future.result()))
+
 
 class CommandClient:
     def __init__(
