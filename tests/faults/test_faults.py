@@ -3,7 +3,7 @@ restarted; afterwards nothing acknowledged is lost or duplicated and Postgres eq
 of the events.
 
 Size (env): CQRS_FAULT_KILLS (SIGKILLs across roles, default 20), CQRS_FAULT_RATE
-(commands/s, default 300), CQRS_FAULT_ACCOUNTS (default 200), CQRS_FAULT_SEED.
+(commands/s, default 200), CQRS_FAULT_ACCOUNTS (default 200), CQRS_FAULT_SEED.
 Run alone: `.venv/bin/pytest -m faults -s` (-s shows the tables).
 """
 
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -28,6 +30,7 @@ from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
+from sinks.checkpoints import ReadModelTimeout
 from sinks.db import connect
 from tests.faults.load import CheckpointProbe, SteadyLoad
 from tests.faults.pipeline import Pipeline, StackWorker
@@ -36,7 +39,7 @@ from tests.integration.read_side import ReadSideRig, metric, read_events
 from tests.integration.write_side import BankRig, movement, open_account
 
 KILLS = int(os.environ.get("CQRS_FAULT_KILLS", "20"))
-RATE = float(os.environ.get("CQRS_FAULT_RATE", "300"))
+RATE = float(os.environ.get("CQRS_FAULT_RATE", "200"))
 ACCOUNTS = [f"acct-{i:03d}" for i in range(int(os.environ.get("CQRS_FAULT_ACCOUNTS", "200")))]
 SEED = int(os.environ.get("CQRS_FAULT_SEED", "8"))
 ROLES = {"processor": "p0", "projector": "projector", "sink": "sink"}
@@ -78,13 +81,29 @@ def wait_for(what: str, ok: Callable[[], bool], timeout: float) -> None:
         time.sleep(0.2)
 
 
+def wait_drained(rig: ReadSideRig, probe: CheckpointProbe, stall_s: float = 120.0) -> None:
+    """Until Postgres has every event. A busy machine drains the faults' backlog slowly, so
+    give up only when the checkpoints stop moving, not after a fixed time."""
+    last, moved_at = -1, time.monotonic()
+    while True:
+        try:
+            rig.wait_caught_up(timeout=20)
+            return
+        except ReadModelTimeout:
+            done = sum(probe.samples[-1][1].values()) if probe.samples else -1
+            if done > last:
+                last, moved_at = done, time.monotonic()
+            elif time.monotonic() - moved_at > stall_s:
+                raise
+
+
 def kill_phase(
     pipe: Pipeline, rng: random.Random, n: int, kills: list[str], faults: list[Fault]
 ) -> None:
     """SIGKILL `n` ready workers (they hold partitions) at random moments, each restarted
     at once."""
     for _ in range(n):
-        time.sleep(rng.uniform(0.8, 2.5))
+        time.sleep(rng.uniform(0.5, 1.5))
         ready = pipe.ready_names()
         deadline = time.monotonic() + 120
         while not (running := [r for r, name in ROLES.items() if name in ready]):
@@ -116,21 +135,19 @@ def zombie_phase(pipe: Pipeline, partitions: int, faults: list[Fault]) -> str:
     faults.append(Fault("zombie", at, took_over))
     os.kill(zombie.proc.pid, signal.SIGCONT)
     try:
-        zombie.proc.wait(20)
+        zombie.proc.wait(10)
         fate = f"exited {zombie.proc.returncode} by itself"
-    except Exception:
-        fate = "still running 20 s after SIGCONT; SIGKILLed"
+    except subprocess.TimeoutExpired:
+        fate = "rejoined as a plain member; SIGKILLed"
     zombie.kill()
-    tail = zombie.log_tail(15)
-    fenced = [
-        line
-        for line in tail.splitlines()
-        if any(w in line.lower() for w in ("fenc", "stopped", "abort"))
-    ]
-    return f"held {held} of {partitions} partitions; {fate}; {fenced[-1] if fenced else ''}"
+    # What the thawed zombie's open transaction ran into, as its log says.
+    codes = re.findall(r"(?:aborted|stopped|fenced).*?code=(\w+)", zombie.log_tail(30), re.I)
+    failed = f"its transaction failed: {', '.join(sorted(set(codes)))}" if codes else "no txn open"
+    return f"held {held}/{partitions} partitions; {failed}; {fate}"
 
 
 @pytest.mark.faults
+@pytest.mark.timeout(2400)  # 7-15 min on a busy 2-core machine: draining the backlog is slow
 def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
     fault_stack: StackState, tmp_path: Path
 ) -> None:
@@ -191,9 +208,9 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
         load.stop()
         run["load, s"] = f"{time.monotonic() - started:.0f}"
 
-        acked = load.results(timeout=120)
+        acked = load.results(timeout=180)
         rig = ReadSideRig(BankRig(kafka, prefix, tmp_path), pipe.dsn, schema)
-        rig.wait_caught_up(timeout=180)
+        wait_drained(rig, probe)
         probe.stop()
         events = read_events(kafka, topics.events)
         with connect(pipe.dsn, schema) as conn:
