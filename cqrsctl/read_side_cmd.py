@@ -66,10 +66,11 @@ def projector(
     from processors.faust_app import broker_default_replication, quiet_library_logs, run_worker
     from processors.health import heartbeat_alive, serve_health
     from processors.projector.app import Projector, ProjectorConfig, projector_app_id
+    from processors.projector.local_state import LocalState
 
     _logging(log_level)
     quiet_library_logs(logging.getLevelName(log_level.upper()))
-    settings = settings_or_fail()
+    settings = settings_or_fail(postgres=False)  # Kafka only
     ctx = _context(context)
     topic_prefix = prefix or ctx.name
     config = ProjectorConfig(
@@ -89,9 +90,16 @@ def projector(
     config.data_dir.mkdir(parents=True, exist_ok=True)
     worker = Projector(config, default_registry())
     _prepare(worker)
+    local = LocalState(config.data_dir, Path(worker.app.conf.tabledir))
+    local.prepare()
     if health_port:
         serve_health(health_port, heartbeat_alive(lambda: worker.liveness.last_beat), worker.ready)
-    run_worker(worker.app, log_level)
+    try:
+        run_worker(worker.app, log_level)
+    except SystemExit as stopped:
+        if stopped.code in (0, None):
+            local.mark_clean()
+        raise
 
 
 @run.command("sink")
@@ -286,6 +294,33 @@ def _prepare(worker: Any) -> None:
         fail(str(exc))
 
 
+def migrate(
+    context: str = typer.Option("bank", help="Bounded context whose read models to migrate."),
+    schema: str = typer.Option(
+        None, help="Postgres schema (default: the DSN's search_path, else public)."
+    ),
+) -> None:
+    """Apply the read-side SQL migrations and grants, then exit (e.g. as an owner role,
+    before sinks run as the writer role with --no-migrate)."""
+    import psycopg
+
+    from sinks.db import ReadModelError, resolve_schema
+    from sinks.migrate import migrate as apply_migrations
+    from sinks.migrate import roles
+
+    ctx = _context(context)
+    dsn = settings_or_fail().postgres_dsn
+    try:
+        resolved = resolve_schema(dsn, schema)
+        applied = apply_migrations(dsn, resolved, ctx.name)
+    except (psycopg.Error, ReadModelError) as exc:
+        fail(f"postgres: {exc}".strip())
+    for label in applied:
+        typer.echo(f"applied  {label}")
+    reader, writer = roles(resolved)
+    typer.echo(f"schema {resolved} is up to date; roles {reader} (read) and {writer} (sink)")
+
+
 def _parse_time(text: str) -> dt.datetime:
     try:
         moment = dt.datetime.fromisoformat(text)
@@ -298,3 +333,4 @@ def register(app: typer.Typer) -> None:
     """`run projector` and `run sink` registered on import (on the `run` group)."""
     app.command("query")(query)
     app.command("history")(history)
+    app.command("migrate")(migrate)

@@ -155,3 +155,17 @@ def test_last_offsets():
     pairs = [(0, 5), (1, 2), (0, 9), (0, 7)]
     assert last_offsets(pairs) == {0: 9, 1: 2}
     assert last_offsets(itertools.chain()) == {}
+
+
+def test_local_tables_survive_only_a_clean_stop(tmp_path):
+    from processors.projector.local_state import LocalState
+
+    tables = tmp_path / "v1" / "tables"
+    (tables / "accounts-0.db").mkdir(parents=True)
+    state = LocalState(tmp_path, tables)
+    assert state.prepare() is True and not tables.exists()  # no marker: a crash, discard
+    (tables / "accounts-0.db").mkdir(parents=True)
+    state.mark_clean()
+    assert state.prepare() is False and (tables / "accounts-0.db").exists()
+    assert state.prepare() is True  # the marker vouches for one start only
+    assert LocalState(tmp_path, tables).prepare() is False  # nothing to discard
