@@ -182,6 +182,8 @@ class Sink:
         return SinkRecord(projection, partition, checkpoint, row, event_time)
 
     async def _write(self, batch: SinkBatch) -> None:
+        if not batch.rows and not batch.checkpoints:
+            return  # only undecodable records
         started = time.monotonic()
         for attempt in range(RETRIES):
             try:

@@ -7,7 +7,8 @@ every run. Each file runs once per schema, in its own transaction, recorded in
 new one instead). A transaction-level advisory lock serialises sinks starting together.
 
 Files may name `{schema}`, `{reader}` and `{writer}`; they are replaced by quoted
-identifiers (psycopg's sql.Identifier), never by string pasting.
+identifiers (psycopg's sql.Identifier), never by string pasting. A literal brace in a file
+is written twice (`'{{}}'::jsonb`).
 """
 
 from __future__ import annotations
