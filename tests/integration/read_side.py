@@ -127,14 +127,17 @@ class ReadSideRig:
         ]
         request = ConsumerGroupTopicPartitions(group, parts)
         deadline = time.monotonic() + 30
-        while True:  # the group must be empty: a stopped member may take a moment to leave
+        # The group must be empty: a stopped static member stays until its session ends.
+        while True:
             try:
-                admin.alter_consumer_group_offsets([request])[group].result(10)
+                done = admin.alter_consumer_group_offsets([request])[group].result(10)
+                errors = [tp.error for tp in done.topic_partitions if tp.error is not None]
+            except Exception as exc:
+                errors = [exc]
+            if not errors:
                 break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+            assert time.monotonic() < deadline, f"cannot reset {group}: {errors[:3]}"
+            time.sleep(0.5)
         assert committed_offsets(self.kafka, group, topics) == {
             (tp.topic, tp.partition): 0 for tp in parts
         }

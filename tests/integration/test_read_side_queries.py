@@ -309,3 +309,57 @@ def test_a_sink_without_migrations_says_so_in_one_line(pg_schema: str, pg_dsn_fo
     assert done.stderr == (
         "error: postgres: the schema has no cqrs_migrations table: run the migrations\n"
     )
+    migrated = subprocess.run(
+        [sys.executable, "-m", "cqrsctl.main", "migrate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert migrated.returncode == 0, migrated.stderr
+    assert migrated.stdout.splitlines() == [
+        "applied  cqrs/0001_checkpoints.sql",
+        "applied  bank/0001_read_models.sql",
+        f"schema {pg_schema} is up to date; roles {pg_schema}_reader (read) and "
+        f"{pg_schema}_writer (sink)",
+    ]
+
+
+def test_a_waiter_wakes_on_the_sinks_notify_and_times_out_naming_the_gap(
+    pg_schema: str, pg_dsn_for_schema: str
+):
+    from producers.command_client import EventPosition
+    from sinks.checkpoints import CheckpointWaiter, ReadModelTimeout
+
+    migrate(pg_dsn_for_schema, pg_schema, "bank")
+    topic = f"{pg_schema}.events"
+
+    def commit_checkpoint(partition: int, offset: int) -> None:
+        # what the sink does at the end of a batch: checkpoint and NOTIFY, one transaction
+        with psycopg.connect(pg_dsn_for_schema) as conn:
+            conn.execute(
+                "INSERT INTO cqrs_checkpoints (projection, source_partition, source_offset)"
+                " VALUES ('accounts', %s, %s) ON CONFLICT (projection, source_partition)"
+                " DO UPDATE SET source_offset = EXCLUDED.source_offset",
+                (partition, offset),
+            )
+            conn.execute("SELECT pg_notify('cqrs_checkpoint', %s)", (pg_schema,))
+
+    with CheckpointWaiter(pg_dsn_for_schema, events_topic=topic) as waiter:
+        positions = [EventPosition(topic, 0, 10), EventPosition(topic, 3, 5)]
+        returned = threading.Event()
+        waiting = threading.Thread(
+            target=lambda: (waiter.wait("accounts", positions, 20), returned.set())
+        )
+        waiting.start()
+        commit_checkpoint(0, 10)
+        commit_checkpoint(3, 4)
+        assert not returned.wait(0.5)  # partition 3 is one short
+        commit_checkpoint(3, 5)
+        assert returned.wait(5)
+        waiting.join()
+        assert waiter.checkpoint("accounts", 3) == 5
+        with pytest.raises(ReadModelTimeout, match="partition 3: at 5, needs 99"):
+            waiter.wait("accounts", [EventPosition(topic, 3, 99)], 0.3)
+        with pytest.raises(ValueError, match="checkpoints track"):
+            waiter.wait("accounts", [EventPosition("other.events", 3, 1)], 0.3)
