@@ -1,0 +1,107 @@
+"""The HTTP gateway as a real process (`cqrsctl run gateway`) in front of the real pipeline:
+processor, projector and sink processes from the read-side rig, a Postgres login role that
+has only the schema's reader role, and an httpx client.
+
+Fixtures (import the `*_fixture` functions into a test module to use them by name):
+`pipeline`, `query_role`, `gateway`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from deploy.local.state import StackState
+from sinks.migrate import roles
+from tests.integration.read_side import ReadSideRig
+from tests.integration.workers import Worker, free_port
+
+
+@dataclass
+class GatewayRig:
+    pipeline: ReadSideRig
+    worker: Worker
+    url: str
+    query_role: str
+
+    def http(self, timeout: float = 60.0) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+def start_gateway(
+    pipeline: ReadSideRig, query_dsn: str, *extra: str, db_role: str | None = None
+) -> tuple[Worker, str]:
+    port = free_port()
+    args = [
+        "--prefix", pipeline.prefix,
+        "--schema", pipeline.schema,
+        "--query-dsn", query_dsn,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        *extra,
+    ]  # fmt: skip
+    if db_role is not None:
+        args += ["--db-role", db_role]
+    worker = Worker("gateway", args, pipeline.bank.log_dir, f"gateway-{port}").start()
+    pipeline.workers.append(worker)  # stopped with the pipeline, also when a test fails
+    worker.wait_ready(60)
+    url = f"http://127.0.0.1:{port}"
+    # The health port says the app started; the HTTP port must answer too.
+    with httpx.Client(base_url=url, timeout=10) as client:
+        assert client.get("/healthz").status_code == 200
+    return worker, url
+
+
+@pytest.fixture(name="pipeline")
+def pipeline_fixture(read_side: ReadSideRig) -> ReadSideRig:
+    """Processor, sink (which applies the migrations and grants) and projector, all ready."""
+    read_side.bank.processor()
+    read_side.sink()
+    read_side.projector()
+    return read_side
+
+
+@pytest.fixture(name="query_role")
+def query_role_fixture(stack: StackState, pipeline: ReadSideRig) -> Iterator[tuple[str, str]]:
+    """(role, DSN): a login role whose only privileges are those of `<schema>_reader`."""
+    reader, _ = roles(pipeline.schema)
+    role = f"{pipeline.schema}_gateway"
+    with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+        admin.execute(
+            sql.SQL("GRANT {} TO {}").format(sql.Identifier(reader), sql.Identifier(role))
+        )
+    dsn = make_conninfo(stack.postgres_dsn, user=role)
+    try:
+        yield role, dsn
+    finally:
+        with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            )
+            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture(name="gateway")
+def gateway_fixture(pipeline: ReadSideRig, query_role: tuple[str, str]) -> Iterator[GatewayRig]:
+    role, dsn = query_role
+    worker, url = start_gateway(pipeline, dsn, "--timeout", "30")
+    try:
+        yield GatewayRig(pipeline, worker, url, role)
+    finally:
+        worker.stop()  # before the role is dropped
+
+
+def open_account_body(account_id: str, owner: str = "Ada", currency: str = "EUR") -> dict[str, Any]:
+    return {"account_id": account_id, "owner": owner, "currency": currency}
+
+
+def movement_body(account_id: str, amount: int, currency: str = "EUR") -> dict[str, Any]:
+    return {"account_id": account_id, "amount": {"amount": amount, "currency": currency}}
