@@ -100,10 +100,10 @@ def migrate(dsn: str, schema: str, context: str, root: Path = MIGRATIONS_DIR) ->
     migrations = discover(context, root)
     applied_now = []
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        conn.execute(search_path(schema))
+        conn.execute(search_path(schema))  # may name a schema that does not exist yet
         with conn.transaction():
-            _lock(conn, schema)
+            _lock(conn, schema)  # two CREATE SCHEMA IF NOT EXISTS at once can collide
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             conn.execute(BOOTSTRAP)
         for migration in migrations:
             with conn.transaction():

@@ -266,22 +266,27 @@ def test_the_reader_only_reads_and_the_sink_role_cannot_drop(
                 admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(login)))
 
 
-def test_migrations_apply_once_also_when_sinks_start_together(
-    pg_schema: str, pg_dsn_for_schema: str
-):
+def test_migrations_apply_once_also_when_sinks_start_together(stack: StackState, pg_schema: str):
+    schema = f"{pg_schema}_new"  # does not exist yet: the racers create it
+    dsn = make_conninfo(stack.postgres_dsn, options=f"-csearch_path={schema}")
     results: list[list[str]] = []
     racing = [
-        threading.Thread(
-            target=lambda: results.append(migrate(pg_dsn_for_schema, pg_schema, "bank"))
-        )
+        threading.Thread(target=lambda: results.append(migrate(dsn, schema, "bank")))
         for _ in range(3)
     ]
     for t in racing:
         t.start()
     for t in racing:
         t.join(60)
-    assert sorted(map(len, results)) == [0, 0, 2]
-    assert migrate(pg_dsn_for_schema, pg_schema, "bank") == []
+    # each file applied once, by whichever sink got the lock first
+    assert sorted(label for applied in results for label in applied) == [
+        "bank/0001_read_models.sql",
+        "cqrs/0001_checkpoints.sql",
+    ]
+    assert len(results) == 3
+    assert migrate(dsn, schema, "bank") == []
+    with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_an_applied_migration_that_changed_is_refused(
