@@ -1,4 +1,4 @@
-"""The read side on the command line: `run projector`, `run sink`, `query`, `history`.
+"""The read side on the command line: `run projector`, `run sink`, `query`, `history`, `migrate`.
 
 Heavy modules (Faust, psycopg, the projector) are imported inside the commands, so
 `cqrsctl --help` stays fast.
@@ -238,8 +238,7 @@ def history(
     aggregate: str = typer.Option("bank.Account", help="Aggregate type."),
     schema: str = typer.Option(None, help="Postgres schema (default: the DSN's search_path)."),
 ) -> None:
-    """An aggregate's state at a point in time or version, folded from `event_log`, and
-    the events that led to it."""
+    """An aggregate's state at a time or version (a fold of event_log), and its events."""
     import psycopg
     from rich.console import Console
     from rich.table import Table
@@ -300,8 +299,7 @@ def migrate(
         None, help="Postgres schema (default: the DSN's search_path, else public)."
     ),
 ) -> None:
-    """Apply the read-side SQL migrations and grants, then exit (e.g. as an owner role,
-    before sinks run as the writer role with --no-migrate)."""
+    """Apply the read-side SQL migrations and grants, then exit (run as the owner role)."""
     import psycopg
 
     from sinks.db import ReadModelError, resolve_schema
