@@ -10,10 +10,12 @@ readers, or none of it does.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -130,6 +132,7 @@ class CommandProcessor:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self) -> None:
+        _tune_gc()
         try:
             self._producer.init_transactions(30)
         except KafkaException as exc:
@@ -212,8 +215,9 @@ class CommandProcessor:
             return
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.metrics.batch_size.observe(len(messages))
-        for d, _, _ in decided:
-            self.metrics.commands.labels(d.status, d.reason).inc()
+        # Per (status, reason) once per batch: labels() costs as much as deciding a deposit.
+        for (status, reason), count in Counter((d.status, d.reason) for d, _, _ in decided).items():
+            self.metrics.commands.labels(status, reason).inc(count)
         self.metrics.duplicates.inc(len(duplicates))
 
     def _decide_all(
@@ -352,6 +356,18 @@ class CommandProcessor:
                 if not (isinstance(err, KafkaError) and err.retriable()) or attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+
+def _tune_gc() -> None:
+    """Every command allocates a few dozen short-lived objects (decoded records, headers,
+    outputs) that die within the batch. With CPython's default gen-0 threshold (700) the
+    collector ran every few commands and, through the older generations, walked the whole
+    heap (aggregates, dedup window) again and again: a third of the processor's CPU. So:
+    freeze what start-up allocated (modules, schemas: never garbage), and collect gen 0
+    every 50,000 allocations instead. Cycles are still collected, just less often."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _record_position(slot: _PendingEvent) -> Callable[[KafkaError | None, Message], None]:
