@@ -170,6 +170,12 @@ class CommandHandler:
             agg = self.registry.aggregate_for_command(msg.command_type)
         except UnknownMessageType as exc:
             return self._reject(msg, "unknown_command", str(exc))
+        nul_field = _field_with_nul(msg.data)
+        if nul_field is not None:
+            # Avro allows NUL in strings, Postgres text and jsonb do not: one such command
+            # would stop every read model's sink, so it is refused at the door.
+            detail = f"field {nul_field!r} contains a NUL character"
+            return self._reject(msg, "invalid_text", detail)
         aggregate_id = msg.data.get(agg.id_field)
         if aggregate_id != msg.key:
             detail = f"key {msg.key!r} is not the command's {agg.id_field} {aggregate_id!r}"
@@ -238,3 +244,20 @@ class CommandHandler:
         agg = self.registry.aggregate_for_command(command.type)
         aggregate_id = str(command.data[agg.id_field])
         return aggregate_id, partition_for(aggregate_id, self.partitions)
+
+
+def _field_with_nul(value: Any, path: str = "") -> str | None:
+    """The path of the first string holding a NUL character, if any."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            found = _field_with_nul(v, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            found = _field_with_nul(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None

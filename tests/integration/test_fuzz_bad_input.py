@@ -87,6 +87,7 @@ KNOWN_REASONS = {
     "too_large",
     "invalid_output",
     "id_in_use",
+    "invalid_text",
 }
 
 _codec = default_codec()

@@ -132,3 +132,11 @@ def test_transfer_request_makes_the_saga_issue_the_debit_in_the_same_step(handle
     )
     assert outcome.reason == "account_not_found"
     assert [i.command.type for i in outcome.issued] == ["bank.FailTransfer"]
+
+
+def test_a_nul_character_in_any_string_is_rejected_before_deciding(handler: CommandHandler):
+    data = {"account_id": "a", "owner": "Ada\x00Lovelace", "currency": "EUR"}
+    decided = handler.handle(message("bank.OpenAccount", data, "c-nul"))
+    assert (decided.status, decided.reason) == (REJECTED, "invalid_text")
+    assert "owner" in decided.detail
+    assert handler.handle(open_("a")).status == ACCEPTED
