@@ -261,8 +261,7 @@ def _drop_run(target: Target, prefix: str, schema: str) -> None:
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def _committed(kafka: dict[str, Any], group: str, topic: str, partitions: int) -> dict[int, int]:
-    admin = AdminClient(kafka)
+def _committed(admin: AdminClient, group: str, topic: str, partitions: int) -> dict[int, int]:
     request = ConsumerGroupTopicPartitions(
         group, [TopicPartition(topic, p) for p in range(partitions)]
     )
@@ -430,10 +429,11 @@ def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str]
         pipeline.wait_ready(START_TIMEOUT_S)
         started, cpu_before = time.monotonic(), _cpu_now(pipeline)
         group = f"{name}.command-processor"
+        admin = AdminClient(target.kafka)  # one client: a new one per poll costs a connection
         say("drain: processor running")
         last_move, seen = started, -1
         while True:
-            done = _committed(target.kafka, group, topics.commands, partitions)
+            done = _committed(admin, group, topics.commands, partitions)
             if all((done.get(p) or 0) >= end[p] for p in end):
                 break
             total_done = sum(max(0, v or 0) for v in done.values())
