@@ -94,9 +94,11 @@ class CommandProcessor:
         self._stop = threading.Event()
         self.ready = threading.Event()
         self.last_loop_at = time.monotonic()
+        self._fatal: KafkaError | None = None
         self._consumer = Consumer(
             {
                 **config.kafka,
+                "error_cb": self._on_client_error,
                 "group.id": config.group_id,
                 "isolation.level": "read_committed",
                 "enable.auto.commit": False,
@@ -112,6 +114,7 @@ class CommandProcessor:
         self._producer = Producer(
             {
                 **config.kafka,
+                "error_cb": self._on_client_error,
                 "transactional.id": config.transactional_id,
                 "enable.idempotence": True,
                 "acks": "all",
@@ -126,6 +129,14 @@ class CommandProcessor:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        """A fatal client error (fenced by a newer incarnation with our instance id, or a
+        broken idempotent producer) never heals: this incarnation can do no more useful work.
+        Transient errors (broker down, coordinator moving) are librdkafka's to retry."""
+        if err.fatal():
+            self._fatal = err
+            self._stop.set()
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -154,8 +165,18 @@ class CommandProcessor:
                 if messages:
                     self._process_batch(messages)
         finally:
+            self._close()
+        if self._fatal is not None:
+            raise SystemExit(f"command processor stopped: fatal Kafka error: {self._fatal.str()}")
+
+    def _close(self) -> None:
+        if self._fatal is not None:
+            # A fenced consumer cannot leave its group cleanly, and a fenced producer has
+            # nothing it may still deliver: don't wait on either.
             self._consumer.close()
-            self._producer.flush(10)
+            return
+        self._consumer.close()
+        self._producer.flush(10)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         started = time.monotonic()
@@ -232,6 +253,12 @@ class CommandProcessor:
         for msg in messages:
             err = msg.error()
             if err is not None:
+                if err.fatal() or err.code() == KafkaError._FATAL:
+                    # Nothing of this batch is produced yet; the transaction is aborted by
+                    # whoever fenced us (or times out), so stopping loses nothing.
+                    self._fatal = err
+                    self._stop.set()
+                    raise KafkaException(err)
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
                 continue
@@ -332,7 +359,8 @@ class CommandProcessor:
         self.handler.rollback()
         if not (isinstance(err, KafkaError) and err.txn_requires_abort()):
             self._stop.set()
-            raise SystemExit(f"command processor stopped: {err}") from exc
+            why = err.str() if isinstance(err, KafkaError) else str(err)
+            raise SystemExit(f"command processor stopped: {why}") from exc
         log.warning("transaction aborted: %s", err)
         self._abort_and_rewind(first_offsets)
 

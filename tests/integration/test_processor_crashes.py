@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import subprocess
 import threading
 import time
 from collections import defaultdict
@@ -13,6 +14,7 @@ from tests.integration.write_side import (
     check_accepted_exactly_once,
     check_event_log,
     fold_balances,
+    movement,
     open_account,
     random_workload,
     read_events,
@@ -115,3 +117,27 @@ def test_rebalance_between_two_instances_loses_and_duplicates_nothing(bank: Bank
     model = _model_balances(list(zip(commands, results, strict=True)))
     folded = fold_balances(events)
     assert {a: folded.get(a, 0) for a in ACCOUNTS} == {a: model.get(a, 0) for a in ACCOUNTS}
+
+
+def test_a_fenced_twin_exits_instead_of_hanging(bank: BankRig):
+    """A second incarnation with the same instance id (a rescheduled pod while the old one
+    still runs) fences the first: same group.instance.id and transactional.id. The first must
+    stop at once with a clear line, not sit idle until a liveness probe kills it."""
+    old = bank.processor("p0")
+    client = bank.client()
+    try:
+        assert client.send("bank.OpenAccount", open_account("twin-a")).result(30).accepted
+        new = bank.processor("p0")
+        assert old.proc is not None
+        try:
+            code = old.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"fenced processor still running:\n{old.log_tail()}") from None
+        assert code != 0
+        assert "command processor stopped" in old.log_tail(), old.log_tail()
+        assert "Traceback" not in old.log_tail(), old.log_tail()
+        # The survivor owns the partitions and answers.
+        assert client.send("bank.Deposit", movement("twin-a", 5)).result(60).accepted
+        assert new.alive
+    finally:
+        client.close()
