@@ -20,8 +20,13 @@ def restore_partition(
     dedup_window: int,
 ) -> PartitionState:
     state = PartitionState()
+    # Until the log cleaner runs, the partition holds every snapshot ever written (one per
+    # aggregate per batch): keep the newest per key and decode only those. A tombstone
+    # (no value) removes the aggregate.
+    newest: dict[bytes | None, bytes | None] = {}
     for msg in read_partition(kafka, topics.aggregates, partition):
-        value = msg.value()
+        newest[msg.key()] = msg.value()
+    for value in newest.values():
         if value is None:
             continue
         agg_name, agg_id, version, record = wire.decode_snapshot(value)
