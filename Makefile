@@ -22,6 +22,7 @@ bench: install-bench
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 install: $(INSTALLED)
