@@ -31,7 +31,7 @@ from prometheus_client import Gauge
 
 from deploy.settings import KafkaSettings
 from processors.topic_admin import create_topics
-from processors.topics import COMPACTED, TopicSpec
+from processors.topics import DERIVED, DERIVED_MAX_RECORD_BYTES, TopicSpec
 
 READ_COMMITTED = "read_committed"
 
@@ -130,6 +130,10 @@ def make_app(
         broker_rebalance_timeout=max(20.0, 2 * session_timeout_s),
         broker_commit_interval=commit_interval_s,
         producer_linger=0.005,
+        # Rows of derived topics may be up to 8 MiB (processors/topics.py): the changelog
+        # producer must send them and every consumer of them must fetch them.
+        producer_max_request_size=DERIVED_MAX_RECORD_BYTES + 64 * 1024,
+        consumer_max_fetch_size=DERIVED_MAX_RECORD_BYTES + 64 * 1024,
         table_standby_replicas=0,
     )
 
@@ -231,7 +235,7 @@ def internal_topics(app_id: str, tables: list[str], partitions: int) -> list[Top
     """The topics Faust names after the app id: its leader-election topic and one compacted
     changelog per table (partitioned like the source topic, as Faust requires)."""
     specs = [TopicSpec(f"{app_id}-__assignor-__leader", 1, {})]
-    specs += [TopicSpec(f"{app_id}-{t}-changelog", partitions, dict(COMPACTED)) for t in tables]
+    specs += [TopicSpec(f"{app_id}-{t}-changelog", partitions, dict(DERIVED)) for t in tables]
     return specs
 
 

@@ -41,11 +41,17 @@ from processors.faust_app import (
     prepare_topics,
 )
 from processors.projections import EventMeta, Projection
-from processors.projector.batch import BatchOutcome, SourceEvent, last_offsets, project_batch
+from processors.projector.batch import (
+    BatchOutcome,
+    Publication,
+    SourceEvent,
+    last_offsets,
+    project_batch,
+)
 from processors.projector.metrics import ProjectorMetrics
-from processors.projector.records import encode
+from processors.projector.records import KafkaRecord, encode, fit
 from processors.registry import Registry, UnknownMessageType
-from processors.topics import ContextTopics, TopicSpec
+from processors.topics import DERIVED_MAX_RECORD_BYTES, ContextTopics, TopicSpec
 from schemas import headers as ce
 from schemas.codec import LATEST, CodecError, default_codec
 
@@ -129,6 +135,7 @@ class Projector:
                 "acks": "all",
                 "linger.ms": 2,
                 "batch.num.messages": 10_000,
+                "message.max.bytes": DERIVED_MAX_RECORD_BYTES + 64 * 1024,
                 "on_delivery": self._on_delivery,
             }
         )
@@ -233,14 +240,15 @@ class Projector:
             # Faust writes a table key to the changelog partition and RocksDB instance of
             # the "current event"; make that an event of the row's own source partition.
             _current_event.set(weakref.ref(context_of[partition]))
-            self.tables[projection.name][key.encode()] = self.codec.encode(
-                projection.row_schema, row
-            )
+            value = self.codec.encode(projection.row_schema, row)
+            if len(value) + len(key) > DERIVED_MAX_RECORD_BYTES:
+                continue  # refused; _publish counts and logs it
+            self.tables[projection.name][key.encode()] = value
 
     async def _publish(self, outcome: BatchOutcome) -> None:
         produce = self._producer.produce
         for pub in outcome.publications:
-            record = encode(pub, self.topics, self.source, self.codec)
+            record = self._fitting(encode(pub, self.topics, self.source, self.codec), pub)
             while True:
                 try:
                     produce(
@@ -263,6 +271,30 @@ class Projector:
         if remaining or self._delivery_errors:
             errors = self._delivery_errors[:3]
             exit_now(f"{remaining} projection records undelivered, errors: {errors}")
+
+    def _fitting(self, record: KafkaRecord, pub: Publication) -> KafkaRecord:
+        """A row over the derived record limit would fail delivery, and the projector would
+        fail on the same event after every restart: the read side would stall for good. Such
+        a row is refused instead (a failure, like an event the projection cannot apply); a
+        progress marker takes its place so the partition's checkpoint still advances."""
+        fitting, size = fit(record, DERIVED_MAX_RECORD_BYTES)
+        if fitting is record:
+            return record
+        cause = pub.cause
+        assert cause is not None  # markers have no value
+        self.metrics.failures.labels("too_large").inc()
+        log.error(
+            "projection %s refuses row %r: %s bytes, over the %s-byte limit (event %s, %s[%d]@%d)",
+            pub.projection.name,
+            record.key[:80],
+            f"{size:,}",
+            f"{DERIVED_MAX_RECORD_BYTES:,}",
+            cause.event_id,
+            self.topics.events,
+            cause.partition,
+            cause.offset,
+        )
+        return fitting
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

@@ -72,6 +72,16 @@ def encode(pub: Publication, topics: ContextTopics, source: bytes, codec: Codec)
     return KafkaRecord(topic, pub.partition, key, value, headers)
 
 
+def fit(record: KafkaRecord, limit: int) -> tuple[KafkaRecord, int]:
+    """`record` if its key and value fit in `limit` bytes, else a progress marker in its
+    place (same topic, partition and checkpoint); with the record's size either way."""
+    size = len(record.value or b"") + len(record.key)
+    if size <= limit:
+        return record, size
+    headers = [(k, v) for k, v in record.headers if k in (SOURCE_PARTITION, CHECKPOINT)]
+    return KafkaRecord(record.topic, record.partition, MARKER_KEY, None, headers), size
+
+
 class BadProgressHeaders(ValueError):
     pass
 

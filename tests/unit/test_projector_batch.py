@@ -169,3 +169,22 @@ def test_local_tables_survive_only_a_clean_stop(tmp_path):
     assert state.prepare() is False and (tables / "accounts-0.db").exists()
     assert state.prepare() is True  # the marker vouches for one start only
     assert LocalState(tmp_path, tables).prepare() is False  # nothing to discard
+
+
+def test_a_row_over_the_record_limit_becomes_a_marker_with_the_same_checkpoint():
+    from processors.projector.records import CHECKPOINT, SOURCE_PARTITION, encode, fit, header_map
+    from processors.topics import ContextTopics
+    from schemas.codec import default_codec
+
+    outcome = run([ev(opened("a1"), 1, 7, partition=3)], Store())
+    pub = next(p for p in outcome.publications if p.projection is ACCOUNTS and p.key)
+    record = encode(pub, ContextTopics("bank"), b"/bank/projector", default_codec())
+    size = len(record.value) + len(record.key)
+
+    assert fit(record, size) == (record, size)  # at the limit: kept as it is
+    marker, measured = fit(record, size - 1)
+    assert measured == size
+    assert (marker.topic, marker.partition) == (record.topic, record.partition)
+    assert marker.key == b"" and marker.value is None
+    kept = header_map(marker.headers)
+    assert kept == {SOURCE_PARTITION: "3", CHECKPOINT: header_map(record.headers)[CHECKPOINT]}
