@@ -170,13 +170,15 @@ class CommandProcessor:
             raise SystemExit(f"command processor stopped: fatal Kafka error: {self._fatal.str()}")
 
     def _close(self) -> None:
-        if self._fatal is not None:
-            # A fenced consumer cannot leave its group cleanly, and a fenced producer has
-            # nothing it may still deliver: don't wait on either.
-            self._consumer.close()
-            return
         self._consumer.close()
-        self._producer.flush(10)
+        if self._fatal is not None:
+            return  # a fenced producer has nothing it may still deliver
+        try:
+            self._producer.flush(10)
+        except KafkaException as exc:
+            # Stopping because of a fatal error already (e.g. fenced while committing):
+            # say so in the log, and let the reason we are stopping be the exit message.
+            log.warning("producer flush on close failed: %s", exc.args[0])
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         started = time.monotonic()
