@@ -11,28 +11,19 @@ import os
 import random
 
 from tests.integration.read_side import ReadSideRig, fold_accounts, pg_accounts, read_events
+from tests.integration.test_fuzz_bad_input import NASTY
 
 SEED = int(os.environ.get("CQRS_FUZZ_SEED", "11"))
 
-PAYLOADS = [
-    "'; DROP TABLE accounts; --",
-    "x' OR '1'='1",
+# The write side's payloads (NUL aside: refused up front as invalid_text), and a few that
+# aim at Postgres in particular.
+PAYLOADS = [t for t in NASTY if "\x00" not in t] + [
     '"; DROP SCHEMA public CASCADE; --',
     "$$; TRUNCATE event_log; $$",
-    "E'\\x27'",
     "\\'; SELECT pg_sleep(10); --",
-    "%s %(x)s {} {0} %n",
-    "$(rm -rf /)",
-    "`id`; ls | cat & echo $HOME",
-    "../../etc/passwd",
-    "<script>alert(1)</script>",
-    "\u202eevil\u202c",
-    "Zalgo: Z\u0351\u0308\u0363a\u0336\u0316l\u0317g\u033ao",
-    "emoji 🏦💸👩‍👩‍👧",
-    "tab\tnewline\ncarriage\rreturn",
-    "\x01\x02\x1f\x7f control",
+    "%(x)s {0}",
     "\\u0000 written out, not a NUL",
-    "漢字とかな",
+    "\x01\x02\x1f\x7f control",
     "a" * 2000,
 ]
 # Everything but NUL (refused up front as invalid_text) and lone surrogates (not UTF-8).
@@ -65,7 +56,10 @@ def test_hostile_text_reaches_postgres_verbatim_and_runs_nothing(read_side: Read
     drawn = [*PAYLOADS, *(hostile_text(rng) for _ in range(60))]
     # Ids over 1024 bytes are refused by the client (tested with the write side).
     ids = list(dict.fromkeys(t for t in drawn if len(t.encode()) <= 1024))
-    owners = {account: hostile_text(rng) for account in ids}
+    # A blank owner is refused (invalid_owner): not what this test is about.
+    owners = {
+        account: f"x{t}" if not t.strip() else t for account in ids for t in [hostile_text(rng)]
+    }
     with read_side.client() as client:
         opened = [
             client.send(
