@@ -49,6 +49,9 @@ class ProcessorConfig:
     dedup_window: int = 50_000
     transaction_timeout_ms: int = 30_000
     session_timeout_ms: int = 10_000
+    # The longest a batch waits on one transactional step (deliveries, offsets, commit)
+    # before it aborts and replays: well under the transaction timeout.
+    operation_timeout_s: float = 10.0
 
     @property
     def topics(self) -> ContextTopics:
@@ -212,11 +215,13 @@ class CommandProcessor:
             stamp = wire.Stamp(self.source)
             decided, duplicates = self._decide_all(stamp, messages, first_offsets, next_offsets)
             # Events must be acknowledged before results can name their offsets.
-            self._producer.flush()
+            self._flush()
             self._publish_outcomes(stamp, decided, duplicates)
             offsets = [TopicPartition(self.topics.commands, p, o) for p, o in next_offsets.items()]
+            # Bounded: without a timeout librdkafka retries forever, e.g. after a broker
+            # restart while the group rebalances; an abort and a replay recover instead.
             self._producer.send_offsets_to_transaction(
-                offsets, self._consumer.consumer_group_metadata()
+                offsets, self._consumer.consumer_group_metadata(), self.config.operation_timeout_s
             )
             self._commit()
         except KafkaException as exc:
@@ -376,10 +381,21 @@ class CommandProcessor:
             if partition in self.handler.owned:
                 self._consumer.seek(TopicPartition(self.topics.commands, partition, offset))
 
+    def _flush(self) -> None:
+        remaining = self._producer.flush(self.config.operation_timeout_s)
+        if remaining:
+            raise KafkaException(
+                KafkaError(
+                    KafkaError._TIMED_OUT,
+                    f"{remaining} records undelivered after {self.config.operation_timeout_s}s",
+                    txn_requires_abort=True,
+                )
+            )
+
     def _commit(self) -> None:
         for attempt in range(5):
             try:
-                self._producer.commit_transaction(30)
+                self._producer.commit_transaction(self.config.operation_timeout_s)
                 return
             except KafkaException as exc:
                 err = exc.args[0]

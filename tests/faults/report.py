@@ -58,6 +58,10 @@ class Invariants:
     pg_rows_differing: int
     event_log_differing: int
     max_events_per_command: int
+    # (aggregate, version, partition, offset) in Postgres's event_log but not an event, and
+    # the reverse: what to look at when event_log_differing is not 0.
+    event_log_extra: list[tuple[Any, ...]] = field(default_factory=list)
+    event_log_missing: list[tuple[Any, ...]] = field(default_factory=list)
 
 
 def check(
@@ -104,6 +108,8 @@ def check(
         pg_rows_differing=differing,
         event_log_differing=len(logged ^ expected_log),
         max_events_per_command=max(per_command.values(), default=0),
+        event_log_extra=sorted(logged - expected_log),
+        event_log_missing=sorted(expected_log - logged),
     )
 
 

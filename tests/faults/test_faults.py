@@ -46,6 +46,31 @@ ROLES = {"processor": "p0", "projector": "projector", "sink": "sink"}
 OUTAGE_S = 3.0  # how long the broker and Postgres stay down
 
 
+def describe_offsets(kafka: dict[str, object], topic: str, rows: list[tuple]) -> list[str]:
+    """What sits at the (partition, offset) of each row, read read_uncommitted: a record of
+    an aborted transaction there means a reader saw uncommitted data."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    out = []
+    consumer = Consumer({**kafka, "group.id": "faults-debug", "enable.auto.commit": False})
+    try:
+        for aggregate, version, partition, offset in rows:
+            consumer.assign([TopicPartition(topic, partition, offset)])
+            msg = consumer.poll(10)
+            if msg is None or msg.error():
+                out.append(f"{partition}@{offset}: nothing ({msg and msg.error()})")
+                continue
+            headers = dict(msg.headers() or [])
+            out.append(
+                f"{partition}@{offset}: key={msg.key()!r} version="
+                f"{headers.get('ce_aggregateversion')!r} id={headers.get('ce_id')!r}"
+                f" (row: {aggregate} v{version})"
+            )
+    finally:
+        consumer.close()
+    return out
+
+
 def probe_round_trip(client: CommandClient, timeout: float = 120.0) -> float:
     """A command sent now gets its result: the pipeline processes again."""
     started = time.monotonic()
@@ -226,6 +251,13 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
         run["workers that exited on their own (restarted)"] = len(pipe.unplanned_exits)
         run["liveness restarts"] = len(pipe.liveness_restarts)
         print_tables(console, inv, recs, run)
+        if inv.event_log_extra or inv.event_log_missing:
+            console.print(
+                f"event_log: {len(inv.event_log_extra)} rows that are no event, e.g. "
+                f"{inv.event_log_extra[:5]}; {len(inv.event_log_missing)} events without a "
+                f"row, e.g. {inv.event_log_missing[:5]}"
+            )
+            console.print(describe_offsets(kafka, topics.events, inv.event_log_extra[:5]))
         if pipe.unplanned_exits:
             console.print(f"exits: {pipe.unplanned_exits}")
     finally:
