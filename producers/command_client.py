@@ -10,6 +10,7 @@ decodes only the results this client is waiting for; thousands of commands can b
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -18,15 +19,25 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from processors import wire
 from processors.registry import Registry, UnknownMessageType, default_registry
 from processors.topics import ContextTopics
 from schemas import headers as ce
 from schemas.codec import Codec, default_codec
+
+log = logging.getLogger(__name__)
 
 
 class InvalidCommand(ValueError):
@@ -35,6 +46,13 @@ class InvalidCommand(ValueError):
 
 class CommandTimeout(TimeoutError):
     pass
+
+
+class CommandNotDelivered(RuntimeError):
+    """Kafka did not take the command (e.g. it timed out in the producer's queue while no
+    broker was reachable, or the producer failed fatally): it will get no result. Sending
+    it again is safe: a command id that was processed already is answered with its first
+    result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +128,29 @@ class PendingCommand:
             self._read_your_writes(result, max(0.0, deadline - time.monotonic()))
         return result
 
-    def add_done_callback(self, callback: Callable[[CommandResult], None]) -> None:
+    def add_done_callback(
+        self,
+        callback: Callable[[CommandResult], None],
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         """Call `callback(result)` as soon as the result arrives (on the client's listener
         thread; at once if it is already here), without blocking anyone: for clients that
         keep thousands of commands in flight and time each one. Read your writes is not
-        awaited here."""
+        awaited here. If the command was not delivered, `on_error(exc)` is called instead
+        (without one, the failure is logged)."""
         if self._future is None:
             raise RuntimeError("this client was created with await_results=False")
-        self._future.add_done_callback(lambda future: callback(future.result()))
+
+        def done(future: Future[CommandResult]) -> None:
+            error = future.exception()
+            if error is None:
+                callback(future.result())
+            elif on_error is not None:
+                on_error(error)
+            else:
+                log.error("command %s: %s", self.command_id, error)
+
+        self._future.add_done_callback(done)
 
 
 class CommandClient:
@@ -153,6 +186,8 @@ class CommandClient:
             **(producer_config or {}),
         }
         self._max_record_bytes = int(config.get("message.max.bytes", wire.DEFAULT_MAX_RECORD_BYTES))
+        # A per-message delivery callback (below) replaces the configured one: call both.
+        self._configured_on_delivery = config.get("on_delivery")
         self._producer = Producer(config)
         self._pending: dict[str, Future[CommandResult]] = {}
         self._lock = threading.Lock()
@@ -226,7 +261,14 @@ class CommandClient:
                 future = self._pending[command_id]
         while True:
             try:
-                self._producer.produce(self.topics.commands, value, aggregate_id, headers=headers)
+                self._producer.produce(
+                    self.topics.commands,
+                    value,
+                    aggregate_id,
+                    headers=headers,
+                    # A failed delivery report carries no headers, so bind the id here.
+                    on_delivery=partial(self._on_delivery, command_id) if future else None,
+                )
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
                 self._producer.poll(0.05)
@@ -284,6 +326,20 @@ class CommandClient:
             record = self.codec.decode(value, "cqrs.CommandResult")
             future.set_result(CommandResult.from_record(record))
 
+    def _on_delivery(self, command_id: str, err: KafkaError | None, msg: Message) -> None:
+        """A command Kafka did not take gets no result: tell whoever waits for it now,
+        rather than letting them wait out their timeout."""
+        if self._configured_on_delivery is not None:
+            self._configured_on_delivery(err, msg)
+        if err is None:
+            return
+        with self._lock:
+            future = self._pending.pop(command_id, None)
+        if future is not None and not future.done():
+            future.set_exception(
+                CommandNotDelivered(f"command {command_id} was not delivered to Kafka: {err.str()}")
+            )
+
     def _is_waiting_for(self, command_id: str) -> bool:
         return command_id in self._pending
 
@@ -294,6 +350,16 @@ def _check_id(what: str, text: str) -> None:
         raise InvalidCommand(
             f"{what}: {size:,} bytes; ids are at most {wire.MAX_ID_BYTES} bytes (UTF-8)"
         )
+
+
+# Leadership moving (a new topic, a broker restart): librdkafka does not flag these retriable.
+_TRANSIENT = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+}
 
 
 class _ResultListener(threading.Thread):
@@ -315,16 +381,34 @@ class _ResultListener(threading.Thread):
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
         if meta.error is not None:
             raise InvalidCommand(f"cannot read {topic}: {meta.error}")
-        assignment = []
-        for p in meta.partitions:
-            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            assignment.append(TopicPartition(topic, p, high))
+        assignment = [TopicPartition(topic, p, self._end_of(topic, p)) for p in meta.partitions]
         self._consumer.assign(assignment)
+
+    def _end_of(self, topic: str, partition: int, timeout: float = 30.0) -> int:
+        # A topic created a moment ago, or a broker that just restarted, answers "not
+        # leader" for a while: retry what the broker says is retriable.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                tp = TopicPartition(topic, partition)
+                return self._consumer.get_watermark_offsets(tp, timeout=10)[1]
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (
+                    isinstance(err, KafkaError) and (err.retriable() or err.code() in _TRANSIENT)
+                ):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def run(self) -> None:
         causation = ce.CAUSATION_ID
         try:
             while not self._stopping.is_set():
+                # Serve the producer's delivery reports too: a command Kafka refused fails
+                # its waiter now, not at the sender's next send or flush.
+                self._client._producer.poll(0)
                 for msg in self._consumer.consume(1000, 0.1):
                     if msg.error() is not None:
                         if msg.error().code() != KafkaError._PARTITION_EOF:
