@@ -22,7 +22,7 @@ class ProjectorMetrics:
         )
         self.failures = Counter(
             "cqrs_projector_failures_total",
-            "Events skipped because they could not be decoded or applied",
+            "Events skipped because they could not be decoded or applied, or rows refused",
             ["reason"],
         )
         self.published = Counter(

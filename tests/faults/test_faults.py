@@ -29,7 +29,7 @@ from deploy.local.state import StackState
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
-from producers.command_client import CommandClient
+from producers.command_client import CommandClient, CommandTimeout
 from sinks.checkpoints import ReadModelTimeout
 from sinks.db import connect
 from tests.faults.load import CheckpointProbe, SteadyLoad
@@ -44,6 +44,7 @@ ACCOUNTS = [f"acct-{i:03d}" for i in range(int(os.environ.get("CQRS_FAULT_ACCOUN
 SEED = int(os.environ.get("CQRS_FAULT_SEED", "8"))
 ROLES = {"processor": "p0", "projector": "projector", "sink": "sink"}
 OUTAGE_S = 3.0  # how long the broker and Postgres stay down
+KAFKA: dict[str, object] = {}  # the fault stack's client config, once it is up
 
 
 def describe_offsets(kafka: dict[str, object], topic: str, rows: list[tuple]) -> list[str]:
@@ -74,8 +75,40 @@ def describe_offsets(kafka: dict[str, object], topic: str, rows: list[tuple]) ->
 def probe_round_trip(client: CommandClient, timeout: float = 120.0) -> float:
     """A command sent now gets its result: the pipeline processes again."""
     started = time.monotonic()
-    client.send("bank.Deposit", movement(ACCOUNTS[0], 1)).result(timeout)
+    pending = client.send("bank.Deposit", movement(ACCOUNTS[0], 1))
+    try:
+        pending.result(timeout)
+    except CommandTimeout:
+        where = locate(KAFKA, client.topics, pending.command_id)
+        raise AssertionError(
+            f"probe {pending.command_id}: no result in {timeout}s; {where}"
+        ) from None
     return time.monotonic() - started
+
+
+def locate(kafka: dict[str, object], topics: ContextTopics, command_id: str) -> str:
+    """Where a command got to, read read_uncommitted (so also what an open or aborted
+    transaction wrote): on the commands topic? a result?"""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    found = []
+    for topic, header in ((topics.commands, "ce_id"), (topics.results, "ce_causationid")):
+        consumer = Consumer({**kafka, "group.id": "faults-locate", "enable.partition.eof": True})
+        try:
+            for p in range(6):
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
+                consumer.assign([TopicPartition(topic, p, max(low, high - 5000))])
+                while (msg := consumer.poll(5)) is not None:
+                    err = msg.error()
+                    if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                        break
+                    if err is None and dict(msg.headers() or []).get(header) == (
+                        command_id.encode()
+                    ):
+                        found.append(f"{topic}[{p}]@{msg.offset()} (end {high})")
+        finally:
+            consumer.close()
+    return f"found at: {found or 'nowhere'}"
 
 
 def new_client(kafka: dict[str, object], prefix: str) -> CommandClient:
@@ -179,6 +212,7 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
     rng = random.Random(SEED)
     console = Console(width=140)
     kafka = {"bootstrap.servers": fault_stack.bootstrap_servers}
+    KAFKA.update(kafka)
     prefix = f"faults_{uuid.uuid4().hex[:6]}"
     schema = prefix
     with psycopg.connect(fault_stack.postgres_dsn, autocommit=True) as admin:
