@@ -10,6 +10,7 @@ readers, or none of it does.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import signal
@@ -34,6 +35,7 @@ from processors.metrics import ProcessorMetrics
 from processors.registry import Registry
 from processors.state_restore import restore_partition
 from processors.topics import ContextTopics
+from processors.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,7 @@ class CommandProcessor:
         self.ready = threading.Event()
         self.last_loop_at = time.monotonic()
         self._fatal: KafkaError | None = None
+        self._watchdog: Watchdog | None = None
         self._consumer = Consumer(
             {
                 **config.kafka,
@@ -114,7 +117,11 @@ class CommandProcessor:
                 "fetch.wait.max.ms": 50,
             }
         )
-        self._producer = Producer(
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Producer:
+        config = self.config
+        return Producer(
             {
                 **config.kafka,
                 "error_cb": self._on_client_error,
@@ -147,6 +154,7 @@ class CommandProcessor:
 
     def run(self) -> None:
         _tune_gc()
+        self._watchdog = Watchdog()
         try:
             self._producer.init_transactions(30)
         except KafkaException as exc:
@@ -220,9 +228,14 @@ class CommandProcessor:
             offsets = [TopicPartition(self.topics.commands, p, o) for p, o in next_offsets.items()]
             # Bounded: without a timeout librdkafka retries forever, e.g. after a broker
             # restart while the group rebalances; an abort and a replay recover instead.
-            self._producer.send_offsets_to_transaction(
-                offsets, self._consumer.consumer_group_metadata(), self.config.operation_timeout_s
-            )
+            # Its timeout is not always honoured (see processors/watchdog.py): hence the
+            # watchdog around it.
+            with self._bounded("send_offsets_to_transaction"):
+                self._producer.send_offsets_to_transaction(
+                    offsets,
+                    self._consumer.consumer_group_metadata(),
+                    self.config.operation_timeout_s,
+                )
             self._commit()
         except KafkaException as exc:
             self._recover(exc, first_offsets)
@@ -373,13 +386,32 @@ class CommandProcessor:
 
     def _abort_and_rewind(self, first_offsets: dict[int, int]) -> None:
         try:
-            self._producer.abort_transaction(30)
+            with self._bounded("abort_transaction"):
+                self._producer.abort_transaction(30)
+            self._renew_producer()
         except KafkaException as abort_exc:
             self._stop.set()
             raise SystemExit(f"command processor stopped: {abort_exc}") from abort_exc
         for partition, offset in first_offsets.items():
             if partition in self.handler.owned:
                 self._consumer.seek(TopicPartition(self.topics.commands, partition, offset))
+
+    def _renew_producer(self) -> None:
+        """A fresh producer after every abort. With librdkafka (transaction protocol v1)
+        the producer epoch survives an abort, so a write of the aborted batch still in
+        flight (a broker that went away mid-request) could land after the abort marker and
+        be committed with the next batch, which replays the same commands: a duplicate.
+        init_transactions on a new producer bumps the epoch, and the broker fences every
+        write of the old one, as Kafka's transaction protocol v2 (KIP-890) does by itself."""
+        old, self._producer = self._producer, self._new_producer()
+        old.purge()
+        with self._bounded("init_transactions"):
+            self._producer.init_transactions(30)
+
+    def _bounded(self, what: str) -> contextlib.AbstractContextManager[None]:
+        if self._watchdog is None:
+            return contextlib.nullcontext()
+        return self._watchdog.bounded(what, self.config.operation_timeout_s + 20)
 
     def _flush(self) -> None:
         remaining = self._producer.flush(self.config.operation_timeout_s)

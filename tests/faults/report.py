@@ -62,6 +62,12 @@ class Invariants:
     # the reverse: what to look at when event_log_differing is not 0.
     event_log_extra: list[tuple[Any, ...]] = field(default_factory=list)
     event_log_missing: list[tuple[Any, ...]] = field(default_factory=list)
+    # (command id, (partition, offset) of its events) of acknowledged-accepted commands
+    # whose events are not all in <ctx>.events.
+    missing_examples: list[tuple[str, tuple[tuple[int, int], ...]]] = field(default_factory=list)
+    # Events of a duplicated (aggregate, version) or command: what to look at when
+    # duplicates is not 0.
+    duplicate_examples: list[str] = field(default_factory=list)
 
 
 def check(
@@ -110,6 +116,17 @@ def check(
         max_events_per_command=max(per_command.values(), default=0),
         event_log_extra=sorted(logged - expected_log),
         event_log_missing=sorted(expected_log - logged),
+        duplicate_examples=[
+            f"{e.aggregate_id} v{e.version} at {e.partition}@{e.offset} caused by "
+            f"{e.causation_id} ({getattr(e, 'time', '?')})"
+            for e in events
+            if by_version[(e.aggregate_id, e.version)] > 1 or per_command[e.causation_id] > 1
+        ][:12],
+        missing_examples=[
+            (cid, tuple((e.partition, e.offset) for e in r.events))
+            for cid, r in acked.items()
+            if r.accepted and per_command.get(cid, 0) < len(r.events)
+        ][:5],
     )
 
 
