@@ -24,7 +24,7 @@ def restore_partition(
     # aggregate per batch): keep the newest per key and decode only those. A tombstone
     # (no value) removes the aggregate.
     newest: dict[bytes | None, bytes | None] = {}
-    for msg in read_partition(kafka, topics.aggregates, partition):
+    for msg in read_partition(kafka, topics.aggregates, partition, stable=True):
         newest[msg.key()] = msg.value()
     for value in newest.values():
         if value is None:
@@ -32,7 +32,7 @@ def restore_partition(
         agg_name, agg_id, version, record = wire.decode_snapshot(value)
         agg = handler.registry.aggregate(agg_name)
         state.aggregates[(agg_name, agg_id)] = AggregateEntry(agg.from_record(record), version)
-    for msg in read_partition(kafka, topics.results, partition, tail=dedup_window):
+    for msg in read_partition(kafka, topics.results, partition, tail=dedup_window, stable=True):
         command_id = wire.result_command_id(msg)
         if command_id is not None and msg.value() is not None:
             state.results[command_id] = msg.value()

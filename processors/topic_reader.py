@@ -19,9 +19,16 @@ def read_partition(
     partition: int,
     tail: int | None = None,
     timeout_s: float = 120.0,
+    stable: bool = False,
 ) -> Iterator[Message]:
     """Every committed record of one partition up to its end as of now (read_committed: an
-    aborted transaction's records never appear); only about the last `tail` offsets if given."""
+    aborted transaction's records never appear); only about the last `tail` offsets if given.
+
+    `stable`: also wait until every transaction that wrote to the partition before the call
+    is committed or aborted. A read_committed reader otherwise stops at the first open
+    transaction (the last stable offset), and `commit_transaction` returns before the commit
+    markers are on every partition: a processor restoring state just after the previous owner
+    committed would miss that owner's last batch and decide on stale state."""
     consumer = Consumer(
         {
             **kafka,
@@ -36,13 +43,16 @@ def read_partition(
             "fetch.wait.max.ms": 10,
         }
     )
+    tp = TopicPartition(topic, partition)
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-        if high <= low:
+        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        end = _high_watermark(kafka, tp) if stable else high
+        if end <= low:
             return
-        start = OFFSET_BEGINNING if tail is None else max(low, high - tail)
+        start = OFFSET_BEGINNING if tail is None else max(low, end - tail)
         consumer.assign([TopicPartition(topic, partition, start)])
         deadline = time.monotonic() + timeout_s
+        at_end = False
         while time.monotonic() < deadline:
             # consume() waits its whole timeout unless the batch fills: keep it short.
             for msg in consumer.consume(5000, 0.05):
@@ -50,12 +60,27 @@ def read_partition(
                 if err is None:
                     yield msg
                 elif err.code() == KafkaError._PARTITION_EOF:
-                    return
+                    at_end = True
                 else:
                     raise ReadError(f"reading {topic}[{partition}]: {err}")
+            if at_end and (not stable or consumer.position([tp])[0].offset >= end):
+                return
         raise ReadError(f"reading {topic}[{partition}] did not reach its end in {timeout_s:g}s")
     finally:
         consumer.close()
+
+
+def _high_watermark(kafka: dict[str, Any], tp: TopicPartition) -> int:
+    """The partition's end including open transactions (a read_committed consumer is told
+    the last stable offset instead)."""
+    # librdkafka's default isolation level is read_committed: ask for the other one.
+    probe = Consumer(
+        {**kafka, "group.id": f"{tp.topic}.reader", "isolation.level": "read_uncommitted"}
+    )
+    try:
+        return int(probe.get_watermark_offsets(tp, timeout=10)[1])
+    finally:
+        probe.close()
 
 
 def partition_count(kafka: dict[str, Any], topic: str) -> int:

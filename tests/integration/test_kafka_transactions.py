@@ -84,3 +84,37 @@ def test_auto_topic_creation_is_off(kafka_config: dict[str, Any], ctx_name: str)
 
     topics = AdminClient(kafka_config).list_topics(timeout=10).topics
     assert f"{ctx_name}.never-created" not in topics
+
+
+def test_a_stable_read_waits_for_open_transactions_a_plain_read_stops_before_them(
+    kafka_config: dict[str, Any], ctx_name: str, create_topics
+) -> None:
+    """What a processor restoring state relies on: a transaction still open when it is
+    assigned (e.g. the previous owner's last batch, committed but its markers not yet
+    written) is waited for, not skipped."""
+    import threading
+    import time
+
+    from processors.topic_reader import read_partition
+
+    topic = f"{ctx_name}.aggregates"
+    create_topics({topic: 1})
+    producer = _transactional_producer(kafka_config, ctx_name)
+    producer.begin_transaction()
+    producer.produce(topic, key=b"a", value=b"before")
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    producer.produce(topic, key=b"a", value=b"pending")
+    producer.flush(10)
+
+    assert _values(read_partition(kafka_config, topic, 0)) == [b"before"]  # stops at the LSO
+    seen: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: seen.extend(_values(read_partition(kafka_config, topic, 0, stable=True)))
+    )
+    reader.start()
+    time.sleep(2)
+    assert reader.is_alive(), "the stable read returned while a transaction was open"
+    producer.commit_transaction(30)
+    reader.join(30)
+    assert seen == [b"before", b"pending"]
