@@ -39,7 +39,7 @@ from processors.registry import Registry
 from processors.topics import ContextTopics, TopicSpec
 from schemas import headers as ce
 from schemas.codec import CodecError, default_codec
-from sinks.batch import SinkBatch, SinkRecord, reduce_batch
+from sinks.batch import SinkBatch, SinkRecord, reduce_batch, skipped_offsets
 from sinks.db import CHECKPOINT_CHANNEL, connect_async
 from sinks.metrics import SinkMetrics
 from sinks.tables import UPSERT_CHECKPOINT, TableWriter, table_writer
@@ -92,6 +92,7 @@ class Sink:
         self.metrics = SinkMetrics()
         self.liveness = Liveness()
         self.positions = PositionTracker()
+        self._last_offsets: dict[tuple[str, int], int] = {}
         self.app = make_app(
             config.app_id,
             config.kafka,
@@ -135,6 +136,7 @@ class Sink:
             async for batch in stream.take_events(
                 self.config.batch_max, within=self.config.batch_wait_s
             ):
+                self._check_contiguous(batch)
                 records = [r for r in map(self._decode, batch) if r is not None]
                 await self._write(reduce_batch(records))
                 for event in batch:
@@ -145,6 +147,24 @@ class Sink:
         except Exception as exc:
             log.exception("sink batch failed")
             exit_now(f"sink batch failed: {exc!r}")
+
+    def _check_contiguous(self, batch: Sequence[EventT]) -> None:
+        """Projection records are produced without transactions, so within one partition
+        every offset holds a record; one this process jumps over was either compacted away
+        or lost upstream of the sink (e.g. by the consumer around a rebalance). Counted and
+        logged, so such a loss is visible rather than silent."""
+        positions = ((e.message.topic, e.message.partition, e.message.offset) for e in batch)
+        for topic, partition, first, last in skipped_offsets(self._last_offsets, positions):
+            count = last - first + 1
+            self.metrics.skipped_offsets.labels(self.by_topic[topic].name).inc(count)
+            log.warning(
+                "%s[%d]: offsets %d..%d skipped (%d records never seen by this sink)",
+                topic,
+                partition,
+                first,
+                last,
+                count,
+            )
 
     def _decode(self, event: EventT) -> SinkRecord | None:
         message = event.message

@@ -60,3 +60,21 @@ def reduce_batch(records: Iterable[SinkRecord]) -> SinkBatch:
         if held is None or held[guard] < record.row[guard]:
             rows[key] = record.row
     return batch
+
+
+def skipped_offsets(
+    last_seen: dict[tuple[str, int], int], positions: Iterable[tuple[str, int, int]]
+) -> list[tuple[str, int, int, int]]:
+    """(topic, partition, first, last) of each run of offsets jumped over by `positions`
+    (topic, partition, offset in arrival order), given the highest offset seen so far per
+    partition, which it updates. A position at or below what was seen (a redelivery after a
+    rebalance) is not a skip."""
+    skips = []
+    for topic, partition, offset in positions:
+        tp = (topic, partition)
+        last = last_seen.get(tp)
+        if last is not None and offset > last + 1:
+            skips.append((topic, partition, last + 1, offset - 1))
+        if last is None or offset > last:
+            last_seen[tp] = offset
+    return skips

@@ -31,4 +31,10 @@ class SinkMetrics:
             buckets=SECONDS,
         )
         self.retries = Counter("cqrs_sink_retries_total", "Database transactions retried")
+        self.skipped_offsets = Counter(
+            "cqrs_sink_skipped_offsets_total",
+            "Offsets of a projection topic this process jumped over without seeing them "
+            "(compaction explains some; otherwise records were lost before the sink)",
+            ["projection"],
+        )
         self.lag = ConsumerLag()

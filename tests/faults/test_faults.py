@@ -72,6 +72,15 @@ def describe_offsets(kafka: dict[str, object], topic: str, rows: list[tuple]) ->
     return out
 
 
+def skipped_by_sink(log_dir: Path) -> int:
+    """Offsets of projection topics a sink process jumped over, as its warnings count them."""
+    found = re.findall(
+        r"\((\d+) records never seen by this sink\)",
+        "".join(path.read_text(errors="replace") for path in sorted(log_dir.glob("sink-*.log"))),
+    )
+    return sum(int(n) for n in found)
+
+
 def stuck_lso(kafka: dict[str, object], topics: ContextTopics) -> dict[str, dict]:
     """{topic: {partition: (last stable offset, high watermark)}} where they differ: an
     open (or hanging) transaction hides everything after it from read_committed readers."""
@@ -303,6 +312,7 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
         run["Postgres restarts"] = sum(f.kind == "postgres" for f in faults)
         run["workers that exited on their own (restarted)"] = len(pipe.unplanned_exits)
         run["liveness restarts"] = len(pipe.liveness_restarts)
+        run["projection records the sink jumped over (its logs)"] = skipped_by_sink(tmp_path)
         print_tables(console, inv, recs, run)
         if inv.event_log_extra or inv.event_log_missing:
             console.print(

@@ -74,3 +74,14 @@ def test_migrations_run_the_runtime_scope_first():
     labels = [f"{m.scope}/{m.version:04d}_{m.name}" for m in discover("bank")]
     assert labels == ["cqrs/0001_checkpoints", "bank/0001_read_models"]
     assert discover("no_such_context")[0].scope == "cqrs"
+
+
+def test_skipped_offsets_finds_jumps_but_not_redeliveries():
+    from sinks.batch import skipped_offsets
+
+    seen: dict[tuple[str, int], int] = {}
+    assert skipped_offsets(seen, [("t", 0, 5), ("t", 0, 6), ("t", 1, 0)]) == []  # first sight
+    assert skipped_offsets(seen, [("t", 0, 7), ("t", 0, 10), ("t", 1, 1)]) == [("t", 0, 8, 9)]
+    assert skipped_offsets(seen, [("t", 0, 3), ("t", 0, 4)]) == []  # replayed after a rebalance
+    assert skipped_offsets(seen, [("t", 0, 11), ("t", 1, 5)]) == [("t", 1, 2, 4)]
+    assert seen == {("t", 0): 11, ("t", 1): 5}
