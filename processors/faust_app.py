@@ -22,6 +22,7 @@ import logging
 import os
 import ssl
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,27 @@ from prometheus_client import Gauge
 
 from deploy.settings import KafkaSettings
 from processors.topic_admin import create_topics
-from processors.topics import DERIVED, DERIVED_MAX_RECORD_BYTES, TopicSpec
+from processors.topics import DERIVED, DERIVED_MAX_RECORD_BYTES, ContextTopics, TopicSpec
 
 READ_COMMITTED = "read_committed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    """What every Faust worker role (projector, sink) is configured with."""
+
+    context: str
+    kafka: KafkaSettings
+    data_dir: Path
+    topic_prefix: str | None = None
+    batch_wait_s: float = 0.02
+    session_timeout_s: float = 10.0
+    instance_id: str | None = None  # static group membership when set
+    replication_factor: int = 1
+
+    @property
+    def topics(self) -> ContextTopics:
+        return ContextTopics(self.topic_prefix or self.context)
 
 
 class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

@@ -18,16 +18,15 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from faust.types import EventT, StreamT
 
-from deploy.settings import KafkaSettings
 from processors.faust_app import (
     Liveness,
     PositionTracker,
+    WorkerConfig,
     exit_now,
     internal_topics,
     make_app,
@@ -36,7 +35,7 @@ from processors.faust_app import (
 from processors.projections import Projection
 from processors.projector.records import BadProgressHeaders, header_map, read_progress
 from processors.registry import Registry
-from processors.topics import ContextTopics, TopicSpec
+from processors.topics import TopicSpec
 from schemas import headers as ce
 from schemas.codec import CodecError, default_codec
 from sinks.batch import SinkBatch, SinkRecord, reduce_batch, skipped_offsets
@@ -49,23 +48,11 @@ log = logging.getLogger(__name__)
 RETRIES = 8  # per batch, for a database that is restarting or briefly unreachable
 
 
-@dataclass(frozen=True)
-class SinkConfig:
-    context: str
-    kafka: KafkaSettings
+@dataclass(frozen=True, kw_only=True)
+class SinkConfig(WorkerConfig):
     dsn: str
     schema: str
-    data_dir: Path
-    topic_prefix: str | None = None
     batch_max: int = 5000
-    batch_wait_s: float = 0.02
-    session_timeout_s: float = 10.0
-    instance_id: str | None = None  # static group membership when set
-    replication_factor: int = 1
-
-    @property
-    def topics(self) -> ContextTopics:
-        return ContextTopics(self.topic_prefix or self.context)
 
     @property
     def app_id(self) -> str:

@@ -23,18 +23,17 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 from faust.streams import _current_event  # the context var Faust tables key partitions on
 from faust.types import EventT, StreamT
 
-from deploy.settings import KafkaSettings
 from processors.domain import Event
 from processors.faust_app import (
     Liveness,
     PositionTracker,
+    WorkerConfig,
     exit_now,
     internal_topics,
     make_app,
@@ -51,28 +50,16 @@ from processors.projector.batch import (
 from processors.projector.metrics import ProjectorMetrics
 from processors.projector.records import KafkaRecord, encode, fit
 from processors.registry import Registry, UnknownMessageType
-from processors.topics import DERIVED_MAX_RECORD_BYTES, ContextTopics, TopicSpec
+from processors.topics import DERIVED_MAX_RECORD_BYTES, TopicSpec
 from schemas import headers as ce
 from schemas.codec import LATEST, CodecError, default_codec
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ProjectorConfig:
-    context: str
-    kafka: KafkaSettings
-    data_dir: Path
-    topic_prefix: str | None = None
+@dataclass(frozen=True, kw_only=True)
+class ProjectorConfig(WorkerConfig):
     batch_max: int = 2000
-    batch_wait_s: float = 0.02
-    session_timeout_s: float = 10.0
-    instance_id: str | None = None  # static group membership when set
-    replication_factor: int = 1
-
-    @property
-    def topics(self) -> ContextTopics:
-        return ContextTopics(self.topic_prefix or self.context)
 
     @property
     def app_id(self) -> str:
