@@ -18,6 +18,7 @@ from tests.integration.write_side import (
     open_account,
     random_workload,
     read_events,
+    send_steadily,
 )
 
 ACCOUNTS = [f"acct-{i:04d}" for i in range(1000)]
@@ -27,32 +28,6 @@ def _open_all(bank: BankRig) -> None:
     with bank.client() as client:
         pending = [client.send("bank.OpenAccount", open_account(a)) for a in ACCOUNTS]
         assert all(p.result(120).accepted for p in pending)
-
-
-def _send_steadily(
-    bank: BankRig,
-    commands: list,
-    per_second: int,
-    sent: list[PendingCommand],
-    done: threading.Event,
-) -> threading.Thread:
-    client = bank.client()
-
-    def run() -> None:
-        started = time.monotonic()
-        for i, (type_, data) in enumerate(commands):
-            sent.append(client.send(type_, data))
-            if i % 500 == 0:
-                ahead = i / per_second - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
-        client.flush()
-        done.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.client = client  # type: ignore[attr-defined]
-    return thread
 
 
 def _model_balances(results: list[tuple[tuple[str, dict], CommandResult]]) -> dict[str, int]:
@@ -71,7 +46,8 @@ def test_sigkill_during_a_stream_loses_and_duplicates_nothing(bank: BankRig):
     commands = random_workload(ACCOUNTS, 50_000, seed=11)
     sent: list[PendingCommand] = []
     done = threading.Event()
-    sender = _send_steadily(bank, commands, 5_000, sent, done)
+    sender = bank.client()
+    send_steadily(sender, commands, 5_000, sent, done)
     kills = 0
     while kills < 5 or not done.is_set():
         time.sleep(rng.uniform(0.5, 2.5))
@@ -80,7 +56,7 @@ def test_sigkill_during_a_stream_loses_and_duplicates_nothing(bank: BankRig):
         workers["p0"] = bank.processor("p0", ready=False)
     workers["p0"].wait_ready()
     results = [p.result(300) for p in sent]
-    sender.client.close()  # type: ignore[attr-defined]
+    sender.close()
     assert kills >= 5
     assert len(results) == 50_000
 
@@ -101,13 +77,14 @@ def test_rebalance_between_two_instances_loses_and_duplicates_nothing(bank: Bank
     commands = random_workload(ACCOUNTS, 20_000, seed=5)
     sent: list[PendingCommand] = []
     done = threading.Event()
-    sender = _send_steadily(bank, commands, 4_000, sent, done)
+    sender = bank.client()
+    send_steadily(sender, commands, 4_000, sent, done)
     time.sleep(1.5)
     second = bank.processor("p1")  # joins: the group rebalances mid-stream
     time.sleep(1.5)
     first.stop()  # leaves: its partitions move to the survivor
     results = [p.result(300) for p in sent]
-    sender.client.close()  # type: ignore[attr-defined]
+    sender.close()
     assert second.alive
     assert "assigned [" in second.log_tail(200)
 

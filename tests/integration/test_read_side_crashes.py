@@ -23,31 +23,11 @@ from tests.integration.read_side import (
     pg_daily_totals,
     read_events,
 )
-from tests.integration.write_side import open_account, random_workload
+from tests.integration.write_side import open_account, random_workload, send_steadily
 
 COMMANDS = int(os.environ.get("CQRS_READ_SIDE_KILL_COMMANDS", "10000"))
 ACCOUNTS = [f"acct-{i:04d}" for i in range(1000)]
 SEND_RATE = 5000  # commands per second
-
-
-def send_steadily(rig: ReadSideRig, sent: list[PendingCommand], done: threading.Event):
-    commands = random_workload(ACCOUNTS, COMMANDS, seed=23)
-    client = rig.bank.client()
-
-    def run() -> None:
-        started = time.monotonic()
-        for i, (type_, data) in enumerate(commands):
-            sent.append(client.send(type_, data))
-            if i % 500 == 0:
-                ahead = i / SEND_RATE - (time.monotonic() - started)
-                if ahead > 0:
-                    time.sleep(ahead)
-        client.flush()
-        done.set()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return client
 
 
 def test_sigkill_of_projector_and_sink_during_a_run_leaves_postgres_equal_to_the_fold(
@@ -64,7 +44,8 @@ def test_sigkill_of_projector_and_sink_during_a_run_leaves_postgres_equal_to_the
 
     sent: list[PendingCommand] = []
     done = threading.Event()
-    client = send_steadily(read_side, sent, done)
+    client = read_side.bank.client()
+    send_steadily(client, random_workload(ACCOUNTS, COMMANDS, seed=23), SEND_RATE, sent, done)
     kills: list[str] = []
     while len(kills) < 4 or not done.is_set():
         time.sleep(rng.uniform(1.0, 3.0))

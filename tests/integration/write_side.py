@@ -4,6 +4,8 @@ processes, and the invariants read back from `<ctx>.events` with read_committed.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topic_reader import read_topic
 from processors.topics import ContextTopics, declared_topics
-from producers.command_client import CommandClient, CommandResult
+from producers.command_client import CommandClient, CommandResult, PendingCommand
 from schemas import headers as ce
 from schemas.codec import default_codec
 from tests.integration.workers import Worker
@@ -144,3 +146,29 @@ def random_workload(accounts: list[str], n: int, seed: int) -> list[tuple[str, d
         else:
             commands.append(("bank.Withdraw", movement(account, rng.randint(1, 12_000))))
     return commands
+
+
+def send_steadily(
+    client: CommandClient,
+    commands: list[tuple[str, dict[str, Any]]],
+    per_second: int,
+    sent: list[PendingCommand],
+    done: threading.Event,
+) -> threading.Thread:
+    """Send `commands` at about `per_second` on a background thread, appending each pending
+    command to `sent`; `done` is set once all are sent and flushed."""
+
+    def run() -> None:
+        started = time.monotonic()
+        for i, (type_, data) in enumerate(commands):
+            sent.append(client.send(type_, data))
+            if i % 500 == 0:
+                ahead = i / per_second - (time.monotonic() - started)
+                if ahead > 0:
+                    time.sleep(ahead)
+        client.flush()
+        done.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
