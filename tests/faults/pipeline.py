@@ -43,16 +43,14 @@ class StackWorker(Worker):
         return self
 
     def healthy(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.health_port}/healthz"
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
+        return self._answers("/healthz")
 
     def ready(self) -> bool:
+        return self._answers("/readyz")
+
+    def _answers(self, path: str) -> bool:
         try:
-            url = f"http://127.0.0.1:{self.health_port}/readyz"
+            url = f"http://127.0.0.1:{self.health_port}{path}"
             with urllib.request.urlopen(url, timeout=1) as resp:
                 return resp.status == 200
         except OSError:
