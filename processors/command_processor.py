@@ -40,6 +40,10 @@ from processors.watchdog import Watchdog
 log = logging.getLogger(__name__)
 
 
+# Errors no retry heals within a start-up: the broker refused who we are.
+_REFUSALS = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
+
+
 @dataclass(frozen=True)
 class ProcessorConfig:
     context: str
@@ -100,6 +104,7 @@ class CommandProcessor:
         self.ready = threading.Event()
         self.last_loop_at = time.monotonic()
         self._fatal: KafkaError | None = None
+        self._last_error: KafkaError | None = None
         self._watchdog: Watchdog | None = None
         self._consumer = Consumer(
             {
@@ -144,6 +149,7 @@ class CommandProcessor:
         """A fatal client error (fenced by a newer incarnation with our instance id, or a
         broken idempotent producer) never heals: this incarnation can do no more useful work.
         Transient errors (broker down, coordinator moving) are librdkafka's to retry."""
+        self._last_error = err
         if err.fatal():
             self._fatal = err
             self._stop.set()
@@ -155,19 +161,14 @@ class CommandProcessor:
     def run(self) -> None:
         _tune_gc()
         self._watchdog = Watchdog()
+        # The clients are closed here on every way out: a Consumer left to the interpreter's
+        # exit is destroyed there and may call back into Python mid-finalisation, a segfault
+        # (confluent-kafka-python#358, #265), seen as exit -11 after a refused password.
         try:
-            self._producer.init_transactions(30)
-        except KafkaException as exc:
-            # Typically wrong credentials, TLS trust or address: librdkafka logs the cause
-            # (e.g. "SASL authentication error") above; say what failed in one line.
-            raise SystemExit(
-                f"command processor stopped: cannot start Kafka transactions: {exc.args[0]}; "
-                "check the Kafka settings (servers, security protocol, credentials)"
-            ) from None
-        self._consumer.subscribe(
-            [self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke
-        )
-        try:
+            self._start_transactions()
+            self._consumer.subscribe(
+                [self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
             while not self._stop.is_set():
                 self.last_loop_at = time.monotonic()
                 messages = self._consumer.consume(
@@ -180,16 +181,41 @@ class CommandProcessor:
         if self._fatal is not None:
             raise SystemExit(f"command processor stopped: fatal Kafka error: {self._fatal.str()}")
 
+    def _start_transactions(self, within_s: float = 30.0) -> None:
+        """init_transactions, in short steps so that a refused login (wrong credentials or
+        TLS trust, which librdkafka retries for ever) stops the start at once, naming the
+        cause, instead of ending in a bare timeout."""
+        deadline = time.monotonic() + within_s
+        while True:
+            try:
+                self._producer.init_transactions(2)
+                return
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                self._producer.poll(0)  # serve error_cb: what librdkafka has seen so far
+                refused = self._last_error is not None and self._last_error.code() in _REFUSALS
+                if error.retriable() and not refused and time.monotonic() < deadline:
+                    continue
+                cause = f" ({self._last_error.str()})" if self._last_error else ""
+                raise SystemExit(
+                    f"command processor stopped: cannot start Kafka transactions: {error.str()}"
+                    f"{cause}; check the Kafka settings (servers, security protocol, credentials)"
+                ) from None
+
     def _close(self) -> None:
         self._consumer.close()
-        if self._fatal is not None:
-            return  # a fenced producer has nothing it may still deliver
-        try:
-            self._producer.flush(10)
-        except KafkaException as exc:
-            # Stopping because of a fatal error already (e.g. fenced while committing):
-            # say so in the log, and let the reason we are stopping be the exit message.
-            log.warning("producer flush on close failed: %s", exc.args[0])
+        if self._fatal is None:
+            try:
+                self._producer.flush(10)
+            except KafkaException as exc:
+                # Stopping because of a fatal error already (e.g. fenced while committing):
+                # say so in the log, and let the reason we are stopping be the exit message.
+                log.warning("producer flush on close failed: %s", exc.args[0])
+        # Nothing still queued matters (a fenced producer may deliver nothing; what an
+        # unfinished transaction wrote is aborted by the next incarnation), so the handle is
+        # destroyed now, not at exit. Producer.close() would abort and flush without a timeout.
+        self._producer.purge()
+        del self._producer
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         started = time.monotonic()

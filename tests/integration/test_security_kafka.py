@@ -24,6 +24,7 @@ from deploy.local import kafka, kafka_jars
 from deploy.local.processes import free_port
 from deploy.local.state import StackState
 from deploy.settings import load_settings
+from processors.command_processor import CommandProcessor, ProcessorConfig
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
@@ -191,6 +192,19 @@ def test_a_wrong_password_is_refused_with_a_clear_error(
     # The PLAINTEXT listener of the same broker is not how a SASL client gets in either.
     plain = {**config, "bootstrap.servers": secure_kafka.state.bootstrap_servers}
     assert errors_of(plain)
+
+    # In process: the refusal is named in the exit message, and both clients are gone
+    # before run() returns. A Consumer left to interpreter exit may segfault there (-11).
+    processor = CommandProcessor(
+        ProcessorConfig(context="bank", kafka=config, instance_id="wrong-in-process"),
+        default_registry(),
+    )
+    with pytest.raises(SystemExit, match="SASL authentication error") as stopped:
+        processor.run()
+    assert wrong not in str(stopped.value)
+    with pytest.raises(RuntimeError, match="closed"):
+        processor._consumer.assignment()
+    assert not hasattr(processor, "_producer")
 
     # A processor with the wrong password stops, saying why, without printing either one.
     for name, value in secure_kafka.env(password=wrong).items():
