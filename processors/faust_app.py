@@ -10,6 +10,10 @@ use Faust's exactly_once (it has open bugs; our updates are idempotent instead),
 starts (aiokafka reads `_isolation_level` when `start()` creates its fetcher). A records of
 an aborted transaction never reaches an agent; tests/integration/test_read_side.py shows it.
 
+Table writes reach their changelog before offsets are committed: Faust's own producer flush
+returns with writes still buffered, so the transport's producer is
+processors/faust_producer.py's, which drains.
+
 Everything Faust names after the app id (consumer group, `<id>-<table>-changelog`,
 `<id>-__assignor-__leader`) derives from the topic prefix, e.g. `bank.projector`, so private
 test prefixes never collide. Faust creates those internal topics itself with CreateTopics,
@@ -31,6 +35,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from prometheus_client import Gauge
 
 from deploy.settings import KafkaSettings
+from processors.faust_producer import DrainingProducer
 from processors.topic_admin import create_topics
 from processors.topics import DERIVED, DERIVED_MAX_RECORD_BYTES, ContextTopics, TopicSpec
 
@@ -69,8 +74,14 @@ class _ReadCommittedConsumer(faust_aiokafka.Consumer):
         return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class _StoppingProducer(DrainingProducer):
+    def on_failed_send(self, error: BaseException) -> None:
+        exit_now(f"a table changelog write failed ({error!r}); committing past it would lose it")
+
+
 class ReadCommittedTransport(faust_aiokafka.Transport):
     Consumer = _ReadCommittedConsumer
+    Producer = _StoppingProducer  # flush() drains the buffer (processors/faust_producer.py)
 
 
 class ReadCommittedApp(faust.App):
