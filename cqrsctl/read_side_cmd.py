@@ -128,18 +128,15 @@ def sink(
     """The sink: `<ctx>.projection.*` -> Postgres tables, checkpoints and NOTIFY."""
     import psycopg
 
-    from processors.faust_app import broker_default_replication, quiet_library_logs, run_worker
     from processors.health import heartbeat_alive, serve_health
-    from sinks.app import Sink, SinkConfig, sink_app_id
+    from sinks.app import Sink, SinkConfig
     from sinks.db import ReadModelError, connect, resolve_schema
     from sinks.migrate import check_migrated
     from sinks.migrate import migrate as apply_migrations
 
     _logging(log_level)
-    quiet_library_logs(logging.getLevelName(log_level.upper()))
     settings = settings_or_fail()
     ctx = _context(context)
-    topic_prefix = prefix or ctx.name
     try:
         schema = resolve_schema(settings.postgres_dsn, schema)
         if migrate:
@@ -155,20 +152,18 @@ def sink(
         kafka=settings.kafka,
         dsn=settings.postgres_dsn,
         schema=schema,
-        data_dir=Path(tempfile.gettempdir()) / "kafka-cqrs" / sink_app_id(topic_prefix),
-        topic_prefix=topic_prefix,
+        topic_prefix=prefix or ctx.name,
         batch_max=batch_max,
         batch_wait_s=batch_wait,
         session_timeout_s=session_timeout,
         instance_id=_instance_id(instance_id),
-        replication_factor=broker_default_replication(settings.kafka),
     )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
     worker = Sink(config, default_registry())
     _prepare(worker)
+    worker.install_signal_handlers()
     if health_port:
-        serve_health(health_port, heartbeat_alive(lambda: worker.liveness.last_beat), worker.ready)
-    run_worker(worker.app, log_level)
+        serve_health(health_port, heartbeat_alive(lambda: worker.last_loop_at), worker.ready)
+    worker.run()
 
 
 def _read_model(schema: str | None) -> tuple[Any, str]:

@@ -1,66 +1,88 @@
-"""The sink worker: a Faust agent over the projection topics that writes each batch
-(`stream.take_events`) to Postgres in ONE transaction: version-guarded upserts of the
-newest row per key, the checkpoints per (projection, source partition), and a NOTIFY on
-channel `cqrs_checkpoint` (payload: the schema) that Postgres delivers at commit, so readers
-waiting for their writes wake up without polling (sinks/checkpoints.py).
+"""The sink worker: a librdkafka consumer over the projection topics that writes each batch
+to Postgres in ONE transaction: version-guarded upserts of the newest row per key, the
+checkpoints per (projection, source partition), the consumer's next offset per partition
+(`cqrs_sink_offsets`), and a NOTIFY on channel `cqrs_checkpoint` (payload: the schema) that
+Postgres delivers at commit, so readers waiting for their writes wake up without polling
+(sinks/checkpoints.py).
 
-The batch is acknowledged to Faust only after the commit, and Faust commits offsets of
-acknowledged records only: a crash replays records, which the guards make harmless
-(effectively once).
+The offsets are stored with the rows they cover ("storing offsets outside Kafka", as
+Kafka's consumer documentation describes it), and a newly assigned partition starts from
+the stored offset: after any crash, the database holds every record up to its stored
+position and none past it is skipped. Kafka's committed offsets of the group are written
+after each transaction as a copy, for lag tools, and used only when Postgres has no position
+yet (the first start after an upgrade). A redelivered record is harmless anyway: the rows'
+guards ignore what is not newer.
+
+The sink was a Faust agent until Faust's consumer was seen (twice in fault runs) letting the
+group's offsets pass `event_log` records that never reached Postgres; its own bookkeeping of
+acknowledged offsets and gaps cannot be tied to a database transaction, this can.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import logging
+import signal
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from faust.types import EventT, StreamT
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from processors.faust_app import (
-    Liveness,
-    PositionTracker,
-    WorkerConfig,
-    exit_now,
-    internal_topics,
-    make_app,
-    prepare_topics,
-)
+from deploy.settings import KafkaSettings
+from processors.faust_app import prepare_topics
 from processors.projections import Projection
 from processors.projector.records import BadProgressHeaders, header_map, read_progress
 from processors.registry import Registry
-from processors.topics import TopicSpec
+from processors.topics import ContextTopics, TopicSpec
 from schemas import headers as ce
 from schemas.codec import CodecError, default_codec
 from sinks.batch import SinkBatch, SinkRecord, reduce_batch, skipped_offsets
-from sinks.db import CHECKPOINT_CHANNEL, connect_async
+from sinks.db import CHECKPOINT_CHANNEL, connect
 from sinks.metrics import SinkMetrics
-from sinks.tables import UPSERT_CHECKPOINT, TableWriter, table_writer
+from sinks.tables import (
+    SELECT_OFFSETS,
+    UPSERT_CHECKPOINT,
+    UPSERT_OFFSET,
+    TableWriter,
+    table_writer,
+)
 
 log = logging.getLogger(__name__)
 
-RETRIES = 8  # per batch, for a database that is restarting or briefly unreachable
+RETRIES = 8  # per transaction, for a database that is restarting or briefly unreachable
+LAG_EVERY_S = 1.0
+
+Position = tuple[str, int]  # (topic, partition)
 
 
 @dataclass(frozen=True, kw_only=True)
-class SinkConfig(WorkerConfig):
-    dsn: str
+class SinkConfig:
+    context: str
+    kafka: KafkaSettings
+    dsn: str = field(repr=False)  # may hold a password
     schema: str
+    topic_prefix: str | None = None
     batch_max: int = 5000
+    batch_wait_s: float = 0.02
+    session_timeout_s: float = 10.0
+    instance_id: str | None = None  # static group membership when set
 
     @property
-    def app_id(self) -> str:
-        return sink_app_id(self.topics.prefix)
+    def topics(self) -> ContextTopics:
+        return ContextTopics(self.topic_prefix or self.context)
+
+    @property
+    def group_id(self) -> str:
+        return sink_group_id(self.topics.prefix)
 
 
-def sink_app_id(prefix: str) -> str:
-    """The sink's Faust app id, which is its consumer group."""
+def sink_group_id(prefix: str) -> str:
+    """The sink's consumer group."""
     return f"{prefix}.sink"
 
 
@@ -77,71 +99,200 @@ class Sink:
             p.name: table_writer(p, self.codec.catalog) for p in self.projections
         }
         self.metrics = SinkMetrics()
-        self.liveness = Liveness()
-        self.positions = PositionTracker()
-        self._last_offsets: dict[tuple[str, int], int] = {}
-        self.app = make_app(
-            config.app_id,
-            config.kafka,
-            config.data_dir,
-            partitions=ctx.partitions,
-            session_timeout_s=config.session_timeout_s,
-            replication_factor=config.replication_factor,
-            instance_id=config.instance_id,
+        self.last_loop_at = time.monotonic()
+        self._stop = threading.Event()
+        self._fatal: KafkaError | None = None
+        self._assigned: set[Position] = set()
+        self._next: dict[Position, int] = {}  # next offset to write, per assigned partition
+        self._last_seen: dict[Position, int] = {}  # for the skipped-offsets check
+        self._lag_at = 0.0
+        self._conn: psycopg.Connection[Any] | None = None
+        group = config.group_id
+        self._consumer = Consumer(
+            {
+                **config.kafka.client_config(),
+                "error_cb": self._on_client_error,
+                "group.id": group,
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": int(config.session_timeout_s * 1000),
+                "heartbeat.interval.ms": int(min(1000, config.session_timeout_s * 1000 / 3)),
+                "fetch.wait.max.ms": 50,
+                **(
+                    {"group.instance.id": f"{group}.{config.instance_id}"}
+                    if config.instance_id
+                    else {}
+                ),
+            }
         )
-        topic = self.app.topic(*self.by_topic, internal=False)
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self.app.agent(topic, name=f"{config.app_id}.write")(self._agent)
-        self.app.timer(1.0)(self._tick)
-        self.app.task(self._started)
+
+    # -- lifecycle -------------------------------------------------------------------------
 
     def prepare_topics(self) -> None:
         required = [TopicSpec(t, self.partitions) for t in self.by_topic]
-        internal = internal_topics(self.config.app_id, [], self.partitions)
-        prepare_topics(self.config.kafka, required, internal, self.config.replication_factor)
+        prepare_topics(self.config.kafka, required, [], replication_factor=-1)
 
-    async def _started(self) -> None:
-        self.liveness.started = True
+    def ready(self) -> bool:
+        return bool(self._assigned)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        if err.fatal():  # e.g. fenced by a twin with our instance id: never heals
+            self._fatal = err
+            self._stop.set()
+
+    def run(self) -> None:
         log.info(
             "sink %s writing %s to schema %s",
-            self.config.app_id,
+            self.config.group_id,
             list(self.by_topic),
             self.config.schema,
         )
-
-    async def _tick(self) -> None:
-        self.liveness.beat()
-        self.positions.update_lag(self.app, self.metrics.lag, set(self.by_topic))
-
-    def ready(self) -> bool:
-        return self.liveness.ready(self.app)
-
-    # -- the agent -------------------------------------------------------------------------
-
-    async def _agent(self, stream: StreamT) -> None:
         try:
-            async for batch in stream.take_events(
-                self.config.batch_max, within=self.config.batch_wait_s
-            ):
-                self._check_contiguous(batch)
-                records = [r for r in map(self._decode, batch) if r is not None]
-                await self._write(reduce_batch(records))
-                for event in batch:
-                    m = event.message
-                    self.positions.advance(m.topic, m.partition, m.offset)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
+            self._consumer.subscribe(
+                list(self.by_topic),
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_revoke,
+            )
+            while not self._stop.is_set():
+                self.last_loop_at = time.monotonic()
+                messages = self._consumer.consume(self.config.batch_max, self.config.batch_wait_s)
+                if messages:
+                    self._handle(messages)
+                self._update_lag()
+        except psycopg.Error as exc:  # not a restart (those are retried): a bad statement
             log.exception("sink batch failed")
-            exit_now(f"sink batch failed: {exc!r}")
+            raise SystemExit(f"sink stopped: batch failed: {exc}") from None
+        finally:
+            self._close()
+        if self._fatal is not None:
+            raise SystemExit(f"sink stopped: fatal Kafka error: {self._fatal.str()}")
 
-    def _check_contiguous(self, batch: Sequence[EventT]) -> None:
+    def _close(self) -> None:
+        # Closed here, not left to interpreter exit (where a Consumer may segfault).
+        self._consumer.close()
+        self._drop_connection()
+
+    # -- assignment: positions come from Postgres ------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        stored = self._transaction(self._stored_offsets, sorted({tp.topic for tp in partitions}))
+        for tp in partitions:
+            position = (tp.topic, tp.partition)
+            if position in stored:
+                tp.offset = stored[position]
+                self._next[position] = tp.offset
+                self._last_seen[position] = tp.offset - 1
+            else:  # no position in Postgres yet: the group's offset in Kafka, else earliest
+                self._last_seen.pop(position, None)
+            self._assigned.add(position)
+        consumer.assign(partitions)
+        log.info(
+            "assigned %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]@{_offset_text(tp.offset)}" for tp in partitions),
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Nothing to finish: batches are written inside the loop, never across a poll.
+        for tp in partitions:
+            position = (tp.topic, tp.partition)
+            self._assigned.discard(position)
+            self._next.pop(position, None)
+
+    def _stored_offsets(self, cur: psycopg.Cursor[Any], topics: list[str]) -> dict[Position, int]:
+        cur.execute(SELECT_OFFSETS, (topics,))
+        return {(t, p): o for t, p, o in cur.fetchall()}
+
+    # -- one batch, one database transaction -----------------------------------------------
+
+    def _handle(self, messages: list[Message]) -> None:
+        good: list[Message] = []
+        for m in messages:
+            err = m.error()
+            if err is None:
+                good.append(m)
+            elif err.fatal():
+                self._fatal = err
+                self._stop.set()
+                return
+            else:
+                log.warning("consumer error: %s", err.str())
+        if not good:
+            return
+        self._check_contiguous(good)
+        batch = reduce_batch(r for r in map(self._decode, good) if r is not None)
+        offsets: dict[Position, int] = {}
+        for m in good:
+            position = (m.topic(), m.partition())
+            offsets[position] = max(offsets.get(position, 0), m.offset() + 1)
+        started = time.monotonic()
+        self._transaction(self._write, batch, offsets)
+        self._count(batch, time.monotonic() - started)
+        self._next.update(offsets)
+        # A copy for lag tools; the position that counts is the one just committed.
+        self._consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+            asynchronous=True,
+        )
+
+    def _write(
+        self, cur: psycopg.Cursor[Any], batch: SinkBatch, offsets: dict[Position, int]
+    ) -> None:
+        for name, rows in batch.rows.items():
+            writer = self.writers[name]
+            cur.executemany(writer.upsert, [writer.params(r) for r in rows.values()])
+        if batch.checkpoints:
+            cur.executemany(
+                UPSERT_CHECKPOINT,
+                [(p, part, off) for (p, part), off in batch.checkpoints.items()],
+            )
+        cur.executemany(UPSERT_OFFSET, [(t, p, o) for (t, p), o in offsets.items()])
+        # Delivered at commit, and only if the transaction commits.
+        cur.execute("SELECT pg_notify(%s, %s)", (CHECKPOINT_CHANNEL, self.config.schema))
+
+    def _transaction(self, work: Any, *args: Any) -> Any:
+        """`work(cursor, *args)` in one transaction, retried while the database restarts."""
+        for attempt in range(RETRIES):
+            try:
+                conn = self._connection()
+                with conn.transaction(), conn.cursor() as cur:
+                    return work(cur, *args)
+            except psycopg.OperationalError as exc:
+                self.metrics.retries.inc()
+                log.warning("database transaction failed (attempt %d): %s", attempt + 1, exc)
+                self._drop_connection()
+                time.sleep(min(0.2 * 2**attempt, 5.0))
+        raise SystemExit(f"sink stopped: database unreachable after {RETRIES} attempts")
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            # autocommit: each batch is one explicit transaction block
+            self._conn = connect(self.config.dsn, self.config.schema)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+
+    # -- records ---------------------------------------------------------------------------
+
+    def _check_contiguous(self, messages: Sequence[Message]) -> None:
         """Projection records are produced without transactions, so within one partition
         every offset holds a record; one this process jumps over was either compacted away
-        or lost upstream of the sink (e.g. by the consumer around a rebalance). Counted and
-        logged, so such a loss is visible rather than silent."""
-        positions = ((e.message.topic, e.message.partition, e.message.offset) for e in batch)
-        for topic, partition, first, last in skipped_offsets(self._last_offsets, positions):
+        or lost upstream of the sink. Counted and logged, so such a loss is visible."""
+        positions = ((m.topic(), m.partition(), m.offset()) for m in messages)
+        for topic, partition, first, last in skipped_offsets(self._last_seen, positions):
             count = last - first + 1
             self.metrics.skipped_offsets.labels(self.by_topic[topic].name).inc(count)
             log.warning(
@@ -153,16 +304,17 @@ class Sink:
                 count,
             )
 
-    def _decode(self, event: EventT) -> SinkRecord | None:
-        message = event.message
-        projection = self.by_topic[message.topic]
+    def _decode(self, message: Message) -> SinkRecord | None:
+        topic, partition_of_topic, offset = message.topic(), message.partition(), message.offset()
+        projection = self.by_topic[topic]
         self.metrics.records.labels(projection.name).inc()
-        headers = header_map(message.headers)
+        headers = header_map(message.headers())
         try:
             partition, checkpoint = read_progress(headers)
-            if message.value is None:
+            value = message.value()
+            if value is None:
                 return SinkRecord(projection, partition, checkpoint, None)
-            row = self.codec.decode(message.value, projection.row_schema)
+            row = self.codec.decode(value, projection.row_schema)
             time_text = headers.get(ce.TIME)
             event_time = ce.parse_time(time_text) if time_text else None
         except (BadProgressHeaders, CodecError, ce.HeaderError) as exc:
@@ -170,66 +322,21 @@ class Sink:
             # the rows come from the events, which the projector can always publish again.
             self.metrics.undecodable.inc()
             log.error(
-                "skipping undecodable record %s[%d]@%d: %s",
-                message.topic,
-                message.partition,
-                message.offset,
-                exc,
+                "skipping undecodable record %s[%d]@%d: %s", topic, partition_of_topic, offset, exc
             )
             return None
-        if partition != message.partition:
+        if partition != partition_of_topic:
             log.error(
                 "record %s[%d]@%d names source partition %d; projection topics must have "
                 "the partition count of the events topic",
-                message.topic,
-                message.partition,
-                message.offset,
+                topic,
+                partition_of_topic,
+                offset,
                 partition,
             )
         return SinkRecord(projection, partition, checkpoint, row, event_time)
 
-    async def _write(self, batch: SinkBatch) -> None:
-        if not batch.rows and not batch.checkpoints:
-            return  # only undecodable records
-        started = time.monotonic()
-        for attempt in range(RETRIES):
-            try:
-                conn = await self._connection()
-                async with conn.transaction(), conn.cursor() as cur:
-                    for name, rows in batch.rows.items():
-                        writer = self.writers[name]
-                        await cur.executemany(
-                            writer.upsert, [writer.params(r) for r in rows.values()]
-                        )
-                    await cur.executemany(
-                        UPSERT_CHECKPOINT,
-                        [(p, part, off) for (p, part), off in batch.checkpoints.items()],
-                    )
-                    # Delivered at commit, and only if the transaction commits.
-                    await cur.execute(
-                        "SELECT pg_notify(%s, %s)", (CHECKPOINT_CHANNEL, self.config.schema)
-                    )
-                break
-            except psycopg.OperationalError as exc:
-                self.metrics.retries.inc()
-                log.warning("database write failed (attempt %d): %s", attempt + 1, exc)
-                await self._drop_connection()
-                await asyncio.sleep(min(0.2 * 2**attempt, 5.0))
-        else:
-            exit_now(f"database unreachable after {RETRIES} attempts")
-        self._count(batch, time.monotonic() - started)
-
-    async def _connection(self) -> psycopg.AsyncConnection[Any]:
-        if self._conn is None or self._conn.closed:
-            # autocommit: each batch is one explicit transaction block
-            self._conn = await connect_async(self.config.dsn, self.config.schema)
-        return self._conn
-
-    async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                await self._conn.close()
-        self._conn = None
+    # -- metrics ---------------------------------------------------------------------------
 
     def _count(self, batch: SinkBatch, seconds: float) -> None:
         m = self.metrics
@@ -239,3 +346,22 @@ class Sink:
             m.rows.labels(name).inc(len(rows))
         if batch.oldest_event is not None:
             m.latency.observe((dt.datetime.now(dt.UTC) - batch.oldest_event).total_seconds())
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = now
+        for topic, partition in self._assigned:
+            next_offset = self._next.get((topic, partition))
+            if next_offset is None:
+                continue
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            if high >= 0:
+                self.metrics.lag.set(topic, partition, high - next_offset)
+
+
+def _offset_text(offset: int) -> str:
+    return str(offset) if offset >= 0 else "committed"

@@ -64,3 +64,16 @@ UPSERT_CHECKPOINT = sql.SQL(
     "SET source_offset = EXCLUDED.source_offset, updated_at = now() "
     "WHERE cqrs_checkpoints.source_offset < EXCLUDED.source_offset"
 )
+
+# The sink's own position; GREATEST because a sink that lost its partitions without knowing
+# (a zombie) may still commit one batch: every stored offset was written together with all
+# the rows below it, so the highest one is always a safe place to resume.
+UPSERT_OFFSET = sql.SQL(
+    "INSERT INTO cqrs_sink_offsets (topic, topic_partition, next_offset) VALUES (%s, %s, %s) "
+    "ON CONFLICT (topic, topic_partition) DO UPDATE "
+    "SET next_offset = GREATEST(cqrs_sink_offsets.next_offset, EXCLUDED.next_offset), "
+    "updated_at = now()"
+)
+SELECT_OFFSETS = sql.SQL(
+    "SELECT topic, topic_partition, next_offset FROM cqrs_sink_offsets WHERE topic = ANY(%s)"
+)

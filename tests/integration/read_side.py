@@ -31,7 +31,7 @@ from processors.topic_reader import partition_count, read_partition
 from producers.command_client import CommandClient, EventPosition
 from schemas import headers as ce
 from schemas.codec import default_codec
-from sinks.app import sink_app_id
+from sinks.app import sink_group_id
 from sinks.checkpoints import CheckpointWaiter
 from sinks.db import connect
 from tests.integration.workers import Worker
@@ -118,13 +118,32 @@ class ReadSideRig:
         return projector_app_id(self.prefix), [self.bank.topics.events]
 
     def sink_group(self) -> tuple[str, list[str]]:
-        return sink_app_id(self.prefix), [self.bank.topics.projection(n) for n in PROJECTION_NAMES]
+        return sink_group_id(self.prefix), [
+            self.bank.topics.projection(n) for n in PROJECTION_NAMES
+        ]
+
+    def reset_sink_to_beginning(self) -> None:
+        """The sink resumes from its positions in Postgres; Kafka's are only a copy."""
+        self.reset_to_beginning(*self.sink_group())
+        with self.pg() as conn:
+            conn.execute("DELETE FROM cqrs_sink_offsets")
 
     def reset_to_beginning(self, group: str, topics: list[str]) -> None:
+        self.move_group(group, {tp: 0 for tp in self.partitions_of(topics)})
+
+    def move_group_to_end(self, group: str, topics: list[str]) -> None:
+        ends = {}
+        for topic, p in self.partitions_of(topics):
+            tail = list(read_partition(self.kafka, topic, p, tail=1))
+            ends[(topic, p)] = tail[-1].offset() + 1 if tail else 0
+        self.move_group(group, ends)
+
+    def partitions_of(self, topics: list[str]) -> list[tuple[str, int]]:
+        return [(t, p) for t in topics for p in range(partition_count(self.kafka, t))]
+
+    def move_group(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
         admin = AdminClient(self.kafka)
-        parts = [
-            TopicPartition(t, p, 0) for t in topics for p in range(partition_count(self.kafka, t))
-        ]
+        parts = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         request = ConsumerGroupTopicPartitions(group, parts)
         deadline = time.monotonic() + 30
         # The group must be empty: a stopped static member stays until its session ends.
@@ -136,11 +155,10 @@ class ReadSideRig:
                 errors = [exc]
             if not errors:
                 break
-            assert time.monotonic() < deadline, f"cannot reset {group}: {errors[:3]}"
+            assert time.monotonic() < deadline, f"cannot move {group}: {errors[:3]}"
             time.sleep(0.5)
-        assert committed_offsets(self.kafka, group, topics) == {
-            (tp.topic, tp.partition): 0 for tp in parts
-        }
+        topics = sorted({t for t, _ in offsets})
+        assert committed_offsets(self.kafka, group, topics) == offsets
 
     def wait_group_at_end(self, group: str, topics: list[str], timeout: float = 120.0) -> None:
         """Until the group's committed offsets are past the last record of each partition."""

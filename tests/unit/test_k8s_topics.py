@@ -14,7 +14,7 @@ from processors.command_processor import ProcessorConfig
 from processors.projector.app import changelog_topic, projector_app_id
 from processors.registry import default_registry
 from processors.topics import ContextTopics, TopicSpec, declared_topics
-from sinks.app import sink_app_id
+from sinks.app import sink_group_id
 from tests.unit.k8s_render import K8S_DIR, OVERLAYS, of_kind, render_overlay
 
 # (replicas, min.insync.replicas) per overlay
@@ -100,11 +100,11 @@ BANK = ContextTopics("bank")
 
 BANK = ContextTopics("bank")
 PROJECTOR_APP = projector_app_id(BANK.prefix)  # its consumer group
-SINK_APP = sink_app_id(BANK.prefix)
+SINK_APP = sink_group_id(BANK.prefix)
 # Topics named by pattern rather than declared one by one: every projection topic, and the
 # topics Faust creates for an app (table changelogs, the assignor's leader topic), which it
 # names `<app id>-...`.
-PATTERN_PREFIXES = (BANK.projection(""), f"{PROJECTOR_APP}-", f"{SINK_APP}-")
+PATTERN_PREFIXES = (BANK.projection(""), f"{PROJECTOR_APP}-")
 
 
 def test_every_acl_names_a_declared_topic() -> None:
@@ -190,8 +190,9 @@ def test_the_sink_reads_projection_topics_and_writes_none() -> None:
     for p in default_registry().context("bank").projections:
         assert allowed(user, "topic", BANK.projection(p.name), "Read"), p.name
     assert allowed(user, "group", SINK_APP, "Read")
-    assert allowed(user, "topic", faust_leader_topic(SINK_APP), "Create")
-    assert allowed(user, "topic", faust_leader_topic(SINK_APP), "Read")
-    assert not any("Write" in a["operations"] or "All" in a["operations"] for a in acls(user))
+    # Not a Faust app (any more): no topic of its own to create, no cluster config to read.
+    assert not allowed(user, "topic", faust_leader_topic(SINK_APP), "Create")
+    assert not any(op in a["operations"] for a in acls(user) for op in ("Write", "All", "Create"))
+    assert not any(a["resource"]["type"] == "cluster" for a in acls(user))
     for topic in (BANK.events, BANK.commands, BANK.results, BANK.aggregates):
         assert not allowed(user, "topic", topic, "Read"), topic

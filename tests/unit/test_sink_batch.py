@@ -72,7 +72,11 @@ def test_the_upsert_is_guarded_by_the_projection_guard_column():
 
 def test_migrations_run_the_runtime_scope_first():
     labels = [f"{m.scope}/{m.version:04d}_{m.name}" for m in discover("bank")]
-    assert labels == ["cqrs/0001_checkpoints", "bank/0001_read_models"]
+    assert labels == [
+        "cqrs/0001_checkpoints",
+        "cqrs/0002_sink_offsets",
+        "bank/0001_read_models",
+    ]
     assert discover("no_such_context")[0].scope == "cqrs"
 
 
