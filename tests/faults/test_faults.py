@@ -53,7 +53,14 @@ def describe_offsets(kafka: dict[str, object], topic: str, rows: list[tuple]) ->
     from confluent_kafka import Consumer, TopicPartition
 
     out = []
-    consumer = Consumer({**kafka, "group.id": "faults-debug", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **kafka,
+            "group.id": "faults-debug",
+            "enable.auto.commit": False,
+            "isolation.level": "read_uncommitted",  # librdkafka's default is read_committed
+        }
+    )
     try:
         for aggregate, version, partition, offset in rows:
             consumer.assign([TopicPartition(topic, partition, offset)])
@@ -63,12 +70,54 @@ def describe_offsets(kafka: dict[str, object], topic: str, rows: list[tuple]) ->
                 continue
             headers = dict(msg.headers() or [])
             out.append(
-                f"{partition}@{offset}: key={msg.key()!r} version="
-                f"{headers.get('ce_aggregateversion')!r} id={headers.get('ce_id')!r}"
+                f"{partition}@{offset}: found @{msg.offset()} key={msg.key()!r} version="
+                f"{headers.get('ce_aggregateversion')!r} id={headers.get('ce_id')!r} "
+                f"cause={headers.get('ce_causationid')!r} ts={msg.timestamp()[1]}"
                 f" (row: {aggregate} v{version})"
             )
     finally:
         consumer.close()
+    return out
+
+
+def trace_command(
+    kafka: dict[str, object], topics: ContextTopics, command_id: str, partition: int
+) -> list[str]:
+    """Every record of one command in its partition of the commands, events and results
+    topics, read uncommitted, and which of them a read_committed reader does not see."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    wanted = command_id.encode()
+    out = [f"command {command_id}:"]
+    for topic, header in (
+        (topics.commands, "ce_id"),
+        (topics.events, "ce_causationid"),
+        (topics.results, "ce_causationid"),
+    ):
+        seen: dict[str, set[int]] = {}
+        for level in ("read_uncommitted", "read_committed"):
+            found = seen.setdefault(level, set())
+            consumer = Consumer(
+                {
+                    **kafka,
+                    "group.id": "faults-trace",
+                    "enable.auto.commit": False,
+                    "isolation.level": level,
+                    "enable.partition.eof": True,
+                }
+            )
+            try:
+                consumer.assign([TopicPartition(topic, partition, 0)])
+                while (msg := consumer.poll(5)) is not None and not msg.error():
+                    if dict(msg.headers() or []).get(header) == wanted:
+                        found.add(msg.offset())
+                        if level == "read_uncommitted":
+                            ts = msg.timestamp()[1]
+                            out.append(f"  {topic}[{partition}]@{msg.offset()} ts={ts}")
+            finally:
+                consumer.close()
+        hidden = sorted(seen["read_uncommitted"] - seen["read_committed"])
+        out.append(f"  {topic}: not visible read_committed: {hidden}")
     return out
 
 
@@ -327,6 +376,8 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
             console.print(f"accepted but missing, e.g.: {inv.missing_examples}")
             at = [("?", "?", p, o) for _, positions in inv.missing_examples for p, o in positions]
             console.print(describe_offsets(kafka, topics.events, at))
+            for cid, positions in inv.missing_examples[:2]:
+                console.print(*trace_command(kafka, topics, cid, positions[0][0]), sep="\n")
         console.print(f"partitions whose last stable offset is behind: {stuck_lso(kafka, topics)}")
         if pipe.unplanned_exits:
             console.print(f"exits: {pipe.unplanned_exits}")
