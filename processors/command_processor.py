@@ -31,6 +31,7 @@ from processors.command_handler import (
     Duplicate,
 )
 from processors.domain import AggregateType
+from processors.group_watch import GroupWatch
 from processors.metrics import ProcessorMetrics
 from processors.registry import Registry
 from processors.state_restore import restore_partition
@@ -106,9 +107,11 @@ class CommandProcessor:
         self._fatal: KafkaError | None = None
         self._last_error: KafkaError | None = None
         self._watchdog: Watchdog | None = None
+        self.group_watch = GroupWatch()
         self._consumer = Consumer(
             {
                 **config.kafka,
+                **self.group_watch.consumer_config(),
                 "error_cb": self._on_client_error,
                 "group.id": config.group_id,
                 "isolation.level": "read_committed",
@@ -176,6 +179,8 @@ class CommandProcessor:
                 )
                 if messages:
                     self._process_batch(messages)
+                if self.group_watch.stuck():
+                    raise SystemExit(f"command processor stopped: {self.group_watch.why()}")
         finally:
             self._close()
         if self._fatal is not None:
@@ -231,11 +236,13 @@ class CommandProcessor:
         )
         self.metrics.assigned.set(len(self.handler.owned))
         self.ready.set()
+        self.group_watch.progressed()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.handler.revoke(tp.partition)
         self.metrics.assigned.set(len(self.handler.owned))
+        self.group_watch.progressed()
 
     # -- one batch, one transaction --------------------------------------------------------
 

@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from deploy.settings import KafkaSettings
 from processors.faust_app import prepare_topics
+from processors.group_watch import GroupWatch
 from processors.projections import Projection
 from processors.projector.records import BadProgressHeaders, header_map, read_progress
 from processors.registry import Registry
@@ -107,10 +108,12 @@ class Sink:
         self._last_seen: dict[Position, int] = {}  # for the skipped-offsets check
         self._lag_at = 0.0
         self._conn: psycopg.Connection[Any] | None = None
+        self.group_watch = GroupWatch()
         group = config.group_id
         self._consumer = Consumer(
             {
                 **config.kafka.client_config(),
+                **self.group_watch.consumer_config(),
                 "error_cb": self._on_client_error,
                 "group.id": group,
                 "isolation.level": "read_committed",
@@ -169,6 +172,8 @@ class Sink:
                 if messages:
                     self._handle(messages)
                 self._update_lag()
+                if self.group_watch.stuck():
+                    raise SystemExit(f"sink stopped: {self.group_watch.why()}")
         except psycopg.Error as exc:  # not a restart (those are retried): a bad statement
             log.exception("sink batch failed")
             raise SystemExit(f"sink stopped: batch failed: {exc}") from None
@@ -196,6 +201,7 @@ class Sink:
                 self._last_seen.pop(position, None)
             self._assigned.add(position)
         consumer.assign(partitions)
+        self.group_watch.progressed()
         log.info(
             "assigned %s",
             ", ".join(f"{tp.topic}[{tp.partition}]@{_offset_text(tp.offset)}" for tp in partitions),
@@ -207,6 +213,7 @@ class Sink:
             position = (tp.topic, tp.partition)
             self._assigned.discard(position)
             self._next.pop(position, None)
+        self.group_watch.progressed()
 
     def _stored_offsets(self, cur: psycopg.Cursor[Any], topics: list[str]) -> dict[Position, int]:
         cur.execute(SELECT_OFFSETS, (topics,))

@@ -118,3 +118,34 @@ def test_a_stable_read_waits_for_open_transactions_a_plain_read_stops_before_the
     producer.commit_transaction(30)
     reader.join(30)
     assert seen == [b"before", b"pending"]
+
+
+def test_librdkafka_statistics_show_a_joined_consumer_as_a_steady_group_member(
+    kafka_config: dict[str, Any], ctx_name: str, create_topics: Any
+) -> None:
+    """GroupWatch (processors/group_watch.py) keys on the words librdkafka uses."""
+    import time
+
+    from confluent_kafka import Consumer
+
+    from processors.group_watch import GroupWatch
+
+    (topic,) = create_topics({f"{ctx_name}.watched": 2})
+    watch = GroupWatch(limit_s=60)
+    consumer = Consumer(
+        {
+            **kafka_config,
+            **watch.consumer_config(),
+            "statistics.interval.ms": 200,
+            "group.id": f"{ctx_name}.watcher",
+        }
+    )
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 30
+        while watch.state != "up/steady" and time.monotonic() < deadline:
+            consumer.poll(0.2)
+        assert watch.state == "up/steady"
+        assert len(consumer.assignment()) == 2
+    finally:
+        consumer.close()
