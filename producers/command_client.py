@@ -376,6 +376,10 @@ class _ResultListener(threading.Thread):
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 20,
+                # librdkafka's default ("largest") would jump over every result written
+                # between a lost position and the end, e.g. when a broker restart makes its
+                # offset look out of range: waiters would time out on results that exist.
+                "auto.offset.reset": "earliest",
             }
         )
         meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
@@ -410,9 +414,10 @@ class _ResultListener(threading.Thread):
                 # its waiter now, not at the sender's next send or flush.
                 self._client._producer.poll(0)
                 for msg in self._consumer.consume(1000, 0.1):
-                    if msg.error() is not None:
-                        if msg.error().code() != KafkaError._PARTITION_EOF:
-                            continue
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            log.warning("reading command results: %s", err.str())
                         continue
                     for k, v in msg.headers() or ():
                         if k == causation and v is not None:
