@@ -169,15 +169,19 @@ def locate(kafka: dict[str, object], topics: ContextTopics, command_id: str) -> 
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     found = []
+    # Bounded: the load goes on meanwhile, so a partition's end keeps moving.
+    deadline = time.monotonic() + 60
     for topic, header in ((topics.commands, "ce_id"), (topics.results, "ce_causationid")):
         consumer = Consumer({**kafka, "group.id": "faults-locate", "enable.partition.eof": True})
         try:
             for p in range(6):
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
                 consumer.assign([TopicPartition(topic, p, max(low, high - 5000))])
-                while (msg := consumer.poll(5)) is not None:
+                while (msg := consumer.poll(5)) is not None and time.monotonic() < deadline:
                     err = msg.error()
                     if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                        break
+                    if msg.offset() >= high:
                         break
                     if err is None and dict(msg.headers() or []).get(header) == (
                         command_id.encode()
