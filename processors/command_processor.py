@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from processors import wire
 from processors.command_handler import (
@@ -90,7 +91,12 @@ _Decided = tuple[Decided, list[_PendingEvent], wire.Outputs]
 
 
 class CommandProcessor:
-    def __init__(self, config: ProcessorConfig, registry: Registry) -> None:
+    def __init__(
+        self,
+        config: ProcessorConfig,
+        registry: Registry,
+        metrics_registry: CollectorRegistry = REGISTRY,
+    ) -> None:
         self.config = config
         self.topics = config.topics
         ctx = registry.context(config.context)
@@ -99,7 +105,7 @@ class CommandProcessor:
         self.outputs = wire.OutputBuilder(
             self.topics.prefix, self.topics.events, config.max_record_bytes, self.handler.target
         )
-        self.metrics = ProcessorMetrics()
+        self.metrics = ProcessorMetrics(metrics_registry)
         self.source = f"/{config.context}/command-processor"
         self._stop = threading.Event()
         self.ready = threading.Event()

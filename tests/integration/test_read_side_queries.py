@@ -282,6 +282,7 @@ def test_migrations_apply_once_also_when_sinks_start_together(stack: StackState,
     assert sorted(label for applied in results for label in applied) == [
         "bank/0001_read_models.sql",
         "cqrs/0001_checkpoints.sql",
+        "cqrs/0002_sink_offsets.sql",
     ]
     assert len(results) == 3
     assert migrate(dsn, schema, "bank") == []
@@ -324,6 +325,7 @@ def test_a_sink_without_migrations_says_so_in_one_line(pg_schema: str, pg_dsn_fo
     assert migrated.returncode == 0, migrated.stderr
     assert migrated.stdout.splitlines() == [
         "applied  cqrs/0001_checkpoints.sql",
+        "applied  cqrs/0002_sink_offsets.sql",
         "applied  bank/0001_read_models.sql",
         f"schema {pg_schema} is up to date; roles {pg_schema}_reader (read) and "
         f"{pg_schema}_writer (sink)",

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
+from prometheus_client import CollectorRegistry
 
 from deploy import settings as env_names
 from deploy.local import kafka, kafka_jars
@@ -198,6 +199,7 @@ def test_a_wrong_password_is_refused_with_a_clear_error(
     processor = CommandProcessor(
         ProcessorConfig(context="bank", kafka=config, instance_id="wrong-in-process"),
         default_registry(),
+        CollectorRegistry(),  # the session may have built a processor already
     )
     with pytest.raises(SystemExit, match="SASL authentication error") as stopped:
         processor.run()
