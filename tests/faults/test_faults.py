@@ -121,6 +121,39 @@ def trace_command(
     return out
 
 
+def find_log_records(
+    kafka: dict[str, object], topics: ContextTopics, rows: list[tuple]
+) -> list[str]:
+    """Where the projector published the `event_log` record of each (aggregate, version,
+    partition, offset) row, if anywhere: it tells a record the projector never wrote from
+    one the sink did not store."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    out = []
+    topic = topics.projection("event_log")
+    for aggregate, version, partition, _ in rows:
+        suffix = f":{aggregate}:{version}".encode()
+        consumer = Consumer(
+            {
+                **kafka,
+                "group.id": "faults-log",
+                "enable.auto.commit": False,
+                "isolation.level": "read_uncommitted",
+                "enable.partition.eof": True,
+            }
+        )
+        found = []
+        try:
+            consumer.assign([TopicPartition(topic, partition, 0)])
+            while (msg := consumer.poll(5)) is not None and not msg.error():
+                if (msg.key() or b"").endswith(suffix):
+                    found.append(f"@{msg.offset()} ts={msg.timestamp()[1]}")
+        finally:
+            consumer.close()
+        out.append(f"{topic}[{partition}] records of {aggregate} v{version}: {found or 'none'}")
+    return out
+
+
 def skipped_by_sink(log_dir: Path) -> int:
     """Offsets of projection topics a sink process jumped over, as its warnings count them."""
     found = re.findall(
@@ -396,6 +429,14 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
                 f"row, e.g. {inv.event_log_missing[:5]}"
             )
             console.print(describe_offsets(kafka, topics.events, inv.event_log_extra[:5]))
+            with connect(pipe.dsn, schema) as conn:
+                positions = conn.execute(
+                    "SELECT topic, topic_partition, next_offset FROM cqrs_sink_offsets"
+                    " WHERE topic = %s ORDER BY 2",
+                    (topics.projection("event_log"),),
+                ).fetchall()
+            console.print(f"sink positions in event_log: {positions}")
+            console.print(*find_log_records(kafka, topics, inv.event_log_missing[:3]), sep="\n")
         if inv.duplicate_examples:
             console.print("duplicated events, e.g.:", *inv.duplicate_examples, sep="\n  ")
         if inv.missing_examples:
