@@ -279,8 +279,7 @@ def history(
 def _prepare(worker: Any) -> None:
     from confluent_kafka import KafkaException
 
-    from processors.faust_app import TopicsNotReady
-    from processors.topic_admin import TopicMismatch
+    from processors.topic_admin import TopicMismatch, TopicsNotReady
 
     try:
         worker.prepare_topics()

@@ -32,11 +32,11 @@ from typing import Any
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from prometheus_client import Gauge
 
 from deploy.settings import KafkaSettings
+from processors.consumer_lag import ConsumerLag
 from processors.faust_producer import DrainingProducer
-from processors.topic_admin import create_topics
+from processors.topic_admin import TopicsNotReady, check_declared_topics, create_topics
 from processors.topics import DERIVED, DERIVED_MAX_RECORD_BYTES, ContextTopics, TopicSpec
 
 READ_COMMITTED = "read_committed"
@@ -44,7 +44,7 @@ READ_COMMITTED = "read_committed"
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
-    """What every Faust worker role (projector, sink) is configured with."""
+    """What a Faust worker role (the projector) is configured with."""
 
     context: str
     kafka: KafkaSettings
@@ -193,20 +193,6 @@ class Liveness:
             return False
 
 
-class ConsumerLag:
-    """Records not yet processed per assigned partition (high watermark - next offset).
-    With read_committed sources the high watermark counts the last transaction marker, so
-    a caught-up partition of a transactional topic shows 1."""
-
-    def __init__(self) -> None:
-        self.gauge = Gauge(
-            "cqrs_consumer_lag", "Records behind the partition's end", ["topic", "partition"]
-        )
-
-    def set(self, topic: str, partition: int, lag: int) -> None:
-        self.gauge.labels(topic, str(partition)).set(max(0, lag))
-
-
 class PositionTracker:
     """The next offset to process per (topic, partition), fed by the agents, read by the
     lag gauge."""
@@ -257,10 +243,6 @@ def run_worker(app: faust.App, loglevel: str) -> None:
     ).execute_from_commandline()
 
 
-class TopicsNotReady(RuntimeError):
-    """A topic the worker reads or writes is missing or has the wrong partition count."""
-
-
 def internal_topics(app_id: str, tables: list[str], partitions: int) -> list[TopicSpec]:
     """The topics Faust names after the app id: its leader-election topic and one compacted
     changelog per table (partitioned like the source topic, as Faust requires)."""
@@ -287,19 +269,7 @@ def prepare_topics(
 
     config = kafka.client_config()
     admin = AdminClient(config)
-    existing = admin.list_topics(timeout=timeout).topics
-    for spec in required:
-        meta = existing.get(spec.name)
-        if meta is None or meta.error is not None:
-            raise TopicsNotReady(
-                f"topic {spec.name} does not exist; create the context's topics first "
-                "(cqrsctl topics create)"
-            )
-        if len(meta.partitions) != spec.partitions:
-            raise TopicsNotReady(
-                f"topic {spec.name} has {len(meta.partitions)} partitions, "
-                f"the context declares {spec.partitions}"
-            )
+    check_declared_topics(config, required, timeout)
     create_topics(config, internal, replication_factor, timeout)
     names = {s.name: s.partitions for s in internal}
     deadline = time.monotonic() + timeout

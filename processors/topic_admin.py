@@ -15,6 +15,29 @@ class TopicMismatch(RuntimeError):
     pass
 
 
+class TopicsNotReady(RuntimeError):
+    """A topic the worker reads or writes is missing or has the wrong partition count."""
+
+
+def check_declared_topics(
+    kafka: dict[str, Any], required: list[TopicSpec], timeout: float = 30.0
+) -> None:
+    """The declared topics a worker uses exist, with the declared partition counts."""
+    existing = AdminClient(kafka).list_topics(timeout=timeout).topics
+    for spec in required:
+        meta = existing.get(spec.name)
+        if meta is None or meta.error is not None:
+            raise TopicsNotReady(
+                f"topic {spec.name} does not exist; create the context's topics first "
+                "(cqrsctl topics create)"
+            )
+        if len(meta.partitions) != spec.partitions:
+            raise TopicsNotReady(
+                f"topic {spec.name} has {len(meta.partitions)} partitions, "
+                f"the context declares {spec.partitions}"
+            )
+
+
 def create_topics(
     kafka: dict[str, Any],
     specs: list[TopicSpec],

@@ -34,11 +34,11 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from deploy.settings import KafkaSettings
-from processors.faust_app import prepare_topics
 from processors.group_watch import GroupWatch
 from processors.projections import Projection
 from processors.projector.records import BadProgressHeaders, header_map, read_progress
 from processors.registry import Registry
+from processors.topic_admin import check_declared_topics
 from processors.topics import ContextTopics, TopicSpec
 from schemas import headers as ce
 from schemas.codec import CodecError, default_codec
@@ -135,7 +135,7 @@ class Sink:
 
     def prepare_topics(self) -> None:
         required = [TopicSpec(t, self.partitions) for t in self.by_topic]
-        prepare_topics(self.config.kafka, required, [], replication_factor=-1)
+        check_declared_topics(self.config.kafka.client_config(), required)
 
     def ready(self) -> bool:
         return bool(self._assigned)

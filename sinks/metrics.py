@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from processors.faust_app import ConsumerLag
+from processors.consumer_lag import ConsumerLag
 from processors.projector.metrics import BATCH_SIZES, SECONDS
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from processors.faust_app import ConsumerLag
+from processors.consumer_lag import ConsumerLag
 
 BATCH_SIZES = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000)
 SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
