@@ -32,10 +32,11 @@ from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient, CommandTimeout
 from sinks.checkpoints import ReadModelTimeout
 from sinks.db import connect
+from tests.faults.aiokafka_check import aiokafka_disagreement
 from tests.faults.load import CheckpointProbe, SteadyLoad
 from tests.faults.pipeline import Pipeline, StackWorker
 from tests.faults.report import Fault, check, print_tables, read_results, recoveries
-from tests.integration.read_side import ReadSideRig, metric, read_events
+from tests.integration.read_side import ReadSideRig, fold_daily_totals, metric, read_events
 from tests.integration.write_side import BankRig, movement, open_account
 
 KILLS = int(os.environ.get("CQRS_FAULT_KILLS", "20"))
@@ -410,8 +411,22 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
         events = read_events(kafka, topics.events)
         with connect(pipe.dsn, schema) as conn:
             inv = check(
-                [s.pending.command_id for s in load.sent], len(load.errors), acked, events, conn
+                [s.pending.command_id for s in load.sent],
+                len(load.errors),
+                acked,
+                events,
+                fold_daily_totals(kafka, topics.events),
+                conn,
             )
+        only_librdkafka, only_aiokafka = aiokafka_disagreement(
+            fault_stack.bootstrap_servers,
+            topics.events,
+            ctx.partitions,
+            ((e.partition, e.offset) for e in events),
+        )
+        run["events aiokafka (Faust's client) reads differently"] = len(only_librdkafka) + len(
+            only_aiokafka
+        )
         recs = recoveries(faults, read_results(kafka, topics.results), probe)
         run["kills (processor/projector/sink)"] = "/".join(
             str(kills.count(r)) for r in ("processor", "projector", "sink")
@@ -437,6 +452,13 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
                 ).fetchall()
             console.print(f"sink positions in event_log: {positions}")
             console.print(*find_log_records(kafka, topics, inv.event_log_missing[:3]), sep="\n")
+        if inv.daily_totals_examples:
+            console.print(f"daily_totals (key, events, Postgres): {inv.daily_totals_examples}")
+        if only_librdkafka or only_aiokafka:
+            console.print(
+                f"aiokafka read_committed misses {only_librdkafka[:10]} and adds "
+                f"{only_aiokafka[:10]} (partition, offset)"
+            )
         if inv.duplicate_examples:
             console.print("duplicated events, e.g.:", *inv.duplicate_examples, sep="\n  ")
         if inv.missing_examples:
@@ -461,6 +483,8 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
     assert inv.rejected_with_events == 0
     assert inv.pg_rows_differing == 0
     assert inv.event_log_differing == 0
+    assert inv.daily_totals_differing == 0
+    assert not only_librdkafka and not only_aiokafka, "aiokafka and librdkafka read alike"
     assert inv.acknowledged == inv.sent, "every command sent during the run got its result"
     assert len(kills) == KILLS  # 20 by default; CQRS_FAULT_KILLS may change it
     assert {"processor", "projector", "sink"} <= set(kills)
