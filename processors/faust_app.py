@@ -10,6 +10,10 @@ use Faust's exactly_once (it has open bugs; our updates are idempotent instead),
 starts (aiokafka reads `_isolation_level` when `start()` creates its fetcher). A records of
 an aborted transaction never reaches an agent; tests/integration/test_read_side.py shows it.
 
+Records Faust drops between aiokafka and the agent are noticed before Faust can commit past
+them: the consumer thread reports what aiokafka returned to the app's `fetch_ledger`
+(processors/fetch_ledger.py), which the agent checks.
+
 Table writes reach their changelog before offsets are committed: Faust's own producer flush
 returns with writes still buffered, so the transport's producer is
 processors/faust_producer.py's, which drains.
@@ -36,6 +40,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from deploy.settings import KafkaSettings
 from processors.consumer_lag import ConsumerLag
 from processors.faust_producer import DrainingProducer
+from processors.fetch_ledger import FetchLedger
 from processors.topic_admin import TopicsNotReady, check_declared_topics, create_topics
 from processors.topics import DERIVED, DERIVED_MAX_RECORD_BYTES, ContextTopics, TopicSpec
 
@@ -68,10 +73,25 @@ class _ReadCommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer._isolation_level = READ_COMMITTED
         return consumer
 
+    async def _fetch_records(self, consumer: Any, *args: Any, **kwargs: Any) -> Any:
+        # Every record aiokafka hands to Faust, before Faust may drop some on the way.
+        records = await super()._fetch_records(consumer, *args, **kwargs)
+        ledger = self.app.fetch_ledger
+        if ledger is not None:
+            for tp, batch in records.items():
+                ledger.returned((tp.topic, tp.partition), (r.offset for r in batch))
+        return records
+
 
 class _ReadCommittedConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        ledger = self.app.fetch_ledger
+        if ledger is not None:
+            ledger.forget((tp.topic, tp.partition) for tp in revoked)
+        await super().on_partitions_revoked(revoked)
 
 
 class _StoppingProducer(DrainingProducer):
@@ -85,7 +105,12 @@ class ReadCommittedTransport(faust_aiokafka.Transport):
 
 
 class ReadCommittedApp(faust.App):
-    """A Faust app whose stream consumers read committed records only."""
+    """A Faust app whose stream consumers read committed records only.
+
+    `fetch_ledger`, when set, is told every record the client returns for its topics and
+    every partition revoked (processors/fetch_ledger.py)."""
+
+    fetch_ledger: FetchLedger | None = None
 
     def _new_transport(self) -> Any:
         return ReadCommittedTransport(self.conf.broker_consumer, self)

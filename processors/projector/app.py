@@ -39,6 +39,7 @@ from processors.faust_app import (
     make_app,
     prepare_topics,
 )
+from processors.fetch_ledger import FetchLedger, runs_text
 from processors.projections import EventMeta, Projection
 from processors.projector.batch import (
     BatchOutcome,
@@ -104,6 +105,8 @@ class Projector:
             replication_factor=config.replication_factor,
             instance_id=config.instance_id,
         )
+        self.ledger = FetchLedger({self.topics.events})
+        self.app.fetch_ledger = self.ledger
         self.events_topic = self.app.topic(
             self.topics.events, partitions=ctx.partitions, internal=False
         )
@@ -115,6 +118,7 @@ class Projector:
             if p.stateful
         }
         self._delivery_errors: list[KafkaError] = []
+        self._last_offset: dict[int, int] = {}  # per events partition, for _note_jumps
         self._producer = Producer(
             {
                 **config.kafka.client_config(),
@@ -185,6 +189,8 @@ class Projector:
                     exc,
                 )
         ends = last_offsets((e.message.partition, e.message.offset) for e in batch)
+        self._note_jumps(batch)
+        self._stop_if_records_were_dropped(batch)
 
         def load(projection: Projection, key: str, partition: int) -> dict[str, Any] | None:
             _current_event.set(weakref.ref(context_of[partition]))
@@ -197,6 +203,41 @@ class Projector:
         for partition, offset in ends.items():
             self.positions.advance(self.topics.events, partition, offset)
         self._count(outcome, len(batch), time.monotonic() - started)
+
+    def _note_jumps(self, batch: Sequence[EventT]) -> None:
+        """Log where this process's delivered offsets move by more than a transaction marker
+        (one offset) or go back: aborted transactions and redeliveries explain such moves,
+        and a skipped event would show up here first."""
+        last = self._last_offset
+        for event in batch:
+            partition, offset = event.message.partition, event.message.offset
+            before = last.get(partition)
+            if before is None:
+                log.info("%s[%d]: first offset %d", self.topics.events, partition, offset)
+            elif not before < offset <= before + 2:
+                log.info(
+                    "%s[%d]: offset %d follows %d", self.topics.events, partition, offset, before
+                )
+            last[partition] = offset
+
+    def _stop_if_records_were_dropped(self, batch: Sequence[EventT]) -> None:
+        """Faust can drop fetched records before they reach this agent and then commit past
+        them (processors/fetch_ledger.py). Acknowledging this batch would let it; stopping
+        first keeps the committed offset below the dropped records, so the next incarnation
+        projects them."""
+        offsets: dict[int, list[int]] = {}
+        for event in batch:
+            offsets.setdefault(event.message.partition, []).append(event.message.offset)
+        dropped = {
+            p: holes
+            for p, done in offsets.items()
+            if (holes := self.ledger.processed((self.topics.events, p), done))
+        }
+        if dropped:
+            where = "; ".join(
+                f"{self.topics.events}[{p}] offsets {runs_text(h)}" for p, h in dropped.items()
+            )
+            exit_now(f"Faust dropped fetched records before the agent saw them: {where}")
 
     def _decode(self, message: Any) -> SourceEvent:
         if message.value is None:

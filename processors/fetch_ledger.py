@@ -1,0 +1,78 @@
+"""Which records the Kafka client returned, so a worker can tell when its framework dropped
+one on the way to the agent and would commit past it.
+
+faust-streaming 0.15.3 can lose records between aiokafka and the agent: `Consumer.getmany`
+stops iterating a fetched batch when the flow stops or the generation changes, and skips
+records of a partition paused meanwhile, although aiokafka's position has moved past them.
+It seeks back to the committed offset afterwards, but not where that offset is unknown
+(`seek_to_committed` seeks only `if offset and offset > 0`). The next record delivered then
+looks to its gap bookkeeping like one after transaction markers, and its offset check lets a
+hole of one offset at the committed position through (`_new_offset`: `min(acked) -
+committed_offset > 1`). Faust then commits past records no agent saw: in fault runs 27 and
+28 the projector skipped one event and 23 offsets of events that way (docs/reliability.md).
+
+The ledger notes every offset the client returned for the watched topics; the agent reports
+what it processed. An offset returned, not processed, and below one processed is a record
+the framework dropped: the worker must stop before acknowledging anything past it, so the
+committed offset stays below it and the next incarnation processes it.
+
+Offsets are per (topic, partition); a record returned twice (after a seek back) is one
+entry. The client's fetch runs on Faust's consumer thread, so the ledger takes a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+Partition = tuple[str, int]  # (topic, partition)
+
+
+class FetchLedger:
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.topics = frozenset(topics)
+        self._pending: dict[Partition, set[int]] = {}
+        self._lock = threading.Lock()
+
+    def returned(self, partition: Partition, offsets: Iterable[int]) -> None:
+        """The client returned these records (data records only: no markers)."""
+        if partition[0] not in self.topics:
+            return
+        with self._lock:
+            self._pending.setdefault(partition, set()).update(offsets)
+
+    def processed(self, partition: Partition, offsets: Iterable[int]) -> list[int]:
+        """The agent processed these records; returns the offsets the client returned below
+        the highest of them that were not processed (dropped on the way), sorted."""
+        done = set(offsets)
+        if not done:
+            return []
+        highest = max(done)
+        with self._lock:
+            pending = self._pending.get(partition)
+            if not pending:
+                return []
+            pending -= done
+            return sorted(o for o in pending if o < highest)
+
+    def forget(self, partitions: Iterable[Partition]) -> None:
+        """Partitions this process no longer owns (revoked): their records are another
+        member's now, and come back through a new fetch if they return."""
+        with self._lock:
+            for partition in partitions:
+                self._pending.pop(partition, None)
+
+    def pending(self, partition: Partition) -> int:
+        with self._lock:
+            return len(self._pending.get(partition, ()))
+
+
+def runs_text(offsets: list[int]) -> str:
+    """Sorted offsets as runs, e.g. "42-64, 70"."""
+    runs: list[list[int]] = []
+    for o in offsets:
+        if runs and o == runs[-1][1] + 1:
+            runs[-1][1] = o
+        else:
+            runs.append([o, o])
+    return ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)

@@ -1,0 +1,131 @@
+"""The fetch ledger tells records Faust dropped on the way to the agent from records not yet
+delivered (processors/fetch_ledger.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from processors.fetch_ledger import FetchLedger, runs_text
+
+EVENTS = ("bank.events", 0)
+
+
+def test_records_processed_in_order_leave_no_hole() -> None:
+    ledger = FetchLedger({"bank.events"})
+    ledger.returned(EVENTS, [10, 11, 13, 14])  # 12: a transaction marker, never returned
+    assert ledger.processed(EVENTS, [10, 11]) == []
+    assert ledger.processed(EVENTS, [13, 14]) == []
+    assert ledger.pending(EVENTS) == 0
+
+
+def test_a_returned_record_skipped_by_a_later_one_is_a_hole() -> None:
+    ledger = FetchLedger({"bank.events"})
+    ledger.returned(EVENTS, range(40, 70))
+    assert ledger.processed(EVENTS, range(40, 42)) == []
+    # 42-64 never reached the agent; 65 did
+    assert ledger.processed(EVENTS, [65, 66]) == list(range(42, 65))
+
+
+def test_records_not_yet_delivered_above_the_processed_ones_are_no_hole() -> None:
+    ledger = FetchLedger({"bank.events"})
+    ledger.returned(EVENTS, range(0, 100))
+    assert ledger.processed(EVENTS, range(0, 30)) == []
+    assert ledger.pending(EVENTS) == 70
+
+
+def test_a_record_returned_again_after_a_seek_back_is_one_entry() -> None:
+    ledger = FetchLedger({"bank.events"})
+    ledger.returned(EVENTS, range(5, 10))
+    ledger.returned(EVENTS, range(0, 10))  # seek back to the committed offset 0
+    assert ledger.processed(EVENTS, range(0, 10)) == []
+    assert ledger.pending(EVENTS) == 0
+
+
+def test_a_revoked_partition_is_forgotten() -> None:
+    ledger = FetchLedger({"bank.events"})
+    ledger.returned(EVENTS, range(0, 10))
+    ledger.forget([EVENTS])
+    # the old generation's in-flight batch finishes after the revocation
+    assert ledger.processed(EVENTS, [8, 9]) == []
+
+
+def test_other_topics_are_not_watched() -> None:
+    ledger = FetchLedger({"bank.events"})
+    ledger.returned(("bank.projector-accounts-changelog", 0), range(0, 10))
+    assert ledger.pending(("bank.projector-accounts-changelog", 0)) == 0
+
+
+def test_partitions_are_apart() -> None:
+    ledger = FetchLedger({"bank.events"})
+    ledger.returned(("bank.events", 0), [1, 2])
+    ledger.returned(("bank.events", 1), [1, 2])
+    assert ledger.processed(("bank.events", 1), [2]) == [1]
+    assert ledger.processed(("bank.events", 0), [1, 2]) == []
+
+
+def test_runs_text() -> None:
+    assert runs_text([42, 43, 44, 50, 52, 53]) == "42-44, 50, 52-53"
+    assert runs_text([]) == ""
+
+
+def test_the_read_committed_consumer_thread_reports_what_aiokafka_returned(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hook in processors/faust_app.py: every record of aiokafka's fetch reaches the
+    app's ledger, and the records go on to Faust unchanged."""
+    from aiokafka import TopicPartition
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from processors import faust_app
+
+    fetched = {
+        TopicPartition("bank.events", 0): [SimpleNamespace(offset=o) for o in (3, 4, 6)],
+        TopicPartition("bank.events", 1): [SimpleNamespace(offset=9)],
+    }
+
+    async def aiokafka_fetch(self: object, consumer: object, *args: object, **kw: object) -> dict:
+        return fetched
+
+    monkeypatch.setattr(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records", aiokafka_fetch)
+    thread = object.__new__(faust_app._ReadCommittedConsumerThread)
+    ledger = FetchLedger({"bank.events"})
+    thread.app = SimpleNamespace(fetch_ledger=ledger)  # type: ignore[assignment]
+
+    got = asyncio.run(thread._fetch_records(object(), {"tps"}, timeout=1.0, max_records=10))
+
+    assert got is fetched
+    assert ledger.pending(("bank.events", 0)) == 3
+    assert ledger.processed(("bank.events", 0), [6]) == [3, 4]
+    assert ledger.processed(("bank.events", 1), [9]) == []
+
+
+def test_the_projector_stops_before_acknowledging_a_batch_past_dropped_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from processors.projector import app as projector_app
+    from processors.topics import ContextTopics
+
+    class Exited(Exception):
+        pass
+
+    def exit_now(message: str, code: int = 3) -> None:
+        raise Exited(message)
+
+    monkeypatch.setattr(projector_app, "exit_now", exit_now)
+    projector = object.__new__(projector_app.Projector)
+    projector.topics = ContextTopics("bank")
+    projector.ledger = FetchLedger({"bank.events"})
+    projector.ledger.returned(("bank.events", 0), range(40, 70))
+    projector.ledger.returned(("bank.events", 1), range(0, 5))
+
+    def batch(*positions: tuple[int, int]) -> list[SimpleNamespace]:
+        return [
+            SimpleNamespace(message=SimpleNamespace(partition=p, offset=o)) for p, o in positions
+        ]
+
+    projector._stop_if_records_were_dropped(batch((0, 40), (0, 41), (1, 0)))  # in order: goes on
+    with pytest.raises(Exited, match=r"bank\.events\[0\] offsets 42-64"):
+        projector._stop_if_records_were_dropped(batch((1, 1), (0, 65)))
