@@ -1,15 +1,17 @@
 """Which records the Kafka client returned, so a worker can tell when its framework dropped
 one on the way to the agent and would commit past it.
 
-faust-streaming 0.15.3 can lose records between aiokafka and the agent: `Consumer.getmany`
-stops iterating a fetched batch when the flow stops or the generation changes, and skips
-records of a partition paused meanwhile, although aiokafka's position has moved past them.
-It seeks back to the committed offset afterwards, but not where that offset is unknown
-(`seek_to_committed` seeks only `if offset and offset > 0`). The next record delivered then
-looks to its gap bookkeeping like one after transaction markers, and its offset check lets a
+faust-streaming 0.15.3 can lose records between aiokafka and the agent. Reading its code:
+`Consumer.getmany` stops iterating a fetched batch when the flow stops or the generation
+changes, and skips records of a partition paused meanwhile, although aiokafka's position
+has moved past them; streams skip events of an older generation. Faust seeks back to the
+committed offset after a rebalance, but not where that offset is unknown
+(`seek_to_committed` seeks only `if offset and offset > 0`), and its commit check lets a
 hole of one offset at the committed position through (`_new_offset`: `min(acked) -
-committed_offset > 1`). Faust then commits past records no agent saw: in fault runs 27 and
-28 the projector skipped one event and 23 offsets of events that way (docs/reliability.md).
+committed_offset > 1`). Fault run 45 showed records returned and never delivered while
+later ones were (runs of 8-13 offsets on every partition, right after a projector's
+recovery); which of those paths dropped them is not known. Faust committing past such
+records is the likely cause of the `event_log` rows missing in fault runs 27 and 28.
 
 The ledger notes every offset the client returned for the watched topics; the agent reports
 what it processed. An offset returned, not processed, and below one processed is a record
@@ -17,7 +19,10 @@ the framework dropped: the worker must stop before acknowledging anything past i
 committed offset stays below it and the next incarnation processes it.
 
 Offsets are per (topic, partition); a record returned twice (after a seek back) is one
-entry. The client's fetch runs on Faust's consumer thread, so the ledger takes a lock.
+entry, and one returned again after it was processed is no entry: Faust's read-offset check
+drops such a repeat on purpose (fault run 46 showed it: 1,056 repeats of processed records
+after a seek back, none of them a hole). The client's fetch runs on Faust's consumer
+thread, so the ledger takes a lock.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class FetchLedger:
     def __init__(self, topics: Iterable[str]) -> None:
         self.topics = frozenset(topics)
         self._pending: dict[Partition, set[int]] = {}
+        self._highest: dict[Partition, int] = {}  # highest offset processed
         self._lock = threading.Lock()
 
     def returned(self, partition: Partition, offsets: Iterable[int]) -> None:
@@ -39,7 +45,11 @@ class FetchLedger:
         if partition[0] not in self.topics:
             return
         with self._lock:
-            self._pending.setdefault(partition, set()).update(offsets)
+            # A record at or below the highest processed one came back through a seek back
+            # and was processed already (in order, or a hole would have been found then);
+            # Faust drops such repeats on purpose.
+            highest = self._highest.get(partition, -1)
+            self._pending.setdefault(partition, set()).update(o for o in offsets if o > highest)
 
     def processed(self, partition: Partition, offsets: Iterable[int]) -> list[int]:
         """The agent processed these records; returns the offsets the client returned below
@@ -49,6 +59,8 @@ class FetchLedger:
             return []
         highest = max(done)
         with self._lock:
+            if highest > self._highest.get(partition, -1):
+                self._highest[partition] = highest
             pending = self._pending.get(partition)
             if not pending:
                 return []
@@ -61,6 +73,7 @@ class FetchLedger:
         with self._lock:
             for partition in partitions:
                 self._pending.pop(partition, None)
+                self._highest.pop(partition, None)
 
     def pending(self, partition: Partition) -> int:
         with self._lock:

@@ -129,3 +129,13 @@ def test_the_projector_stops_before_acknowledging_a_batch_past_dropped_records(
     projector._stop_if_records_were_dropped(batch((0, 40), (0, 41), (1, 0)))  # in order: goes on
     with pytest.raises(Exited, match=r"bank\.events\[0\] offsets 42-64"):
         projector._stop_if_records_were_dropped(batch((1, 1), (0, 65)))
+
+
+def test_a_processed_record_returned_again_and_dropped_as_a_repeat_is_no_hole() -> None:
+    """Fault run 46: Faust sought back, aiokafka returned records the agent had processed,
+    and Faust's read-offset check dropped them as repeats; only new records went on."""
+    ledger = FetchLedger({"bank.events"})
+    ledger.returned(EVENTS, range(1674, 2731))
+    assert ledger.processed(EVENTS, range(1674, 2731)) == []
+    ledger.returned(EVENTS, range(1674, 2740))  # the seek back: repeats, then new records
+    assert ledger.processed(EVENTS, range(2731, 2740)) == []
