@@ -15,8 +15,8 @@ records is the likely cause of the `event_log` rows missing in fault runs 27 and
 
 The ledger notes every offset the client returned for the watched topics; the agent reports
 what it processed. An offset returned, not processed, and below one processed is a record
-the framework dropped: the worker must stop before acknowledging anything past it, so the
-committed offset stays below it and the next incarnation processes it.
+the framework dropped: before acknowledging anything past it, the worker must process it
+(reading it from Kafka itself) or stop, so that Faust never commits past it unprocessed.
 
 Offsets are per (topic, partition); a record returned twice (after a seek back) is one
 entry, and one returned again after it was processed is no entry: Faust's read-offset check
@@ -53,7 +53,8 @@ class FetchLedger:
 
     def processed(self, partition: Partition, offsets: Iterable[int]) -> list[int]:
         """The agent processed these records; returns the offsets the client returned below
-        the highest of them that were not processed (dropped on the way), sorted."""
+        the highest of them that were not processed (dropped on the way), sorted. They are
+        no longer pending: the caller processes them now, or stops."""
         done = set(offsets)
         if not done:
             return []
@@ -65,7 +66,9 @@ class FetchLedger:
             if not pending:
                 return []
             pending -= done
-            return sorted(o for o in pending if o < highest)
+            holes = sorted(o for o in pending if o < highest)
+            pending.difference_update(holes)
+            return holes
 
     def forget(self, partitions: Iterable[Partition]) -> None:
         """Partitions this process no longer owns (revoked): their records are another

@@ -70,6 +70,44 @@ def read_partition(
         consumer.close()
 
 
+def read_offsets(
+    kafka: dict[str, Any], topic: str, partition: int, offsets: set[int], timeout_s: float = 30.0
+) -> list[Message]:
+    """The committed records at `offsets` of one partition (read_committed), in order; an
+    offset that holds no committed record is left out."""
+    if not offsets:
+        return []
+    consumer = Consumer(
+        {
+            **kafka,
+            "group.id": f"{topic}.reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    first, last = min(offsets), max(offsets)
+    found: list[Message] = []
+    try:
+        consumer.assign([TopicPartition(topic, partition, first)])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(1000, 0.05):
+                err = msg.error()
+                if err is not None and err.code() == KafkaError._PARTITION_EOF:
+                    return found
+                if err is not None:
+                    raise ReadError(f"reading {topic}[{partition}]: {err}")
+                if msg.offset() in offsets:
+                    found.append(msg)
+                if msg.offset() >= last:
+                    return found
+        raise ReadError(f"reading {topic}[{partition}] {first}-{last} took over {timeout_s:g}s")
+    finally:
+        consumer.close()
+
+
 def _high_watermark(kafka: dict[str, Any], tp: TopicPartition) -> int:
     """The partition's end including open transactions (a read_committed consumer is told
     the last stable offset instead)."""

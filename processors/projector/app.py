@@ -51,6 +51,7 @@ from processors.projector.batch import (
 from processors.projector.metrics import ProjectorMetrics
 from processors.projector.records import KafkaRecord, encode, fit
 from processors.registry import Registry, UnknownMessageType
+from processors.topic_reader import read_offsets
 from processors.topics import DERIVED_MAX_RECORD_BYTES, TopicSpec
 from schemas import headers as ce
 from schemas.codec import LATEST, CodecError, default_codec
@@ -79,6 +80,22 @@ def changelog_topic(prefix: str, projection: str) -> str:
 
 class Undecodable(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class RereadMessage:
+    """A record read again with librdkafka, with the attributes of a Faust message that the
+    projector uses."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, msg: Message) -> RereadMessage:
+        return cls(msg.topic(), msg.partition(), msg.offset(), msg.value(), msg.headers() or [])
 
 
 class Projector:
@@ -171,11 +188,13 @@ class Projector:
 
     async def _process(self, batch: Sequence[EventT]) -> None:
         started = time.monotonic()
+        context_of: dict[int, EventT] = {e.message.partition: e for e in batch}
+        self._note_jumps(batch)
+        messages: list[Any] = [e.message for e in batch]
+        if dropped := await self._dropped_records(batch):
+            messages = sorted([*messages, *dropped], key=lambda m: (m.partition, m.offset))
         sources: list[SourceEvent] = []
-        context_of: dict[int, EventT] = {}
-        for event in batch:
-            message = event.message
-            context_of[message.partition] = event
+        for message in messages:
             try:
                 sources.append(self._decode(message))
             except Undecodable as exc:
@@ -188,9 +207,7 @@ class Projector:
                     message.offset,
                     exc,
                 )
-        ends = last_offsets((e.message.partition, e.message.offset) for e in batch)
-        self._note_jumps(batch)
-        self._stop_if_records_were_dropped(batch)
+        ends = last_offsets((m.partition, m.offset) for m in messages)
 
         def load(projection: Projection, key: str, partition: int) -> dict[str, Any] | None:
             _current_event.set(weakref.ref(context_of[partition]))
@@ -220,11 +237,11 @@ class Projector:
                 )
             last[partition] = offset
 
-    def _stop_if_records_were_dropped(self, batch: Sequence[EventT]) -> None:
-        """Faust can drop fetched records before they reach this agent and then commit past
-        them (processors/fetch_ledger.py). Acknowledging this batch would let it; stopping
-        first keeps the committed offset below the dropped records, so the next incarnation
-        projects them."""
+    async def _dropped_records(self, batch: Sequence[EventT]) -> list[RereadMessage]:
+        """The records Faust fetched and dropped on the way to this agent, below events of
+        the batch (processors/fetch_ledger.py), read again from Kafka. Acknowledging the
+        batch without them would let Faust commit past them; if they cannot be read, the
+        worker stops instead, and the next incarnation starts below them."""
         offsets: dict[int, list[int]] = {}
         for event in batch:
             offsets.setdefault(event.message.partition, []).append(event.message.offset)
@@ -233,11 +250,28 @@ class Projector:
             for p, done in offsets.items()
             if (holes := self.ledger.processed((self.topics.events, p), done))
         }
-        if dropped:
-            where = "; ".join(
-                f"{self.topics.events}[{p}] offsets {runs_text(h)}" for p, h in dropped.items()
+        if not dropped:
+            return []
+        where = "; ".join(
+            f"{self.topics.events}[{p}] offsets {runs_text(h)}" for p, h in dropped.items()
+        )
+        log.warning("Faust dropped records before the agent saw them; reading again: %s", where)
+        loop = asyncio.get_running_loop()
+        kafka = self.config.kafka.client_config()
+        reread: list[RereadMessage] = []
+        for partition, holes in dropped.items():
+            found = await loop.run_in_executor(
+                None, read_offsets, kafka, self.topics.events, partition, set(holes)
             )
-            exit_now(f"Faust dropped fetched records before the agent saw them: {where}")
+            missing = sorted(set(holes) - {m.offset() for m in found})
+            if missing:
+                exit_now(
+                    f"{self.topics.events}[{partition}] offsets {runs_text(missing)} "
+                    "were fetched, then dropped by Faust, and cannot be read again"
+                )
+            reread += [RereadMessage.of(m) for m in found]
+        self.metrics.reread.inc(len(reread))
+        return reread
 
     def _decode(self, message: Any) -> SourceEvent:
         if message.value is None:

@@ -25,6 +25,10 @@ class ProjectorMetrics:
             "Events skipped because they could not be decoded or applied, or rows refused",
             ["reason"],
         )
+        self.reread = Counter(
+            "cqrs_projector_reread_events_total",
+            "Events Faust fetched and dropped before the agent saw them, read again from Kafka",
+        )
         self.published = Counter(
             "cqrs_projector_records_total", "Records published per projection", ["projection"]
         )

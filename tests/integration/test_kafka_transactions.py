@@ -70,6 +70,33 @@ def test_aborted_transaction_is_invisible_to_read_committed_but_was_written(
     assert _values(uncommitted) == [b"aborted-1", b"aborted-2", b"marker"]
 
 
+def test_reading_offsets_again_returns_the_committed_records_among_them(
+    kafka_config: dict[str, Any], ctx_name: str, create_topics
+) -> None:
+    """What the projector does with records Faust dropped (processors/fetch_ledger.py)."""
+    from processors.topic_reader import read_offsets
+
+    topic = f"{ctx_name}.events"
+    create_topics({topic: 1})
+    producer = _transactional_producer(kafka_config, ctx_name)
+    for values, commit in (([b"a", b"b"], True), ([b"x"], False), ([b"c", b"d", b"e"], True)):
+        producer.begin_transaction()
+        for value in values:
+            producer.produce(topic, value=value)
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    # offsets: a0 b1 commit2 x3 abort4 c5 d6 e7 commit8
+
+    found = read_offsets(kafka_config, topic, 0, {1, 2, 3, 5, 6})
+
+    assert [(m.offset(), m.value()) for m in found] == [(1, b"b"), (5, b"c"), (6, b"d")]
+    # an offset past the end: the read stops at the end of the partition
+    assert [m.value() for m in read_offsets(kafka_config, topic, 0, {7, 40})] == [b"e"]
+
+
 def test_auto_topic_creation_is_off(kafka_config: dict[str, Any], ctx_name: str) -> None:
     # The project creates every topic with explicit partitions; a typo must not create one.
     producer = Producer({**kafka_config, "message.timeout.ms": 1500})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -102,9 +103,9 @@ def test_the_read_committed_consumer_thread_reports_what_aiokafka_returned(
     assert ledger.processed(("bank.events", 1), [9]) == []
 
 
-def test_the_projector_stops_before_acknowledging_a_batch_past_dropped_records(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def _projector(monkeypatch: pytest.MonkeyPatch, stored: dict[int, list[int]]) -> Any:
+    """A projector with just what `_dropped_records` uses; `stored` is what Kafka holds
+    per partition of bank.events (read again with librdkafka in the real one)."""
     from processors.projector import app as projector_app
     from processors.topics import ContextTopics
 
@@ -114,21 +115,60 @@ def test_the_projector_stops_before_acknowledging_a_batch_past_dropped_records(
     def exit_now(message: str, code: int = 3) -> None:
         raise Exited(message)
 
+    def read_offsets(kafka: object, topic: str, partition: int, offsets: set[int]) -> list:
+        return [
+            SimpleNamespace(
+                topic=lambda: topic,
+                partition=lambda: partition,
+                offset=lambda o=o: o,
+                value=lambda: b"event",
+                headers=lambda: None,
+            )
+            for o in sorted(offsets)
+            if o in stored.get(partition, ())
+        ]
+
     monkeypatch.setattr(projector_app, "exit_now", exit_now)
+    monkeypatch.setattr(projector_app, "read_offsets", read_offsets)
     projector = object.__new__(projector_app.Projector)
     projector.topics = ContextTopics("bank")
+    projector.config = SimpleNamespace(kafka=SimpleNamespace(client_config=dict))
+    projector.metrics = SimpleNamespace(reread=SimpleNamespace(inc=lambda n: None))
     projector.ledger = FetchLedger({"bank.events"})
+    projector.exited = Exited
+    return projector
+
+
+def _batch(*positions: tuple[int, int]) -> list[SimpleNamespace]:
+    return [SimpleNamespace(message=SimpleNamespace(partition=p, offset=o)) for p, o in positions]
+
+
+def test_the_projector_reads_records_faust_dropped_again_before_acknowledging_past_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    projector = _projector(monkeypatch, {0: list(range(40, 70))})
     projector.ledger.returned(("bank.events", 0), range(40, 70))
     projector.ledger.returned(("bank.events", 1), range(0, 5))
 
-    def batch(*positions: tuple[int, int]) -> list[SimpleNamespace]:
-        return [
-            SimpleNamespace(message=SimpleNamespace(partition=p, offset=o)) for p, o in positions
-        ]
+    in_order = _batch((0, 40), (0, 41), (1, 0))
+    assert asyncio.run(projector._dropped_records(in_order)) == []
+    past_a_drop = _batch((1, 1), (0, 65))  # 42-64 never reached the agent
+    reread = asyncio.run(projector._dropped_records(past_a_drop))
 
-    projector._stop_if_records_were_dropped(batch((0, 40), (0, 41), (1, 0)))  # in order: goes on
-    with pytest.raises(Exited, match=r"bank\.events\[0\] offsets 42-64"):
-        projector._stop_if_records_were_dropped(batch((1, 1), (0, 65)))
+    assert [(m.partition, m.offset) for m in reread] == [(0, o) for o in range(42, 65)]
+    assert reread[0].value == b"event" and reread[0].headers == []
+    # once read again they are no longer owed
+    assert asyncio.run(projector._dropped_records(_batch((0, 66)))) == []
+
+
+def test_the_projector_stops_when_dropped_records_cannot_be_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    projector = _projector(monkeypatch, {0: [42, 43]})
+    projector.ledger.returned(("bank.events", 0), range(40, 50))
+    asyncio.run(projector._dropped_records(_batch((0, 40), (0, 41))))
+    with pytest.raises(projector.exited, match=r"bank\.events\[0\] offsets 44-48"):
+        asyncio.run(projector._dropped_records(_batch((0, 49))))
 
 
 def test_a_processed_record_returned_again_and_dropped_as_a_repeat_is_no_hole() -> None:
@@ -139,3 +179,10 @@ def test_a_processed_record_returned_again_and_dropped_as_a_repeat_is_no_hole() 
     assert ledger.processed(EVENTS, range(1674, 2731)) == []
     ledger.returned(EVENTS, range(1674, 2740))  # the seek back: repeats, then new records
     assert ledger.processed(EVENTS, range(2731, 2740)) == []
+
+
+def test_a_hole_is_reported_once() -> None:
+    ledger = FetchLedger({"bank.events"})
+    ledger.returned(EVENTS, range(0, 10))
+    assert ledger.processed(EVENTS, [0, 5]) == [1, 2, 3, 4]
+    assert ledger.processed(EVENTS, [6]) == []
