@@ -343,6 +343,9 @@ class CommandClient:
     def _is_waiting_for(self, command_id: str) -> bool:
         return command_id in self._pending
 
+    def _has_waiters(self) -> bool:
+        return bool(self._pending)
+
 
 def _check_id(what: str, text: str) -> None:
     size = len(text.encode("utf-8", "surrogatepass"))
@@ -363,16 +366,40 @@ _TRANSIENT = {
 
 
 class _ResultListener(threading.Thread):
-    """Reads `<ctx>.command-results` from its end at start-up, before any command is sent."""
+    """Reads `<ctx>.command-results` from its end at start-up, before any command is sent.
 
-    def __init__(self, kafka: dict[str, Any], topic: str, client: CommandClient) -> None:
+    Twice in fault runs (runs 23 and 50, around a broker restart) its librdkafka consumer
+    fell silent: no record and no log line, while the results were committed; the cause is
+    not known. So when commands wait and no record has come for `stall_s`, it replaces the
+    consumer with a new one at the positions it had reached (the old one is closed on a side
+    thread, in case it hangs). A quiet topic with waiters (the processor is down) only costs
+    a reconnect per `stall_s`.
+    """
+
+    def __init__(
+        self, kafka: dict[str, Any], topic: str, client: CommandClient, stall_s: float = 20.0
+    ) -> None:
         super().__init__(name="command-results", daemon=True)
         self._client = client
+        self._kafka = kafka
+        self._topic = topic
+        self.stall_s = stall_s
+        self.reconnects = 0
         self._stopping = threading.Event()
-        self._consumer = Consumer(
+        self._consumer = self._new_consumer()
+        meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise InvalidCommand(f"cannot read {topic}: {meta.error}")
+        # next offset to read per partition: where a replacement consumer starts
+        self._next = {p: self._end_of(topic, p) for p in meta.partitions}
+        self._consumer.assign([TopicPartition(topic, p, o) for p, o in self._next.items()])
+        self._last_record = time.monotonic()
+
+    def _new_consumer(self) -> Consumer:
+        return Consumer(
             {
-                **kafka,
-                "group.id": f"{topic}.client-{uuid.uuid4()}",
+                **self._kafka,
+                "group.id": f"{self._topic}.client-{uuid.uuid4()}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 20,
@@ -382,11 +409,14 @@ class _ResultListener(threading.Thread):
                 "auto.offset.reset": "earliest",
             }
         )
-        meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
-        if meta.error is not None:
-            raise InvalidCommand(f"cannot read {topic}: {meta.error}")
-        assignment = [TopicPartition(topic, p, self._end_of(topic, p)) for p in meta.partitions]
-        self._consumer.assign(assignment)
+
+    def describe(self) -> str:
+        """For diagnostics: is it reading, and where."""
+        quiet = time.monotonic() - self._last_record
+        return (
+            f"results listener alive={self.is_alive()}, last record {quiet:.1f}s ago, "
+            f"reconnects {self.reconnects}, next offsets {dict(sorted(self._next.items()))}"
+        )
 
     def _end_of(self, topic: str, partition: int, timeout: float = 30.0) -> int:
         # A topic created a moment ago, or a broker that just restarted, answers "not
@@ -413,20 +443,42 @@ class _ResultListener(threading.Thread):
                 # Serve the producer's delivery reports too: a command Kafka refused fails
                 # its waiter now, not at the sender's next send or flush.
                 self._client._producer.poll(0)
+                records = 0
                 for msg in self._consumer.consume(1000, 0.1):
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:
                             log.warning("reading command results: %s", err.str())
                         continue
+                    records += 1
+                    self._next[msg.partition()] = msg.offset() + 1
                     for k, v in msg.headers() or ():
                         if k == causation and v is not None:
                             command_id = v.decode()
                             if self._client._is_waiting_for(command_id):
                                 self._client._deliver(command_id, msg.value())
                             break
+                now = time.monotonic()
+                if records:
+                    self._last_record = now
+                elif now - self._last_record > self.stall_s and self._client._has_waiters():
+                    self._reconnect()
         finally:
             self._consumer.close()
+
+    def _reconnect(self) -> None:
+        log.warning(
+            "no command result for %.0fs while commands wait: new consumer for %s at %s",
+            self.stall_s,
+            self._topic,
+            dict(sorted(self._next.items())),
+        )
+        stale = self._consumer
+        self._consumer = self._new_consumer()
+        self._consumer.assign([TopicPartition(self._topic, p, o) for p, o in self._next.items()])
+        self.reconnects += 1
+        self._last_record = time.monotonic()
+        threading.Thread(target=stale.close, name="command-results-close", daemon=True).start()
 
     def stop(self) -> None:
         self._stopping.set()
