@@ -191,22 +191,30 @@ def probe_round_trip(client: CommandClient, timeout: float = 120.0) -> float:
         pending.result(timeout)
     except CommandTimeout:
         where = locate(KAFKA, client.topics, pending.command_id)
+        listener = client._listener.describe() if client._listener else "no results listener"
         raise AssertionError(
-            f"probe {pending.command_id}: no result in {timeout}s; {where}"
+            f"probe {pending.command_id}: no result in {timeout}s; {where}; {listener}"
         ) from None
     return time.monotonic() - started
 
 
 def locate(kafka: dict[str, object], topics: ContextTopics, command_id: str) -> str:
-    """Where a command got to, read read_uncommitted (so also what an open or aborted
-    transaction wrote): on the commands topic? a result?"""
+    """Where a command got to, as a read_committed reader (the command client) sees it: on
+    the commands topic? a result?"""
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     found = []
     # Bounded: the load goes on meanwhile, so a partition's end keeps moving.
     deadline = time.monotonic() + 60
     for topic, header in ((topics.commands, "ce_id"), (topics.results, "ce_causationid")):
-        consumer = Consumer({**kafka, "group.id": "faults-locate", "enable.partition.eof": True})
+        consumer = Consumer(
+            {
+                **kafka,
+                "group.id": "faults-locate",
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",  # librdkafka's default, said out loud
+            }
+        )
         try:
             for p in range(6):
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)
