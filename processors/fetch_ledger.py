@@ -72,11 +72,12 @@ class FetchLedger:
 
     def forget(self, partitions: Iterable[Partition]) -> None:
         """Partitions this process no longer owns (revoked): their records are another
-        member's now, and come back through a new fetch if they return."""
+        member's now, and come back through a new fetch if they return. What was processed
+        stays processed: after a rebalance aiokafka starts again at the committed offset,
+        and a repeat Faust drops is no hole."""
         with self._lock:
             for partition in partitions:
                 self._pending.pop(partition, None)
-                self._highest.pop(partition, None)
 
     def pending(self, partition: Partition) -> int:
         with self._lock:
