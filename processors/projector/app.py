@@ -8,7 +8,9 @@ every one of them, and only then return, which acknowledges the batch's events t
 Faust commits offsets of acknowledged events only, after flushing its own producer (the
 table changelogs), so a committed source offset implies its rows are on the changelog and
 projection topics. A crash in between replays events: the rows' guards make that a no-op
-(apart from publishing the current row again, which the sink's guard ignores).
+(apart from publishing the current row again, which the sink's guard ignores). Faust can
+drop fetched events before they reach the agent; a batch that passes such events takes
+them in again, read from Kafka (processors/fetch_ledger.py).
 
 Projection records go out through a confluent-kafka (librdkafka) producer rather than
 Faust's aiokafka one: about ten times less Python per record, idempotent, ordered per
@@ -223,8 +225,8 @@ class Projector:
 
     def _note_jumps(self, batch: Sequence[EventT]) -> None:
         """Log where this process's delivered offsets move by more than a transaction marker
-        (one offset) or go back: aborted transactions and redeliveries explain such moves,
-        and a skipped event would show up here first."""
+        (one offset) or go back: aborted transactions, seeks back and events Faust dropped
+        explain such moves; the lines tell them apart when read next to the ledger's."""
         last = self._last_offset
         for event in batch:
             partition, offset = event.message.partition, event.message.offset
