@@ -98,6 +98,22 @@ class CommandResult:
         )
 
 
+STALL_S = 20.0  # no delivery report / no result record for this long: replace the client
+
+
+@dataclass
+class _Outgoing:
+    produced_at: float  # monotonic
+    value: bytes
+    key: str
+    headers: list[tuple[str, bytes]]
+
+
+def _discard(producer: Producer) -> None:
+    producer.purge()
+    producer.flush(0)
+
+
 class PendingCommand:
     """A sent command; `result()` waits for the processor's verdict, and when the command
     was sent with `wait_for`, also until that projection shows the command's effect."""
@@ -188,7 +204,14 @@ class CommandClient:
         self._max_record_bytes = int(config.get("message.max.bytes", wire.DEFAULT_MAX_RECORD_BYTES))
         # A per-message delivery callback (below) replaces the configured one: call both.
         self._configured_on_delivery = config.get("on_delivery")
+        self._producer_config = config
         self._producer = Producer(config)
+        # Bumped when the producer is replaced; a report of a replaced producer is ignored.
+        self._producer_generation = 0
+        self.producer_replacements = 0
+        # Commands produced and not yet reported, oldest first: what a replacement re-sends.
+        self._in_flight: dict[str, _Outgoing] = {}
+        self.stall_s = STALL_S
         self._pending: dict[str, Future[CommandResult]] = {}
         self._lock = threading.Lock()
         self._listener: _ResultListener | None = None
@@ -259,21 +282,62 @@ class CommandClient:
             with self._lock:
                 self._pending.setdefault(command_id, future)
                 future = self._pending[command_id]
+        outgoing = _Outgoing(time.monotonic(), value, aggregate_id, headers)
+        with self._lock:
+            self._in_flight[command_id] = outgoing
+        self._produce(command_id, outgoing)
+        self._producer.poll(0)
+        self._replace_a_stalled_producer()
+        return PendingCommand(command_id, aggregate_id, future, read_your_writes)
+
+    def _produce(self, command_id: str, outgoing: _Outgoing) -> None:
+        producer, generation = self._producer, self._producer_generation
         while True:
             try:
-                self._producer.produce(
+                producer.produce(
                     self.topics.commands,
-                    value,
-                    aggregate_id,
-                    headers=headers,
+                    outgoing.value,
+                    outgoing.key,
+                    headers=outgoing.headers,
                     # A failed delivery report carries no headers, so bind the id here.
-                    on_delivery=partial(self._on_delivery, command_id) if future else None,
+                    on_delivery=partial(self._on_delivery, command_id, generation),
                 )
-                break
+                return
             except BufferError:  # local queue full: let deliveries drain, then retry
-                self._producer.poll(0.05)
-        self._producer.poll(0)
-        return PendingCommand(command_id, aggregate_id, future, read_your_writes)
+                producer.poll(0.05)
+
+    def _replace_a_stalled_producer(self) -> None:
+        """librdkafka#5430: a producer that saw a partition without a leader (a broker
+        restarting) can stay stuck on it for good, its messages never sent (fault run 56).
+        When the oldest command produced has had no delivery report for `stall_s`, a new
+        producer takes over and sends every unreported command again. A command that did
+        reach Kafka is then there twice, which the processor answers with its first result.
+        A broker that is down for long only costs a replacement per `stall_s`."""
+        with self._lock:
+            oldest = next(iter(self._in_flight.values()), None)
+            now = time.monotonic()
+            if oldest is None or now - oldest.produced_at < self.stall_s:
+                return
+            stale = self._producer
+            self._producer = Producer(self._producer_config)
+            self._producer_generation += 1
+            self.producer_replacements += 1
+            again = list(self._in_flight.items())
+            self._in_flight.clear()
+            for command_id, outgoing in again:
+                outgoing.produced_at = now
+                self._in_flight[command_id] = outgoing
+        log.warning(
+            "no delivery report for %.0fs: a new producer sends %d commands again",
+            self.stall_s,
+            len(again),
+        )
+        for command_id, outgoing in again:
+            self._produce(command_id, outgoing)
+        # The old one may hang in its own queue: drop it on the side (its reports are ignored).
+        discard = threading.Thread(target=_discard, args=(stale,), name="producer-discard")
+        discard.daemon = True
+        discard.start()
 
     def flush(self, timeout: float = 30.0) -> None:
         remaining = self._producer.flush(timeout)
@@ -326,11 +390,17 @@ class CommandClient:
             record = self.codec.decode(value, "cqrs.CommandResult")
             future.set_result(CommandResult.from_record(record))
 
-    def _on_delivery(self, command_id: str, err: KafkaError | None, msg: Message) -> None:
+    def _on_delivery(
+        self, command_id: str, generation: int, err: KafkaError | None, msg: Message
+    ) -> None:
         """A command Kafka did not take gets no result: tell whoever waits for it now,
         rather than letting them wait out their timeout."""
+        if generation != self._producer_generation:
+            return  # a replaced producer: its command was sent again
         if self._configured_on_delivery is not None:
             self._configured_on_delivery(err, msg)
+        with self._lock:
+            self._in_flight.pop(command_id, None)
         if err is None:
             return
         with self._lock:
@@ -377,7 +447,7 @@ class _ResultListener(threading.Thread):
     """
 
     def __init__(
-        self, kafka: dict[str, Any], topic: str, client: CommandClient, stall_s: float = 20.0
+        self, kafka: dict[str, Any], topic: str, client: CommandClient, stall_s: float = STALL_S
     ) -> None:
         super().__init__(name="command-results", daemon=True)
         self._client = client
@@ -463,6 +533,7 @@ class _ResultListener(threading.Thread):
                     self._last_record = now
                 elif now - self._last_record > self.stall_s and self._client._has_waiters():
                     self._reconnect()
+                self._client._replace_a_stalled_producer()
         finally:
             self._consumer.close()
 
