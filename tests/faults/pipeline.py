@@ -149,7 +149,9 @@ class Pipeline:
 
     def _check(self, name: str) -> None:
         with self._lock:
-            if name not in self.supervised:
+            # stop() may have given up waiting for this thread (a probe can take seconds):
+            # a worker started now would outlive the run (run 56 left a projector behind).
+            if name not in self.supervised or self._stop.is_set():
                 return
             worker = self.workers[name]
             if not worker.alive:
@@ -169,7 +171,11 @@ class Pipeline:
         worker.unhealthy_since = worker.unhealthy_since or now
         if now - worker.unhealthy_since > LIVENESS_GRACE_S:
             with self._lock:
-                if self.workers.get(name) is worker and name in self.supervised:
+                if (
+                    self.workers.get(name) is worker
+                    and name in self.supervised
+                    and not self._stop.is_set()
+                ):
                     self.liveness_restarts.append(name)
                     worker.kill()
                     self.spawn(name)
