@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
@@ -29,20 +29,7 @@ def read_partition(
     transaction (the last stable offset), and `commit_transaction` returns before the commit
     markers are on every partition: a processor restoring state just after the previous owner
     committed would miss that owner's last batch and decide on stale state."""
-    consumer = Consumer(
-        {
-            **kafka,
-            "group.id": f"{topic}.reader",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            # The end of the partition is only known from a fetch that comes back empty, and
-            # the broker holds such a fetch for fetch.wait.max.ms (500 by default) hoping
-            # for data: every read paid it. Restore time is downtime, so ask it not to wait.
-            "fetch.wait.max.ms": 10,
-        }
-    )
+    consumer = _committed_reader(kafka, topic)
     tp = TopicPartition(topic, partition)
     try:
         low, high = consumer.get_watermark_offsets(tp, timeout=10)
@@ -71,41 +58,57 @@ def read_partition(
 
 
 def read_offsets(
-    kafka: dict[str, Any], topic: str, partition: int, offsets: set[int], timeout_s: float = 30.0
+    kafka: dict[str, Any],
+    topic: str,
+    wanted: Mapping[int, Collection[int]],
+    timeout_s: float = 30.0,
 ) -> list[Message]:
-    """The committed records at `offsets` of one partition (read_committed), in order; an
-    offset that holds no committed record is left out."""
-    if not offsets:
+    """The committed records at `wanted` offsets ({partition: offsets}), read_committed
+    through one consumer, in partition then offset order; an offset that holds no committed
+    record is left out."""
+    last = {p: max(offsets) for p, offsets in wanted.items() if offsets}
+    if not last:
         return []
-    consumer = Consumer(
+    consumer = _committed_reader(kafka, topic)
+    found: list[Message] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, min(wanted[p])) for p in last])
+        deadline = time.monotonic() + timeout_s
+        while last:
+            if time.monotonic() > deadline:
+                raise ReadError(f"reading {topic} offsets {dict(wanted)} took over {timeout_s:g}s")
+            for msg in consumer.consume(1000, 0.05):
+                p, err = msg.partition(), msg.error()
+                if p not in last:
+                    continue  # done with it; records fetched before the pause
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    raise ReadError(f"reading {topic}[{p}]: {err}")
+                if err is None and msg.offset() in wanted[p]:
+                    found.append(msg)
+                if err is not None or msg.offset() >= last[p]:
+                    del last[p]
+                    consumer.pause([TopicPartition(topic, p)])
+        return sorted(found, key=lambda m: (m.partition(), m.offset()))
+    finally:
+        consumer.close()
+
+
+def _committed_reader(kafka: dict[str, Any], topic: str) -> Consumer:
+    """A read_committed consumer for reads up to the current end, assigned by the caller."""
+    return Consumer(
         {
             **kafka,
             "group.id": f"{topic}.reader",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            # The end of a partition is only known from a fetch that comes back empty, and
+            # the broker holds such a fetch for fetch.wait.max.ms (500 by default) hoping
+            # for data: every read paid it. Restore time is downtime, so ask it not to wait.
             "fetch.wait.max.ms": 10,
         }
     )
-    first, last = min(offsets), max(offsets)
-    found: list[Message] = []
-    try:
-        consumer.assign([TopicPartition(topic, partition, first)])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.05):
-                err = msg.error()
-                if err is not None and err.code() == KafkaError._PARTITION_EOF:
-                    return found
-                if err is not None:
-                    raise ReadError(f"reading {topic}[{partition}]: {err}")
-                if msg.offset() in offsets:
-                    found.append(msg)
-                if msg.offset() >= last:
-                    return found
-        raise ReadError(f"reading {topic}[{partition}] {first}-{last} took over {timeout_s:g}s")
-    finally:
-        consumer.close()
 
 
 def _high_watermark(kafka: dict[str, Any], tp: TopicPartition) -> int:

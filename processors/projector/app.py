@@ -190,10 +190,14 @@ class Projector:
 
     async def _process(self, batch: Sequence[EventT]) -> None:
         started = time.monotonic()
-        context_of: dict[int, EventT] = {e.message.partition: e for e in batch}
-        self._note_jumps(batch)
+        context_of: dict[int, EventT] = {}
+        offsets: dict[int, list[int]] = {}  # per partition, in delivery order
+        for event in batch:
+            context_of[event.message.partition] = event
+            offsets.setdefault(event.message.partition, []).append(event.message.offset)
+        self._note_jumps(offsets)
         messages: list[Any] = [e.message for e in batch]
-        if dropped := await self._dropped_records(batch):
+        if dropped := await self._dropped_records(offsets):
             messages = sorted([*messages, *dropped], key=lambda m: (m.partition, m.offset))
         sources: list[SourceEvent] = []
         for message in messages:
@@ -223,30 +227,32 @@ class Projector:
             self.positions.advance(self.topics.events, partition, offset)
         self._count(outcome, len(batch), time.monotonic() - started)
 
-    def _note_jumps(self, batch: Sequence[EventT]) -> None:
+    def _note_jumps(self, offsets: dict[int, list[int]]) -> None:
         """Log where this process's delivered offsets move by more than a transaction marker
         (one offset) or go back: aborted transactions, seeks back and events Faust dropped
         explain such moves; the lines tell them apart when read next to the ledger's."""
-        last = self._last_offset
-        for event in batch:
-            partition, offset = event.message.partition, event.message.offset
-            before = last.get(partition)
-            if before is None:
-                log.info("%s[%d]: first offset %d", self.topics.events, partition, offset)
-            elif not before < offset <= before + 2:
-                log.info(
-                    "%s[%d]: offset %d follows %d", self.topics.events, partition, offset, before
-                )
-            last[partition] = offset
+        for partition, delivered in offsets.items():
+            before = self._last_offset.get(partition)
+            for offset in delivered:
+                if before is None:
+                    log.info("%s[%d]: first offset %d", self.topics.events, partition, offset)
+                elif not before < offset <= before + 2:
+                    log.info(
+                        "%s[%d]: offset %d follows %d",
+                        self.topics.events,
+                        partition,
+                        offset,
+                        before,
+                    )
+                before = offset
+            self._last_offset[partition] = delivered[-1]
 
-    async def _dropped_records(self, batch: Sequence[EventT]) -> list[RereadMessage]:
+    async def _dropped_records(self, offsets: dict[int, list[int]]) -> list[RereadMessage]:
         """The records Faust fetched and dropped on the way to this agent, below events of
         the batch (processors/fetch_ledger.py), read again from Kafka. Acknowledging the
         batch without them would let Faust commit past them; if they cannot be read, the
-        worker stops instead, and the next incarnation starts below them."""
-        offsets: dict[int, list[int]] = {}
-        for event in batch:
-            offsets.setdefault(event.message.partition, []).append(event.message.offset)
+        worker stops instead, and the next incarnation starts below them. `offsets`: the
+        batch's, per partition."""
         dropped = {
             p: holes
             for p, done in offsets.items()
@@ -258,20 +264,17 @@ class Projector:
             f"{self.topics.events}[{p}] offsets {runs_text(h)}" for p, h in dropped.items()
         )
         log.warning("Faust dropped records before the agent saw them; reading again: %s", where)
-        loop = asyncio.get_running_loop()
-        kafka = self.config.kafka.client_config()
-        reread: list[RereadMessage] = []
+        found = await asyncio.get_running_loop().run_in_executor(
+            None, read_offsets, self.config.kafka.client_config(), self.topics.events, dropped
+        )
         for partition, holes in dropped.items():
-            found = await loop.run_in_executor(
-                None, read_offsets, kafka, self.topics.events, partition, set(holes)
-            )
-            missing = sorted(set(holes) - {m.offset() for m in found})
-            if missing:
+            got = {m.offset() for m in found if m.partition() == partition}
+            if missing := sorted(set(holes) - got):
                 exit_now(
                     f"{self.topics.events}[{partition}] offsets {runs_text(missing)} "
                     "were fetched, then dropped by Faust, and cannot be read again"
                 )
-            reread += [RereadMessage.of(m) for m in found]
+        reread = [RereadMessage.of(m) for m in found]
         self.metrics.reread.inc(len(reread))
         return reread
 

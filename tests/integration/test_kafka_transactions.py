@@ -77,24 +77,32 @@ def test_reading_offsets_again_returns_the_committed_records_among_them(
     from processors.topic_reader import read_offsets
 
     topic = f"{ctx_name}.events"
-    create_topics({topic: 1})
+    create_topics({topic: 2})
     producer = _transactional_producer(kafka_config, ctx_name)
     for values, commit in (([b"a", b"b"], True), ([b"x"], False), ([b"c", b"d", b"e"], True)):
         producer.begin_transaction()
         for value in values:
-            producer.produce(topic, value=value)
+            producer.produce(topic, value=value, partition=0)
         producer.flush(30)
         if commit:
             producer.commit_transaction(30)
         else:
             producer.abort_transaction(30)
-    # offsets: a0 b1 commit2 x3 abort4 c5 d6 e7 commit8
+    producer.begin_transaction()
+    producer.produce(topic, value=b"p1", partition=1)
+    producer.commit_transaction(30)
+    # partition 0: a0 b1 commit2 x3 abort4 c5 d6 e7 commit8; partition 1: p1@0 commit1
 
-    found = read_offsets(kafka_config, topic, 0, {1, 2, 3, 5, 6})
+    found = read_offsets(kafka_config, topic, {0: {1, 2, 3, 5, 6}, 1: {0, 1}})
 
-    assert [(m.offset(), m.value()) for m in found] == [(1, b"b"), (5, b"c"), (6, b"d")]
+    assert [(m.partition(), m.offset(), m.value()) for m in found] == [
+        (0, 1, b"b"),
+        (0, 5, b"c"),
+        (0, 6, b"d"),
+        (1, 0, b"p1"),
+    ]
     # an offset past the end: the read stops at the end of the partition
-    assert [m.value() for m in read_offsets(kafka_config, topic, 0, {7, 40})] == [b"e"]
+    assert [m.value() for m in read_offsets(kafka_config, topic, {0: {7, 40}})] == [b"e"]
 
 
 def test_auto_topic_creation_is_off(kafka_config: dict[str, Any], ctx_name: str) -> None:

@@ -115,17 +115,18 @@ def _projector(monkeypatch: pytest.MonkeyPatch, stored: dict[int, list[int]]) ->
     def exit_now(message: str, code: int = 3) -> None:
         raise Exited(message)
 
-    def read_offsets(kafka: object, topic: str, partition: int, offsets: set[int]) -> list:
+    def read_offsets(kafka: object, topic: str, wanted: dict[int, list[int]]) -> list:
         return [
             SimpleNamespace(
                 topic=lambda: topic,
-                partition=lambda: partition,
+                partition=lambda p=p: p,
                 offset=lambda o=o: o,
                 value=lambda: b"event",
                 headers=lambda: None,
             )
+            for p, offsets in sorted(wanted.items())
             for o in sorted(offsets)
-            if o in stored.get(partition, ())
+            if o in stored.get(p, ())
         ]
 
     monkeypatch.setattr(projector_app, "exit_now", exit_now)
@@ -139,8 +140,12 @@ def _projector(monkeypatch: pytest.MonkeyPatch, stored: dict[int, list[int]]) ->
     return projector
 
 
-def _batch(*positions: tuple[int, int]) -> list[SimpleNamespace]:
-    return [SimpleNamespace(message=SimpleNamespace(partition=p, offset=o)) for p, o in positions]
+def _batch(*positions: tuple[int, int]) -> dict[int, list[int]]:
+    """A batch's offsets per partition, as the projector hands them over."""
+    offsets: dict[int, list[int]] = {}
+    for p, o in positions:
+        offsets.setdefault(p, []).append(o)
+    return offsets
 
 
 def test_the_projector_reads_records_faust_dropped_again_before_acknowledging_past_them(
