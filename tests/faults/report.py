@@ -14,8 +14,14 @@ from rich.table import Table
 from producers.command_client import CommandResult
 from schemas.codec import default_codec
 from tests.faults.load import CheckpointProbe
-from tests.integration.read_side import fold_accounts, pg_accounts, pg_daily_totals, read_all
-from tests.integration.write_side import StoredEvent
+from tests.integration.read_side import (
+    TimedEvent,
+    fold_accounts,
+    pg_accounts,
+    pg_daily_totals,
+    read_all,
+    sum_daily_totals,
+)
 
 
 @dataclass
@@ -77,12 +83,9 @@ def check(
     sent_ids: list[str],
     send_errors: int,
     acked: dict[str, CommandResult],
-    events: list[StoredEvent],
-    daily_totals: dict[tuple[Any, ...], tuple[int, int, int]],
+    events: list[TimedEvent],
     pg_conn: Any,
 ) -> Invariants:
-    """`daily_totals`: (currency, day) -> (deposits, withdrawals, count), folded from the
-    events (tests/integration/read_side.py's fold_daily_totals)."""
     per_command = Counter(e.causation_id for e in events)
     by_version = Counter((e.aggregate_id, e.version) for e in events)
     versions: dict[str, set[int]] = defaultdict(set)
@@ -108,6 +111,7 @@ def check(
     expected_log = {(e.aggregate_id, e.version, e.partition, e.offset) for e in events}
     # Balances are carried by the events, so `accounts` stays right even if the projector
     # skipped some; totals are sums, so they show a skipped movement.
+    daily_totals = sum_daily_totals(events)
     totals = pg_daily_totals(pg_conn)
     differing_totals = [
         (k, daily_totals.get(k), totals.get(k))

@@ -36,7 +36,7 @@ from tests.faults.aiokafka_check import aiokafka_disagreement
 from tests.faults.load import CheckpointProbe, SteadyLoad
 from tests.faults.pipeline import Pipeline, StackWorker
 from tests.faults.report import Fault, check, print_tables, read_results, recoveries
-from tests.integration.read_side import ReadSideRig, fold_daily_totals, metric, read_events
+from tests.integration.read_side import ReadSideRig, metric, read_events
 from tests.integration.write_side import BankRig, movement, open_account
 
 KILLS = int(os.environ.get("CQRS_FAULT_KILLS", "20"))
@@ -423,7 +423,6 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
                 len(load.errors),
                 acked,
                 events,
-                fold_daily_totals(kafka, topics.events),
                 conn,
             )
         only_librdkafka, only_aiokafka = aiokafka_disagreement(

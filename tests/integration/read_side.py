@@ -7,7 +7,7 @@ import datetime as dt
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -279,17 +279,18 @@ def fold_accounts(events: list[StoredEvent]) -> dict[str, dict[str, Any]]:
 
 def fold_daily_totals(kafka: dict[str, Any], topic: str) -> dict[tuple[str, dt.date], tuple]:
     """(currency, UTC day of ce_time) -> (deposits, withdrawals, count) from the events."""
-    codec = default_codec()
+    return sum_daily_totals(read_events(kafka, topic))
+
+
+def sum_daily_totals(events: Iterable[TimedEvent]) -> dict[tuple[str, dt.date], tuple]:
+    """The same, of events already read."""
     totals: dict[tuple[str, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for msg in read_all(kafka, topic):
-        decoded = codec.decode_message(msg.value())
-        if decoded.writer.name not in ("bank.Deposited", "bank.Withdrawn"):
+    for e in events:
+        if e.type not in ("bank.Deposited", "bank.Withdrawn"):
             continue
-        headers = dict(msg.headers())
-        day = dt.datetime.fromisoformat(headers["ce_time"].decode()).astimezone(dt.UTC).date()
-        money = decoded.record["amount"]
-        entry = totals[(money["currency"], day)]
-        entry[0 if decoded.writer.name == "bank.Deposited" else 1] += money["amount"]
+        money = e.data["amount"]
+        entry = totals[(money["currency"], e.time.astimezone(dt.UTC).date())]
+        entry[0 if e.type == "bank.Deposited" else 1] += money["amount"]
         entry[2] += 1
     return {k: tuple(v) for k, v in totals.items()}
 
