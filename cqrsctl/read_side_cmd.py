@@ -140,11 +140,11 @@ def sink(
     try:
         schema = resolve_schema(settings.postgres_dsn, schema)
         if migrate:
-            for label in apply_migrations(settings.postgres_dsn, schema, ctx.name):
+            for label in apply_migrations(settings.postgres_dsn, schema, ctx):
                 logging.getLogger("cqrs.sink").info("applied migration %s", label)
         else:
             with connect(settings.postgres_dsn, schema) as conn:
-                check_migrated(conn, ctx.name)
+                check_migrated(conn, ctx)
     except (psycopg.Error, ReadModelError) as exc:
         fail(f"postgres: {exc}".strip())
     config = SinkConfig(
@@ -304,7 +304,7 @@ def migrate(
     dsn = settings_or_fail().postgres_dsn
     try:
         resolved = resolve_schema(dsn, schema)
-        applied = apply_migrations(dsn, resolved, ctx.name)
+        applied = apply_migrations(dsn, resolved, ctx)
     except (psycopg.Error, ReadModelError) as exc:
         fail(f"postgres: {exc}".strip())
     for label in applied:

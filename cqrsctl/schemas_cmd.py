@@ -24,12 +24,6 @@ def _load(folder: Path | None) -> Catalog:
         raise typer.Exit(2) from None
 
 
-def _relative(catalog: Catalog, path: Path) -> str:
-    if catalog.root is None:
-        return str(path)
-    return path.relative_to(catalog.root).as_posix()
-
-
 def register(app: typer.Typer) -> None:
     schemas_app = typer.Typer(
         help="The Avro schemas: list them, show one, check compatibility between versions.",
@@ -44,7 +38,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every schema version: full name, version, fingerprint (wire order hex), file."""
         catalog = _load(folder)
-        table = Table(title=f"Avro schemas ({catalog.root})")
+        table = Table(title=f"Avro schemas ({folder or 'the runtime and installed contexts'})")
         for column in ("name", "version", "kind", "fingerprint", "compatibility", "file"):
             table.add_column(column, no_wrap=column in ("name", "fingerprint"))
         for entry in catalog:
@@ -57,7 +51,7 @@ def register(app: typer.Typer) -> None:
                 entry.kind or "-",
                 entry.fingerprint_hex,
                 str(level),
-                _relative(catalog, entry.path),
+                entry.relative,
             )
         console = Console()
         if not console.is_terminal:
@@ -77,7 +71,7 @@ def register(app: typer.Typer) -> None:
         except CatalogError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
-        typer.echo(f"# {entry.label}  ({_relative(catalog, entry.path)})")
+        typer.echo(f"# {entry.label}  ({entry.relative})")
         typer.echo(
             f"# fingerprint: {entry.fingerprint_hex} (wire order), "
             f"{as_signed(entry.fingerprint)} (Java long)"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
@@ -109,7 +111,14 @@ class ProcessManager:
 
 @dataclass(frozen=True)
 class BoundedContext:
-    """Everything one context declares; the runtime reaches contexts only through this."""
+    """Everything one context declares; the runtime reaches contexts only through this.
+
+    `package` is the import package the context lives in (`package=__name__` in its
+    `__init__.py`): its `schemas/` folder (`<kind>/<Name>.v<N>.avsc`) is the context's schema
+    root and its `migrations/` folder (`NNNN_name.sql`) holds its read models' SQL. Either
+    folder may be given explicitly instead (`schema_root`, `migrations`); a folder that does
+    not exist means the context has none.
+    """
 
     name: str
     aggregates: Sequence[AggregateType[Any]]
@@ -117,3 +126,14 @@ class BoundedContext:
     partitions: int = 6
     # Read models built from this context's events (processors/projections.py).
     projections: Sequence[Projection] = field(default_factory=tuple)
+    package: str | None = None
+    schema_root: Path | None = None
+    migrations: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.package is None:
+            return
+        home = Path(str(files(self.package)))
+        for attribute, folder in (("schema_root", "schemas"), ("migrations", "migrations")):
+            if getattr(self, attribute) is None and (home / folder).is_dir():
+                object.__setattr__(self, attribute, home / folder)

@@ -13,8 +13,9 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from processors.domain import AggregateType, BoundedContext
+from schemas.catalog import CONTEXTS_ENTRY_POINT
 
-ENTRY_POINT_GROUP = "kafka_cqrs.contexts"
+ENTRY_POINT_GROUP = CONTEXTS_ENTRY_POINT
 
 
 class UnknownContext(LookupError):

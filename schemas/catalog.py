@@ -1,8 +1,11 @@
-"""The schema catalog: every `.avsc` file under `schemas/`, parsed once, fingerprinted, looked up.
+"""The schema catalog: every `.avsc` file of every root, parsed once, fingerprinted, looked up.
 
-Layout: `schemas/<context>/<kind>/<Name>.v<N>.avsc` (the kind folder is optional), one named
-type per file, every version kept. Any folder under `schemas/` is a context, so a new context
-(or the runtime's own `cqrs` records) needs no change here.
+A root is one context's schema folder (`SchemaRoot`): `<root>/<kind>/<Name>.v<N>.avsc` (the
+kind folder is optional), one named type per file, every version kept. The default catalog
+reads the runtime's own records (`schemas/cqrs/`) plus the schema folder of every bounded
+context installed under the `kafka_cqrs.contexts` entry point, so a new context needs no
+change here. `Catalog.load(folder)` reads a folder whose subfolders are contexts
+(`<folder>/<context>/<kind>/...`), e.g. a copy of the schemas under test.
 
 A file may refer to a named type defined in another file by its full name (`"bank.Money"`).
 Such references resolve to version 1 of that type unless the file pins another version with
@@ -17,11 +20,12 @@ import difflib
 import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import fastavro
 
@@ -35,20 +39,45 @@ from schemas.validation import (
 )
 
 __all__ = [
-    "SCHEMA_ROOT",
+    "RUNTIME_ROOT",
     "Catalog",
     "CatalogError",
     "SchemaEntry",
+    "SchemaRoot",
     "UnknownSchema",
     "ValidationError",
     "default_catalog",
+    "default_roots",
 ]
 
-SCHEMA_ROOT = Path(__file__).resolve().parent
+# The entry-point group bounded contexts register under (the runtime's registry reads it too).
+CONTEXTS_ENTRY_POINT = "kafka_cqrs.contexts"
 FILE_NAME = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
 COMPATIBILITY_LEVELS = frozenset({"BACKWARD", "FORWARD", "FULL", "NONE"})
 # Attributes of ours at the top of a file; Avro ignores them, the inlined copies drop them.
 _CATALOG_ATTRIBUTES = ("references", "compatibility")
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaRoot:
+    """One context's schema folder: every `*.avsc` below it belongs to `context`, whose name
+    is also the namespace (or namespace prefix) of its records."""
+
+    context: str
+    folder: Path
+
+
+RUNTIME_ROOT = SchemaRoot("cqrs", Path(__file__).resolve().parent / "cqrs")
+
+
+class ContextSchemas(Protocol):
+    """What the catalog reads from a registered context: its name and its schema folder."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def schema_root(self) -> Path | None: ...
 
 
 class CatalogError(Exception):
@@ -69,6 +98,7 @@ class SchemaEntry:
     context: str
     kind: str
     path: Path
+    relative: str  # `<context>/<kind>/<file>`, the file's label in messages and listings
     schema: dict[str, Any] = field(repr=False)
     parsed: dict[str, Any] = field(repr=False)
     canonical_form: str = field(repr=False)
@@ -98,8 +128,8 @@ class SchemaEntry:
 class Catalog:
     """All schema entries, with look-ups by name (latest version), name + version, fingerprint."""
 
-    def __init__(self, entries: list[SchemaEntry], root: Path | None = None) -> None:
-        self.root = root
+    def __init__(self, entries: list[SchemaEntry], roots: Sequence[SchemaRoot] = ()) -> None:
+        self.roots = tuple(roots)
         self._entries = tuple(sorted(entries, key=lambda e: (e.name, e.version)))
         versions: dict[str, list[SchemaEntry]] = {}
         for entry in self._entries:
@@ -114,12 +144,40 @@ class Catalog:
         self.fingerprints: Mapping[bytes, SchemaEntry] = MappingProxyType(by_fp)
 
     @classmethod
-    def load(cls, root: str | Path | None = None) -> Catalog:
-        """Load every `*.avsc` under `root` (default: the folder of this module)."""
-        base = Path(root) if root is not None else SCHEMA_ROOT
+    def load(cls, folder: str | Path | None = None) -> Catalog:
+        """Load every `*.avsc` under `folder`, whose subfolders are contexts (default: the
+        runtime's records and every installed context's, as `default_roots()` finds them)."""
+        if folder is None:
+            return cls.from_roots(default_roots())
+        base = Path(folder)
         if not base.is_dir():
             raise CatalogError(f"schema folder {base} does not exist")
-        return cls(_load_entries(base), base)
+        loose = sorted(p.name for p in base.glob("*.avsc"))
+        if loose:
+            raise CatalogError(
+                f"{loose[0]}: a schema file must live in a context folder <context>/..."
+            )
+        return cls.from_roots(
+            SchemaRoot(sub.name, sub) for sub in sorted(base.iterdir()) if sub.is_dir()
+        )
+
+    @classmethod
+    def from_roots(cls, roots: Iterable[SchemaRoot]) -> Catalog:
+        """Load every `*.avsc` under each root; two roots may not share a context name."""
+        found = tuple(roots)
+        seen: dict[str, Path] = {}
+        for root in found:
+            if not root.folder.is_dir():
+                raise CatalogError(
+                    f"schema folder {root.folder} of context {root.context!r} does not exist"
+                )
+            if root.context in seen:
+                raise CatalogError(
+                    f"context {root.context!r} has two schema folders: {seen[root.context]} "
+                    f"and {root.folder}"
+                )
+            seen[root.context] = root.folder
+        return cls(_load_entries(found), found)
 
     def __iter__(self) -> Iterator[SchemaEntry]:
         return iter(self._entries)
@@ -185,9 +243,20 @@ class Catalog:
         return f"unknown schema {name!r}{hint}"
 
 
+def default_roots() -> tuple[SchemaRoot, ...]:
+    """The runtime's own records, then the schema folder of every installed bounded context
+    (`kafka_cqrs.contexts` entry points; a context without schemas adds nothing)."""
+    roots = [RUNTIME_ROOT]
+    for point in sorted(entry_points(group=CONTEXTS_ENTRY_POINT), key=lambda p: p.name):
+        context: ContextSchemas = point.load()
+        if context.schema_root is not None:
+            roots.append(SchemaRoot(context.name, Path(context.schema_root)))
+    return tuple(roots)
+
+
 @functools.cache
 def default_catalog() -> Catalog:
-    """The catalog of the schemas shipped with this package, loaded once per process."""
+    """The catalog of the runtime's and the installed contexts' schemas, loaded once."""
     return Catalog.load()
 
 
@@ -207,8 +276,10 @@ class _Source:
     compatibility: str | None
 
 
-def _load_entries(root: Path) -> list[SchemaEntry]:
-    sources = [_read_source(root, path) for path in sorted(root.rglob("*.avsc"))]
+def _load_entries(roots: Sequence[SchemaRoot]) -> list[SchemaEntry]:
+    sources = [
+        _read_source(root, path) for root in roots for path in sorted(root.folder.rglob("*.avsc"))
+    ]
     index: dict[tuple[str, int], _Source] = {}
     for source in sources:
         key = (source.name, source.version)
@@ -222,11 +293,9 @@ def _load_entries(root: Path) -> list[SchemaEntry]:
     return [_build_entry(source, index) for source in sources]
 
 
-def _read_source(root: Path, path: Path) -> _Source:
-    rel = path.relative_to(root)
-    where = rel.as_posix()
-    if len(rel.parts) < 2:
-        raise CatalogError(f"{where}: a schema file must live in a context folder <context>/...")
+def _read_source(root: SchemaRoot, path: Path) -> _Source:
+    rel = path.relative_to(root.folder)
+    where = f"{root.context}/{rel.as_posix()}"
     match = FILE_NAME.match(path.name)
     if match is None:
         raise CatalogError(f"{where}: file name must be <Name>.v<N>.avsc with N >= 1")
@@ -242,17 +311,17 @@ def _read_source(root: Path, path: Path) -> _Source:
     namespace, _, simple = full.rpartition(".")
     if simple != match["name"]:
         raise CatalogError(f"{where}: file name says {match['name']} but the schema is {full}")
-    context = rel.parts[0]
+    context = root.context
     if namespace != context and not namespace.startswith(context + "."):
         raise CatalogError(
-            f"{where}: namespace {namespace!r} must be the context folder name {context!r} "
+            f"{where}: namespace {namespace!r} must be the context name {context!r} "
             f"(or start with '{context}.')"
         )
     return _Source(
         path=path,
         where=where,
         context=context,
-        kind="/".join(rel.parts[1:-1]),
+        kind="/".join(rel.parts[:-1]),
         name=full,
         version=int(match["version"]),
         raw=raw,
@@ -309,6 +378,7 @@ def _build_entry(source: _Source, index: Mapping[tuple[str, int], _Source]) -> S
         context=source.context,
         kind=source.kind,
         path=source.path,
+        relative=source.where,
         schema=expanded,
         parsed=parsed,
         canonical_form=canonical,

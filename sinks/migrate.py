@@ -1,9 +1,10 @@
 """SQL migrations of the read side, applied by the sink on start (idempotently).
 
-Files: `sinks/migrations/cqrs/NNNN_*.sql` (the runtime's own tables) then
-`sinks/migrations/<context>/NNNN_*.sql` (the context's read models), then `grants.sql` on
-every run. Each file runs once per schema, in its own transaction, recorded in
-`cqrs_migrations` with a checksum; a file changed after it was applied is an error (write a
+Files: `sinks/migrations/cqrs/NNNN_*.sql` (the runtime's own tables), then the context's
+own `NNNN_*.sql` from the migrations folder its `BoundedContext` declares (its read models,
+shipped inside the context's package), then the runtime's `grants.sql` on every run. Each
+file runs once per schema, in its own transaction, recorded in `cqrs_migrations` with a
+checksum; a file changed after it was applied is an error (write a
 new one instead). A transaction-level advisory lock serialises sinks starting together.
 
 Files may name `{schema}`, `{reader}` and `{writer}`; they are replaced by quoted
@@ -22,9 +23,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from processors.domain import BoundedContext
 from sinks.db import ReadModelError, search_path
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The runtime's migrations: `cqrs/NNNN_*.sql` and `grants.sql`.
+RUNTIME_MIGRATIONS = Path(__file__).parent / "migrations"
 RUNTIME_SCOPE = "cqrs"
 FILE_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.sql$")
 
@@ -65,14 +68,22 @@ def roles(schema: str) -> tuple[str, str]:
     return f"{schema}_reader", f"{schema}_writer"
 
 
-def discover(context: str, root: Path = MIGRATIONS_DIR) -> list[Migration]:
+def discover(context: BoundedContext, runtime: Path = RUNTIME_MIGRATIONS) -> list[Migration]:
+    """The runtime's migrations, then the context's (scope = the context's name)."""
+    if context.name == RUNTIME_SCOPE:
+        raise MigrationError(f"a context may not be named {RUNTIME_SCOPE!r}: the runtime's scope")
+    runtime_folder = runtime / RUNTIME_SCOPE
+    if not runtime_folder.is_dir():
+        raise MigrationError(f"no runtime migrations in {runtime_folder}")
+    scopes = [(RUNTIME_SCOPE, runtime_folder)]
+    if context.migrations is not None:
+        if not context.migrations.is_dir():
+            raise MigrationError(
+                f"context {context.name!r}: migrations folder {context.migrations} does not exist"
+            )
+        scopes.append((context.name, context.migrations))
     found = []
-    for scope in (RUNTIME_SCOPE, context):
-        folder = root / scope
-        if not folder.is_dir():
-            if scope == RUNTIME_SCOPE:
-                raise MigrationError(f"no runtime migrations in {folder}")
-            continue
+    for scope, folder in scopes:
         versions: set[int] = set()
         for path in sorted(folder.glob("*.sql")):
             match = FILE_NAME.match(path.name)
@@ -95,9 +106,11 @@ def _render(text: str, schema: str) -> sql.Composed:
     )
 
 
-def migrate(dsn: str, schema: str, context: str, root: Path = MIGRATIONS_DIR) -> list[str]:
+def migrate(
+    dsn: str, schema: str, context: BoundedContext, runtime: Path = RUNTIME_MIGRATIONS
+) -> list[str]:
     """Apply what is missing; returns the labels (`scope/NNNN_name`) applied now."""
-    migrations = discover(context, root)
+    migrations = discover(context, runtime)
     applied_now = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(search_path(schema))  # may name a schema that does not exist yet
@@ -117,7 +130,7 @@ def migrate(dsn: str, schema: str, context: str, root: Path = MIGRATIONS_DIR) ->
                     (migration.scope, migration.version, migration.name, migration.checksum),
                 )
                 applied_now.append(f"{migration.scope}/{migration.path.name}")
-        grants = root / "grants.sql"
+        grants = runtime / "grants.sql"
         if grants.exists():
             with conn.transaction():
                 _lock(conn, schema)
@@ -126,7 +139,7 @@ def migrate(dsn: str, schema: str, context: str, root: Path = MIGRATIONS_DIR) ->
 
 
 def check_migrated(
-    conn: psycopg.Connection[Any], context: str, root: Path = MIGRATIONS_DIR
+    conn: psycopg.Connection[Any], context: BoundedContext, runtime: Path = RUNTIME_MIGRATIONS
 ) -> None:
     """Raise unless every migration is applied (for a sink started with --no-migrate)."""
     try:
@@ -136,7 +149,7 @@ def check_migrated(
             "the schema has no cqrs_migrations table: run the migrations"
         ) from None
     have = {(scope, version) for scope, version in rows}
-    missing = [m for m in discover(context, root) if (m.scope, m.version) not in have]
+    missing = [m for m in discover(context, runtime) if (m.scope, m.version) not in have]
     if missing:
         names = ", ".join(f"{m.scope}/{m.path.name}" for m in missing)
         raise MigrationError(f"migrations not applied yet: {names}")

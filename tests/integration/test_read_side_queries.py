@@ -5,6 +5,7 @@ One processor, projector and sink serve the tests of this module that need the p
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import random
@@ -29,10 +30,12 @@ from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topics import declared_topics
 from producers.command_client import CommandClient, InvalidCommand
-from sinks.migrate import MIGRATIONS_DIR, MigrationError, migrate, roles
+from sinks.migrate import MigrationError, migrate, roles
 from sinks.queries import load_history
 from tests.integration.read_side import ReadSideRig, read_events
 from tests.integration.write_side import BankRig
+
+BANK = default_registry().context("bank")
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +225,7 @@ def cli(rig: ReadSideRig, *args: str, code: int = 0) -> str:
 def test_the_reader_only_reads_and_the_sink_role_cannot_drop(
     stack: StackState, pg_schema: str, pg_dsn_for_schema: str
 ):
-    migrate(pg_dsn_for_schema, pg_schema, "bank")
+    migrate(pg_dsn_for_schema, pg_schema, BANK)
     reader, writer = roles(pg_schema)
     alice, sinker = f"{pg_schema}_alice", f"{pg_schema}_sinker"
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
@@ -271,7 +274,7 @@ def test_migrations_apply_once_also_when_sinks_start_together(stack: StackState,
     dsn = make_conninfo(stack.postgres_dsn, options=f"-csearch_path={schema}")
     results: list[list[str]] = []
     racing = [
-        threading.Thread(target=lambda: results.append(migrate(dsn, schema, "bank")))
+        threading.Thread(target=lambda: results.append(migrate(dsn, schema, BANK)))
         for _ in range(3)
     ]
     for t in racing:
@@ -285,7 +288,7 @@ def test_migrations_apply_once_also_when_sinks_start_together(stack: StackState,
         "cqrs/0002_sink_offsets.sql",
     ]
     assert len(results) == 3
-    assert migrate(dsn, schema, "bank") == []
+    assert migrate(dsn, schema, BANK) == []
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
         admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
@@ -293,13 +296,14 @@ def test_migrations_apply_once_also_when_sinks_start_together(stack: StackState,
 def test_an_applied_migration_that_changed_is_refused(
     pg_schema: str, pg_dsn_for_schema: str, tmp_path: Path
 ):
-    root = tmp_path / "migrations"
-    shutil.copytree(MIGRATIONS_DIR, root)
-    migrate(pg_dsn_for_schema, pg_schema, "bank", root)
-    edited = root / "bank" / "0001_read_models.sql"
+    assert BANK.migrations is not None
+    copy = dataclasses.replace(BANK, migrations=tmp_path / "migrations")
+    shutil.copytree(BANK.migrations, tmp_path / "migrations")
+    migrate(pg_dsn_for_schema, pg_schema, copy)
+    edited = tmp_path / "migrations" / "0001_read_models.sql"
     edited.write_text(edited.read_text() + "\n-- an afterthought\n")
     with pytest.raises(MigrationError, match="changed after it was applied"):
-        migrate(pg_dsn_for_schema, pg_schema, "bank", root)
+        migrate(pg_dsn_for_schema, pg_schema, copy)
 
 
 def test_a_sink_without_migrations_says_so_in_one_line(pg_schema: str, pg_dsn_for_schema: str):
@@ -338,7 +342,7 @@ def test_a_waiter_wakes_on_the_sinks_notify_and_times_out_naming_the_gap(
     from producers.command_client import EventPosition
     from sinks.checkpoints import CheckpointWaiter, ReadModelTimeout
 
-    migrate(pg_dsn_for_schema, pg_schema, "bank")
+    migrate(pg_dsn_for_schema, pg_schema, BANK)
     topic = f"{pg_schema}.events"
 
     def commit_checkpoint(partition: int, offset: int) -> None:

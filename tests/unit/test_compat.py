@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cqrsctl.main import app
-from schemas.catalog import SCHEMA_ROOT, Catalog
+from schemas.catalog import Catalog
 from schemas.compatibility import (
     DEFAULT_LEVEL,
     Level,
@@ -25,6 +24,7 @@ from schemas.compatibility import (
     resolution_problems,
 )
 from schemas.strategies import records
+from tests.support.schema_tree import copy_schemas
 
 
 def rec(fields: list[dict[str, Any]], name: str = "t.R", **extra: Any) -> dict[str, Any]:
@@ -217,8 +217,7 @@ runner = CliRunner()
 
 
 def tree_with_deposited_v3(tmp_path: Path, change: Any) -> Path:
-    root = tmp_path / "schemas"
-    shutil.copytree(SCHEMA_ROOT, root, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    root = copy_schemas(tmp_path / "schemas")
     schema = json.loads((root / "bank/events/Deposited.v2.avsc").read_text())
     change(schema)
     (root / "bank/events/Deposited.v3.avsc").write_text(json.dumps(schema))
@@ -296,7 +295,7 @@ def test_list_shows_every_schema_with_its_fingerprint_and_file(tmp_path: Path) -
             if f" {entry.name} " in line and f" v{entry.version} " in line
         )
         assert entry.fingerprint_hex in line
-        assert entry.path.relative_to(SCHEMA_ROOT).as_posix() in line
+        assert entry.relative in line
 
 
 def test_show_prints_the_self_contained_schema() -> None:

@@ -11,13 +11,17 @@ from typing import Any
 import pytest
 
 from schemas.catalog import (
-    SCHEMA_ROOT,
+    RUNTIME_ROOT,
     Catalog,
     CatalogError,
+    SchemaRoot,
     UnknownSchema,
     default_catalog,
 )
 from schemas.fingerprint import fingerprint, to_wire
+from tests.support.schema_tree import copy_schemas
+
+BANK_ROOT = default_catalog().get("bank.Deposit").path.parents[1]
 
 # The wire contract (notes/common.md): record -> field names, in order.
 BANK_RECORDS = {
@@ -84,9 +88,7 @@ BANK_RECORDS = {
 
 
 def copy_tree(tmp_path: Path) -> Path:
-    root = tmp_path / "schemas"
-    shutil.copytree(SCHEMA_ROOT, root, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
-    return root
+    return copy_schemas(tmp_path / "schemas")
 
 
 def write(root: Path, relative: str, schema: dict[str, Any] | str) -> Path:
@@ -117,7 +119,7 @@ def test_files_sit_in_their_kind_folders() -> None:
     assert catalog.get("bank.AccountState").kind == "state"
     assert catalog.get("bank.AccountRow").kind == "projections"
     assert catalog.get("bank.Money").kind == "types"
-    assert catalog.get("bank.Deposited", 1).path == SCHEMA_ROOT / "bank/events/Deposited.v1.avsc"
+    assert catalog.get("bank.Deposited", 1).path == BANK_ROOT / "events/Deposited.v1.avsc"
 
 
 def test_every_bank_record_and_field_has_a_doc() -> None:
@@ -133,7 +135,7 @@ def test_every_bank_record_and_field_has_a_doc() -> None:
 
 
 def test_money_is_referenced_by_name_and_inlined_by_the_catalog() -> None:
-    raw = json.loads((SCHEMA_ROOT / "bank/commands/Deposit.v1.avsc").read_text())
+    raw = json.loads((BANK_ROOT / "commands/Deposit.v1.avsc").read_text())
     assert raw["fields"][1]["type"] == "bank.Money"  # the file only names the shared type
     entry = default_catalog().get("bank.Deposit")
     money = entry.schema["fields"][1]["type"]
@@ -168,9 +170,31 @@ def test_unknown_lookups_raise_typed_errors_with_hints() -> None:
         catalog.by_fingerprint(bytes(range(1, 9)))
 
 
-def test_the_default_catalog_is_loaded_once_from_the_package_folder() -> None:
+def test_the_default_catalog_is_loaded_once_from_the_runtime_and_the_contexts() -> None:
+    from processors.registry import default_registry
+
     assert default_catalog() is default_catalog()
-    assert default_catalog().root == Path(__file__).resolve().parents[2] / "schemas"
+    bank = default_registry().context("bank")
+    assert default_catalog().roots[0] == RUNTIME_ROOT
+    assert SchemaRoot("bank", bank.schema_root) in default_catalog().roots
+    assert default_catalog().get("bank.Deposit").relative == "bank/commands/Deposit.v1.avsc"
+    assert default_catalog().get("cqrs.CommandResult").context == "cqrs"
+
+
+def test_roots_load_side_by_side_and_a_context_name_is_taken_once(tmp_path: Path) -> None:
+    shop = tmp_path / "shop_pkg" / "schemas"
+    write(shop, "events/ItemAdded.v1.avsc", record("ItemAdded", "shop", []))
+    bank = default_catalog().get("bank.Deposit").path.parents[1]
+    catalog = Catalog.from_roots([RUNTIME_ROOT, SchemaRoot("bank", bank), SchemaRoot("shop", shop)])
+    assert catalog.get("shop.ItemAdded").kind == "events"
+    assert catalog.get("shop.ItemAdded").relative == "shop/events/ItemAdded.v1.avsc"
+    assert len(catalog) == len(default_catalog()) + 1
+    with pytest.raises(CatalogError, match="context 'bank' has two schema folders"):
+        Catalog.from_roots([SchemaRoot("bank", bank), SchemaRoot("bank", shop)])
+    with pytest.raises(CatalogError, match="namespace 'shop' must be the context name 'crm'"):
+        Catalog.from_roots([SchemaRoot("crm", shop)])
+    with pytest.raises(CatalogError, match=r"schema folder .* of context 'x' does not exist"):
+        Catalog.from_roots([SchemaRoot("x", tmp_path / "nowhere")])
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -314,7 +338,7 @@ def test_references_resolve_to_v1_unless_pinned(tmp_path: Path) -> None:
         (
             "bank/events/Bad.v1.avsc",
             json.dumps(record("Bad", "shop", [])),
-            "namespace 'shop' must be the context folder name 'bank'",
+            "namespace 'shop' must be the context name 'bank'",
         ),
         (
             "bank/events/Bad.v1.avsc",

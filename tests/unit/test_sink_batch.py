@@ -3,10 +3,14 @@ derives from a projection."""
 
 from __future__ import annotations
 
+import pytest
+
 from processors.bank.projections import ACCOUNTS, DAILY_TOTALS, EVENT_LOG
+from processors.domain import BoundedContext
+from processors.registry import default_registry
 from schemas.codec import default_codec
 from sinks.batch import SinkRecord, reduce_batch
-from sinks.migrate import discover
+from sinks.migrate import MigrationError, discover
 from sinks.tables import table_writer
 
 
@@ -71,13 +75,21 @@ def test_the_upsert_is_guarded_by_the_projection_guard_column():
 
 
 def test_migrations_run_the_runtime_scope_first():
-    labels = [f"{m.scope}/{m.version:04d}_{m.name}" for m in discover("bank")]
+    bank = default_registry().context("bank")
+    labels = [f"{m.scope}/{m.version:04d}_{m.name}" for m in discover(bank)]
     assert labels == [
         "cqrs/0001_checkpoints",
         "cqrs/0002_sink_offsets",
         "bank/0001_read_models",
     ]
-    assert discover("no_such_context")[0].scope == "cqrs"
+    assert discover(BoundedContext("bare", aggregates=()))[-1].scope == "cqrs"
+
+
+def test_a_context_migrations_folder_must_exist_and_cqrs_is_the_runtimes(tmp_path):
+    with pytest.raises(MigrationError, match=r"migrations folder .* does not exist"):
+        discover(BoundedContext("gone", aggregates=(), migrations=tmp_path / "nowhere"))
+    with pytest.raises(MigrationError, match="may not be named 'cqrs'"):
+        discover(BoundedContext("cqrs", aggregates=()))
 
 
 def test_skipped_offsets_finds_jumps_but_not_redeliveries():
