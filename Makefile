@@ -28,11 +28,12 @@ test: install
 install: $(INSTALLED)
 
 install-bench: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' -e contexts/bank
 
-$(INSTALLED): pyproject.toml
+# The runtime and the reference context (contexts/bank, a package of its own).
+$(INSTALLED): pyproject.toml contexts/bank/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e contexts/bank
 	touch $@
 
 up: install

@@ -23,9 +23,9 @@ from confluent_kafka.admin import AdminClient
 from rich.console import Console
 from rich.table import Table
 
+from bank.account import ACCOUNT, Account
 from deploy.settings import load_settings
 from processors import wire
-from processors.bank.account import ACCOUNT, Account
 from processors.command_handler import AggregateEntry, CommandHandler
 from processors.registry import default_registry
 from processors.state_restore import restore_partition

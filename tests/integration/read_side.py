@@ -23,8 +23,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from processors.bank.account import ACCOUNT
-from processors.bank.projections import PROJECTIONS
+from bank.account import ACCOUNT
+from bank.projections import PROJECTIONS
 from processors.domain import Event
 from processors.projector.app import changelog_topic, projector_app_id
 from processors.topic_reader import partition_count, read_partition

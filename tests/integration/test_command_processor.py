@@ -11,8 +11,8 @@ import uuid
 
 from confluent_kafka import Producer
 
+from bank.account import ACCOUNT, Account
 from processors import wire
-from processors.bank.account import ACCOUNT, Account
 from processors.command_handler import AggregateEntry
 from processors.partitioning import partition_for
 from processors.topic_reader import read_topic

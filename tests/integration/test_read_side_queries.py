@@ -23,8 +23,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from bank.account import ACCOUNT
 from deploy.local.state import StackState
-from processors.bank.account import ACCOUNT
 from processors.domain import Event
 from processors.registry import default_registry
 from processors.topic_admin import create_topics

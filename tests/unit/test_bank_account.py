@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.bank.account import ACCOUNT, CLOSED, OPEN, Account
+from bank.account import ACCOUNT, CLOSED, OPEN, Account
 from processors.domain import Command, Event, Rejected
 
 

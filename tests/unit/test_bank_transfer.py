@@ -3,8 +3,8 @@ against the account aggregate by a tiny in-memory driver."""
 
 from __future__ import annotations
 
-from processors.bank.account import ACCOUNT
-from processors.bank.transfer import TRANSFER, TRANSFER_SAGA, step_command_id
+from bank.account import ACCOUNT
+from bank.transfer import TRANSFER, TRANSFER_SAGA, step_command_id
 from processors.domain import Command, CommandOutcome, Event, Rejected
 from processors.registry import default_registry
 

@@ -9,8 +9,8 @@ from confluent_kafka import Message, Producer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bank.account import ACCOUNT
 from processors import wire
-from processors.bank.account import ACCOUNT
 from processors.command_handler import (
     ACCEPTED,
     REJECTED,

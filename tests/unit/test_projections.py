@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from processors.bank.account import ACCOUNT
-from processors.bank.projections import ACCOUNTS, DAILY_TOTALS, EVENT_LOG, PROJECTIONS
+from bank.account import ACCOUNT
+from bank.projections import ACCOUNTS, DAILY_TOTALS, EVENT_LOG, PROJECTIONS
 from processors.domain import Event
 from processors.projections import EventMeta, Guard, Projection, ProjectionError
 from processors.registry import default_registry

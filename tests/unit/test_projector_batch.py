@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from processors.bank.projections import ACCOUNTS, DAILY_TOTALS, EVENT_LOG, PROJECTIONS
+from bank.projections import ACCOUNTS, DAILY_TOTALS, EVENT_LOG, PROJECTIONS
 from processors.domain import Event
 from processors.projector.batch import SourceEvent, last_offsets, project_batch
 from tests.unit.test_projections import deposited, meta, opened, withdrawn

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from processors.bank.projections import ACCOUNTS, DAILY_TOTALS, EVENT_LOG
+from bank.projections import ACCOUNTS, DAILY_TOTALS, EVENT_LOG
 from processors.domain import BoundedContext
 from processors.registry import default_registry
 from schemas.codec import default_codec

@@ -1,5 +1,5 @@
 -- The bank's read models. Columns are named like the fields of the row schemas
--- (schemas/bank/projections/*.avsc): the sink maps field to column by name.
+-- (bank/schemas/projections/*.avsc): the sink maps field to column by name.
 
 CREATE TABLE accounts (
     account_id text        PRIMARY KEY,

@@ -6,8 +6,8 @@ processors/projections.py), so none of them checks versions or offsets itself.
 
 from __future__ import annotations
 
-from processors.bank.account import ACCOUNT, CLOSED, OPEN
-from processors.bank.transfer import TRANSFER
+from bank.account import ACCOUNT, CLOSED, OPEN
+from bank.transfer import TRANSFER
 from processors.domain import Event, Record
 from processors.projections import EventMeta, Guard, Projection, epoch_day, event_log
 
