@@ -200,7 +200,7 @@ class CommandHandler:
         if msg.expected_version is not None and msg.expected_version != version:
             detail = f"expected version {msg.expected_version}, aggregate is at {version}"
             return Decided(msg, agg, CONFLICT, "version_conflict", detail, version, [], [])
-        state = entry.state if entry else None
+        state = entry.state if entry else agg.initial_state
         try:
             decision = agg.decide(Command(msg.command_type, msg.data), state)
         except Exception as exc:  # a bug in domain code must not stop the partition

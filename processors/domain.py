@@ -1,14 +1,15 @@
 """The domain API: what a bounded context declares, in the decider style.
 
-Domain modules import only this module and the standard library. Commands, events and
-states are plain dicts shaped like their Avro records, so the runtime hands the codec's
-output straight to the decider without a conversion layer.
+Domain modules import only this module (and `processors.projections` for read models) and
+the standard library. Commands and events are plain dicts shaped like their Avro records, so
+the runtime hands the codec's output straight to the decider without a conversion layer; an
+aggregate's state is a dataclass whose fields are those of its Avro state record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -47,29 +48,128 @@ class Rejected:
 Decision = Sequence[Event] | Rejected
 
 
-@dataclass(frozen=True)
-class AggregateType(Generic[S]):
-    """One aggregate type: its commands, events and the three pure functions that define it.
+Decider = Callable[[Mapping[str, Any], S], Decision]
+Evolver = Callable[[S, Record], S]
 
-    `state` is None until the aggregate's first event; `decide` must handle that.
-    `to_record`/`from_record` map the state to and from its Avro state record (without the
-    version, which the runtime owns), so the runtime can keep a compacted state changelog.
+
+class AggregateType(Generic[S]):
+    """One aggregate type in the decider style: an initial state, and per command type a pure
+    `decide`, per event type a pure `evolve`, each declared once with a decorator:
+
+        ACCOUNT = AggregateType("bank.Account", id_field="account_id", initial_state=Account())
+
+        @ACCOUNT.decides("OpenAccount")
+        def open_account(data, state): ...  # -> [Event(...), ...] | Rejected(...)
+
+        @ACCOUNT.evolves("AccountOpened")
+        def opened(state, data): ...  # -> the next state
+
+    A short type name is qualified with the aggregate's namespace (`OpenAccount` ->
+    `bank.OpenAccount`). The command and event type sets are those of the declared functions,
+    so the registry routes by them and nothing repeats them. A new aggregate starts at
+    `initial_state`, so neither function ever sees None.
+
+    The state is a dataclass whose fields are those of its Avro state record (`state_schema`,
+    by default `<Name>State`, e.g. `bank.AccountState`) without the `version`, which the
+    runtime owns: the record mapping is derived from it, and the registry checks the fields
+    against the schema when it loads the context.
     """
 
-    name: str
-    id_field: str
-    command_types: frozenset[str]
-    event_types: frozenset[str]
-    state_schema: str
-    decide: Callable[[Command, S | None], Decision]
-    evolve: Callable[[S | None, Event], S]
-    to_record: Callable[[S], Record]
-    from_record: Callable[[Record], S]
+    def __init__(
+        self, name: str, *, id_field: str, initial_state: S, state_schema: str | None = None
+    ) -> None:
+        if not is_dataclass(initial_state) or isinstance(initial_state, type):
+            raise TypeError(f"{name}: initial_state must be a dataclass instance")
+        namespace, dot, _ = name.rpartition(".")
+        if not dot:
+            raise ValueError(f"aggregate name {name!r} must be a full name, e.g. 'bank.Account'")
+        self.name = name
+        self.namespace = namespace
+        self.id_field = id_field
+        self.initial_state = initial_state
+        self.state_type: type[S] = type(initial_state)
+        self.state_schema = state_schema or f"{name}State"
+        self._deciders: dict[str, Decider[S]] = {}
+        self._evolvers: dict[str, Evolver[S]] = {}
 
-    def fold(self, events: Sequence[Event], state: S | None = None) -> S | None:
+    def __repr__(self) -> str:
+        return f"AggregateType({self.name!r})"
+
+    # -- declaring ---------------------------------------------------------------------------
+
+    def full_name(self, type_name: str) -> str:
+        """`OpenAccount` -> `bank.OpenAccount`; a name with a dot is already full."""
+        return type_name if "." in type_name else f"{self.namespace}.{type_name}"
+
+    def decides(self, command_type: str) -> Callable[[Decider[S]], Decider[S]]:
+        """Declare the function that decides one command type: `(data, state) -> Decision`."""
+        full = self.full_name(command_type)
+
+        def register(function: Decider[S]) -> Decider[S]:
+            if full in self._deciders:
+                raise ValueError(f"{self.name}: command {full} is decided twice")
+            self._deciders[full] = function
+            return function
+
+        return register
+
+    def evolves(self, *event_types: str) -> Callable[[Evolver[S]], Evolver[S]]:
+        """Declare the function that applies one or more event types: `(state, data) -> S`."""
+        names = [self.full_name(t) for t in event_types]
+
+        def register(function: Evolver[S]) -> Evolver[S]:
+            for full in names:
+                if full in self._evolvers:
+                    raise ValueError(f"{self.name}: event {full} is evolved twice")
+                self._evolvers[full] = function
+            return function
+
+        return register
+
+    @property
+    def command_types(self) -> frozenset[str]:
+        return frozenset(self._deciders)
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return frozenset(self._evolvers)
+
+    # -- the decider -------------------------------------------------------------------------
+
+    def decide(self, command: Command, state: S) -> Decision:
+        decider = self._deciders.get(command.type)
+        if decider is None:
+            return Rejected("unknown_command", f"{self.name} cannot handle {command.type}")
+        return decider(command.data, state)
+
+    def evolve(self, state: S, event: Event) -> S:
+        evolver = self._evolvers.get(event.type)
+        if evolver is None:
+            raise ValueError(f"{self.name} cannot apply {event.type}")
+        return evolver(state, event.data)
+
+    def fold(self, events: Sequence[Event], state: S | None = None) -> S:
+        """The state after `events`, from `state` (default: the initial state)."""
+        current = self.initial_state if state is None else state
         for event in events:
-            state = self.evolve(state, event)
-        return state
+            current = self.evolve(current, event)
+        return current
+
+    # -- the state record --------------------------------------------------------------------
+
+    def to_record(self, state: S) -> Record:
+        """The state as its Avro state record, without the version."""
+        instance: Any = state  # a dataclass instance, checked in __init__
+        return asdict(instance)
+
+    def from_record(self, record: Mapping[str, Any]) -> S:
+        """The state from its Avro state record (fields the dataclass lacks are ignored)."""
+        return self.state_type(**{name: record[name] for name in self.state_fields()})
+
+    def state_fields(self) -> tuple[str, ...]:
+        """The state dataclass's field names: its Avro state record's, less `version`."""
+        state_type: Any = self.state_type
+        return tuple(f.name for f in fields(state_type))
 
 
 @dataclass(frozen=True, slots=True)

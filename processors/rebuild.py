@@ -62,7 +62,7 @@ def rebuild_snapshots(
             agg = registry.aggregate_for_event(decoded.schema.name)
             aggregate_id = msg.key().decode()
             key = (agg.name, aggregate_id)
-            entry = entries.get(key) or AggregateEntry(None, 0)
+            entry = entries.get(key) or AggregateEntry(agg.initial_state, 0)
             state = agg.evolve(entry.state, Event(decoded.schema.name, decoded.record))
             entries[key] = AggregateEntry(state, entry.version + 1)
             stamped = dict(msg.headers() or ()).get(ce.AGGREGATE_VERSION)

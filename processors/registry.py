@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from processors.domain import AggregateType, BoundedContext
-from schemas.catalog import CONTEXTS_ENTRY_POINT
+from schemas.catalog import CONTEXTS_ENTRY_POINT, Catalog, UnknownSchema, default_catalog
 
 ENTRY_POINT_GROUP = CONTEXTS_ENTRY_POINT
 
@@ -24,6 +24,10 @@ class UnknownContext(LookupError):
 
 class UnknownMessageType(LookupError):
     pass
+
+
+class ContextError(ValueError):
+    """A context's declarations do not match its Avro schemas (found when it is loaded)."""
 
 
 class Registry:
@@ -82,8 +86,51 @@ class Registry:
         return sorted(self._by_command)
 
 
+def schema_problems(ctx: BoundedContext, catalog: Catalog) -> list[str]:
+    """What in `ctx` disagrees with the catalog: a command or event type without a schema, a
+    command schema without the aggregate's id field, a state dataclass whose fields are not
+    those of its state record (less `version`). Empty when the context is sound."""
+    problems: list[str] = []
+
+    def fields_of(name: str, what: str) -> list[str] | None:
+        try:
+            return [f["name"] for f in catalog.latest(name).schema.get("fields", ())]
+        except UnknownSchema as exc:
+            problems.append(f"{what}: {exc}")
+            return None
+
+    for agg in ctx.aggregates:
+        for command in sorted(agg.command_types):
+            names = fields_of(command, f"{agg.name} command")
+            if names is not None and agg.id_field not in names:
+                problems.append(f"{agg.name} command {command} has no id field {agg.id_field!r}")
+        for event in sorted(agg.event_types):
+            fields_of(event, f"{agg.name} event")
+        record = fields_of(agg.state_schema, f"{agg.name} state")
+        if record is not None:
+            wanted = set(record) - {"version"}
+            declared = set(agg.state_fields())
+            if wanted != declared:
+                problems.append(
+                    f"{agg.name} state {agg.state_type.__name__} fields differ from "
+                    f"{agg.state_schema}: missing {sorted(wanted - declared)}, "
+                    f"unknown {sorted(declared - wanted)}"
+                )
+    for pm in ctx.process_managers:
+        for event in sorted(pm.event_types):
+            fields_of(event, f"process manager {pm.name} event")
+    return problems
+
+
 @cache
 def default_registry() -> Registry:
-    """Every context installed in this environment, via entry points."""
+    """Every context installed in this environment, via entry points, each checked against
+    the default catalog (a typo in a type name or a state field fails here, at load)."""
     contexts = [ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)]
-    return Registry(contexts)
+    registry = Registry(contexts)
+    catalog = default_catalog()
+    for ctx in registry.contexts.values():
+        problems = schema_problems(ctx, catalog)
+        if problems:
+            raise ContextError(f"context {ctx.name!r}: " + "; ".join(problems))
+    return registry

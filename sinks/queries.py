@@ -98,7 +98,7 @@ def load_history(
             f"event_log has versions {_ranges(versions)} of {aggregate.name} {aggregate_id}; "
             "a fold needs 1..N without gaps"
         )
-    state = aggregate.fold([Event(e.type, e.data) for e in events])
+    state = aggregate.fold([Event(e.type, e.data) for e in events]) if events else None
     record = None if state is None else aggregate.to_record(state)
     return History(aggregate.name, aggregate_id, state, record, len(events), events)
 

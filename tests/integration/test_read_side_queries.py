@@ -158,8 +158,9 @@ def test_history_as_of_and_version_agree_with_a_fold(pipeline: ReadSideRig):
     assert len(events) > 30
 
     def fold(upto: list) -> dict[str, Any] | None:
-        state = ACCOUNT.fold([Event(e.type, e.data) for e in upto])
-        return None if state is None else ACCOUNT.to_record(state)
+        if not upto:
+            return None
+        return ACCOUNT.to_record(ACCOUNT.fold([Event(e.type, e.data) for e in upto]))
 
     with pipeline.pg() as conn:
         for n in range(len(events) + 1):

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from bank.account import ACCOUNT
 from bank.transfer import TRANSFER, TRANSFER_SAGA, step_command_id
+from processors import testing
 from processors.domain import Command, CommandOutcome, Event, Rejected
 from processors.registry import default_registry
+from schemas.catalog import default_catalog
 
 EUR = {"amount": 300, "currency": "EUR"}
 
@@ -26,7 +28,7 @@ def drive(states: dict, first: Command, first_id: str = "client-1"):
         seen_ids.add(command_id)
         agg = registry.aggregate_for_command(cmd.type)
         key = (agg.name, cmd.data[agg.id_field])
-        decision = agg.decide(cmd, states.get(key))
+        decision = agg.decide(cmd, states.get(key, agg.initial_state))
         if isinstance(decision, Rejected):
             outcome = CommandOutcome(command_id, False, decision.reason)
         else:
@@ -130,16 +132,39 @@ def test_saga_ignores_outcomes_of_commands_it_did_not_issue():
     assert not TRANSFER_SAGA.owns_command("client-42")
 
 
+REQUESTED = Event(
+    "bank.TransferRequested",
+    {"transfer_id": "t", "from_account_id": "a", "to_account_id": "b", "amount": EUR},
+)
+
+
+def transfer(*events: Event) -> testing.Given:
+    return testing.given(TRANSFER, *events, catalog=default_catalog())
+
+
 def test_transfer_state_machine_rejects_out_of_order_steps():
-    state = TRANSFER.fold(
-        [
-            Event(
-                "bank.TransferRequested",
-                {"transfer_id": "t", "from_account_id": "a", "to_account_id": "b", "amount": EUR},
-            )
-        ]
+    transfer(REQUESTED).when("CompleteTransfer", {"transfer_id": "t"}).then_rejected(
+        "invalid_transition"
     )
-    complete = Command("bank.CompleteTransfer", {"transfer_id": "t"})
-    assert TRANSFER.decide(complete, state).reason == "invalid_transition"
-    assert TRANSFER.decide(request("t", "a", "a"), None).reason == "same_account"
+    transfer().when(request("t", "a", "a")).then_rejected("same_account")
+    transfer().when("RecordTransferDebit", {"transfer_id": "t"}).then_rejected("transfer_not_found")
+    transfer(REQUESTED).when(request("t", "a", "b")).then_rejected("transfer_exists")
     assert ACCOUNT.name != TRANSFER.name
+
+
+def test_each_step_moves_the_transfer_on():
+    debited = Event("bank.TransferDebited", REQUESTED.data)
+    assert transfer().when(request("t", "a", "b")).then(REQUESTED).status == "REQUESTED"
+    after = transfer(REQUESTED).when("RecordTransferDebit", {"transfer_id": "t"}).then(debited)
+    assert after.status == "DEBITED"
+    done = Event("bank.TransferCompleted", {"transfer_id": "t"})
+    complete = {"transfer_id": "t"}
+    assert transfer(REQUESTED, debited).when("CompleteTransfer", complete).then(done).status == (
+        "COMPLETED"
+    )
+    fail = {"transfer_id": "t", "reason": "account_closed", "compensated": True}
+    failed = Event(
+        "bank.TransferFailed",
+        {"transfer_id": "t", "from_account_id": "a", "amount": EUR, **fail},
+    )
+    assert transfer(REQUESTED, debited).when("FailTransfer", fail).then(failed).status == "FAILED"

@@ -4,6 +4,8 @@ the routing rules that keep one aggregate per id within one context."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 from confluent_kafka import Message, Producer
 from hypothesis import HealthCheck, given, settings
@@ -287,34 +289,34 @@ def test_a_result_detail_is_clipped() -> None:
 # -- a state that outgrows the limit while its events stay small ---------------------------
 
 
-def _grow_decide(cmd, state):
-    balance = (state or 0) + cmd.data["amount"]["amount"]
-    return [Event("bank.Deposited", {**cmd.data, "balance": balance, "transfer_id": None})]
+@dataclass(frozen=True)
+class Pad:
+    """A bank.AccountState whose owner carries one character per unit of balance."""
+
+    account_id: str = "pad"
+    owner: str = ""
+    currency: str = "EUR"
+    balance: int = 0
+    status: str = "OPEN"
 
 
-GROWING = BoundedContext(
-    name="grow",
-    aggregates=(
-        AggregateType(
-            name="grow.Pad",
-            id_field="account_id",
-            command_types=frozenset({"bank.Deposit"}),
-            event_types=frozenset({"bank.Deposited"}),
-            state_schema="bank.AccountState",
-            decide=_grow_decide,
-            evolve=lambda state, event: event.data["balance"],
-            # The state record carries one character per unit of balance.
-            to_record=lambda balance: {
-                "account_id": "pad",
-                "owner": "o" * balance,
-                "currency": "EUR",
-                "balance": balance,
-                "status": "OPEN",
-            },
-            from_record=lambda record: record["balance"],
-        ),
-    ),
+PAD = AggregateType(
+    "grow.Pad", id_field="account_id", initial_state=Pad(), state_schema="bank.AccountState"
 )
+
+
+@PAD.decides("bank.Deposit")
+def _grow(data, state: Pad):
+    balance = state.balance + data["amount"]["amount"]
+    return [Event("bank.Deposited", {**data, "balance": balance, "transfer_id": None})]
+
+
+@PAD.evolves("bank.Deposited")
+def _grown(state: Pad, data) -> Pad:
+    return Pad(owner="o" * data["balance"], balance=data["balance"])
+
+
+GROWING = BoundedContext(name="grow", aggregates=(PAD,))
 """A test context whose state grows with its balance, while each event stays small."""
 
 
@@ -348,7 +350,7 @@ def test_a_snapshot_over_the_limit_is_refused_at_the_end_and_checked_per_command
     third = deposit(3, 1000)
     assert (third.status, third.reason) == (REJECTED, "too_large")
     assert "snapshot bank.AccountState" in third.detail
-    assert (entry().version, entry().state) == (2, 2000)
+    assert (entry().version, entry().state.balance) == (2, 2000)
     builder.snapshot_value(GROWING.aggregates[0], "pad", entry())  # fits
 
 
@@ -374,22 +376,10 @@ def test_an_id_taken_by_another_aggregate_type_is_rejected() -> None:
 
 
 def test_a_command_of_another_context_is_unknown_here() -> None:
-    shop = BoundedContext(
-        name="shop",
-        aggregates=(
-            AggregateType(
-                name="shop.Cart",
-                id_field="account_id",
-                command_types=frozenset({"shop.Checkout"}),
-                event_types=frozenset({"shop.CheckedOut"}),
-                state_schema="shop.CartState",
-                decide=lambda cmd, state: [Event("shop.CheckedOut", dict(cmd.data))],
-                evolve=lambda state, event: "checked out",
-                to_record=lambda state: {},
-                from_record=lambda record: "checked out",
-            ),
-        ),
-    )
+    cart = AggregateType("shop.Cart", id_field="account_id", initial_state=Pad())
+    cart.decides("Checkout")(lambda data, state: [Event("shop.CheckedOut", dict(data))])
+    cart.evolves("CheckedOut")(lambda state, data: state)
+    shop = BoundedContext(name="shop", aggregates=(cart,))
     bank = default_registry().context("bank")
     handler = new_handler(Registry([bank, shop]))
     decided = handler.handle(to_message(1, "shop.Checkout", {"account_id": "a"}))

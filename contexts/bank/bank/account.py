@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from processors.domain import AggregateType, Command, Decision, Event, Record, Rejected
+from processors.domain import AggregateType, Decision, Event, Record, Rejected
 
+NEW = "NEW"  # not opened yet: the initial state only, never written
 OPEN = "OPEN"
 CLOSED = "CLOSED"
 
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    account_id: str
-    owner: str
-    currency: str
-    balance: int
-    status: str
+    account_id: str = ""
+    owner: str = ""
+    currency: str = ""
+    balance: int = 0
+    status: str = NEW
 
 
-def _money(data: Any) -> tuple[int, str]:
-    money = data["amount"]
-    return int(money["amount"]), str(money["currency"])
+ACCOUNT = AggregateType("bank.Account", id_field="account_id", initial_state=Account())
 
 
-def _check_movement(cmd: Command, state: Account | None) -> tuple[int, str] | Rejected:
-    if state is None:
-        return Rejected("account_not_found", f"account {cmd.data['account_id']} is not open")
+def _check_movement(data: Mapping[str, Any], state: Account) -> tuple[int, str] | Rejected:
+    if state.status == NEW:
+        return Rejected("account_not_found", f"account {data['account_id']} is not open")
     if state.status == CLOSED:
         return Rejected("account_closed", f"account {state.account_id} is closed")
-    amount, currency = _money(cmd.data)
+    amount, currency = int(data["amount"]["amount"]), str(data["amount"]["currency"])
     if amount <= 0:
         return Rejected("invalid_amount", f"amount must be positive, got {amount}")
     if currency != state.currency:
@@ -40,121 +40,67 @@ def _check_movement(cmd: Command, state: Account | None) -> tuple[int, str] | Re
     return amount, currency
 
 
-def _is_currency_code(code: str) -> bool:
-    return len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()
+def _moved(kind: str, data: Mapping[str, Any], amount: int, balance: int, state: Account) -> Event:
+    money = {"amount": amount, "currency": state.currency}
+    record: Record = {"account_id": state.account_id, "amount": money, "balance": balance}
+    return Event(kind, {**record, "transfer_id": data.get("transfer_id")})
 
 
-def decide(cmd: Command, state: Account | None) -> Decision:
-    data = cmd.data
-    match cmd.type:
-        case "bank.OpenAccount":
-            if state is not None:
-                return Rejected("account_exists", f"account {state.account_id} already exists")
-            if not _is_currency_code(data["currency"]):
-                got = data["currency"]
-                return Rejected("invalid_currency", f"not an ISO 4217 code: {got!r}")
-            if not data["owner"].strip():
-                return Rejected("invalid_owner", "owner must not be blank")
-            record = {k: data[k] for k in ("account_id", "owner", "currency")}
-            return [Event("bank.AccountOpened", record)]
-        case "bank.Deposit":
-            checked = _check_movement(cmd, state)
-            if isinstance(checked, Rejected):
-                return checked
-            assert state is not None
-            amount, currency = checked
-            return [
-                Event(
-                    "bank.Deposited",
-                    {
-                        "account_id": state.account_id,
-                        "amount": {"amount": amount, "currency": currency},
-                        "balance": state.balance + amount,
-                        "transfer_id": data.get("transfer_id"),
-                    },
-                )
-            ]
-        case "bank.Withdraw":
-            checked = _check_movement(cmd, state)
-            if isinstance(checked, Rejected):
-                return checked
-            assert state is not None
-            amount, currency = checked
-            if amount > state.balance:
-                return Rejected(
-                    "insufficient_funds",
-                    f"withdrawing {amount} would overdraw balance {state.balance}",
-                )
-            return [
-                Event(
-                    "bank.Withdrawn",
-                    {
-                        "account_id": state.account_id,
-                        "amount": {"amount": amount, "currency": currency},
-                        "balance": state.balance - amount,
-                        "transfer_id": data.get("transfer_id"),
-                    },
-                )
-            ]
-        case "bank.CloseAccount":
-            if state is None:
-                return Rejected("account_not_found", f"account {data['account_id']} is not open")
-            if state.status == CLOSED:
-                return Rejected("account_closed", f"account {state.account_id} is already closed")
-            if state.balance != 0:
-                return Rejected(
-                    "non_zero_balance", f"balance is {state.balance}; only zero can be closed"
-                )
-            return [Event("bank.AccountClosed", {"account_id": state.account_id})]
-    return Rejected("unknown_command", f"account cannot handle {cmd.type}")
+@ACCOUNT.decides("OpenAccount")
+def open_account(data: Mapping[str, Any], state: Account) -> Decision:
+    if state.status != NEW:
+        return Rejected("account_exists", f"account {state.account_id} already exists")
+    code = data["currency"]
+    if not (len(code) == 3 and code.isascii() and code.isalpha() and code.isupper()):
+        return Rejected("invalid_currency", f"not an ISO 4217 code: {code!r}")
+    if not data["owner"].strip():
+        return Rejected("invalid_owner", "owner must not be blank")
+    return [Event("bank.AccountOpened", {k: data[k] for k in ("account_id", "owner", "currency")})]
 
 
-def evolve(state: Account | None, event: Event) -> Account:
-    data = event.data
-    match event.type:
-        case "bank.AccountOpened":
-            return Account(data["account_id"], data["owner"], data["currency"], 0, OPEN)
-        case "bank.Deposited" | "bank.Withdrawn":
-            assert state is not None, f"{event.type} before AccountOpened"
-            return replace(state, balance=data["balance"])
-        case "bank.AccountClosed":
-            assert state is not None, "AccountClosed before AccountOpened"
-            return replace(state, status=CLOSED)
-    raise ValueError(f"account cannot apply {event.type}")
+@ACCOUNT.decides("Deposit")
+def deposit(data: Mapping[str, Any], state: Account) -> Decision:
+    checked = _check_movement(data, state)
+    if isinstance(checked, Rejected):
+        return checked
+    amount, _ = checked
+    return [_moved("bank.Deposited", data, amount, state.balance + amount, state)]
 
 
-def to_record(state: Account) -> Record:
-    return {
-        "account_id": state.account_id,
-        "owner": state.owner,
-        "currency": state.currency,
-        "balance": state.balance,
-        "status": state.status,
-    }
+@ACCOUNT.decides("Withdraw")
+def withdraw(data: Mapping[str, Any], state: Account) -> Decision:
+    checked = _check_movement(data, state)
+    if isinstance(checked, Rejected):
+        return checked
+    amount, _ = checked
+    if amount > state.balance:
+        detail = f"withdrawing {amount} would overdraw balance {state.balance}"
+        return Rejected("insufficient_funds", detail)
+    return [_moved("bank.Withdrawn", data, amount, state.balance - amount, state)]
 
 
-def from_record(record: Record) -> Account:
-    return Account(
-        record["account_id"],
-        record["owner"],
-        record["currency"],
-        record["balance"],
-        record["status"],
-    )
+@ACCOUNT.decides("CloseAccount")
+def close_account(data: Mapping[str, Any], state: Account) -> Decision:
+    if state.status == NEW:
+        return Rejected("account_not_found", f"account {data['account_id']} is not open")
+    if state.status == CLOSED:
+        return Rejected("account_closed", f"account {state.account_id} is already closed")
+    if state.balance != 0:
+        detail = f"balance is {state.balance}; only zero can be closed"
+        return Rejected("non_zero_balance", detail)
+    return [Event("bank.AccountClosed", {"account_id": state.account_id})]
 
 
-ACCOUNT: AggregateType[Account] = AggregateType(
-    name="bank.Account",
-    id_field="account_id",
-    command_types=frozenset(
-        {"bank.OpenAccount", "bank.Deposit", "bank.Withdraw", "bank.CloseAccount"}
-    ),
-    event_types=frozenset(
-        {"bank.AccountOpened", "bank.Deposited", "bank.Withdrawn", "bank.AccountClosed"}
-    ),
-    state_schema="bank.AccountState",
-    decide=decide,
-    evolve=evolve,
-    to_record=to_record,
-    from_record=from_record,
-)
+@ACCOUNT.evolves("AccountOpened")
+def _opened(state: Account, data: Record) -> Account:
+    return Account(data["account_id"], data["owner"], data["currency"], 0, OPEN)
+
+
+@ACCOUNT.evolves("Deposited", "Withdrawn")
+def _moved_money(state: Account, data: Record) -> Account:
+    return replace(state, balance=data["balance"])
+
+
+@ACCOUNT.evolves("AccountClosed")
+def _closed(state: Account, data: Record) -> Account:
+    return replace(state, status=CLOSED)

@@ -15,7 +15,9 @@ duplicate detection turns the repeat into a no-op: exactly-once like any other c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from processors.domain import (
     AggregateType,
@@ -30,6 +32,7 @@ from processors.domain import (
     Trigger,
 )
 
+NEW = "NEW"  # not requested yet: the initial state only, never written
 REQUESTED = "REQUESTED"
 DEBITED = "DEBITED"
 COMPLETED = "COMPLETED"
@@ -40,11 +43,14 @@ COMMAND_ID_PREFIX = "pm:transfer:"
 
 @dataclass(frozen=True, slots=True)
 class Transfer:
-    transfer_id: str
-    from_account_id: str
-    to_account_id: str
-    amount: Record  # bank.Money
-    status: str
+    transfer_id: str = ""
+    from_account_id: str = ""
+    to_account_id: str = ""
+    amount: Record = field(default_factory=dict)  # bank.Money
+    status: str = NEW
+
+
+TRANSFER = AggregateType("bank.Transfer", id_field="transfer_id", initial_state=Transfer())
 
 
 def _route(state: Transfer) -> Record:
@@ -56,101 +62,74 @@ def _route(state: Transfer) -> Record:
     }
 
 
-def decide(cmd: Command, state: Transfer | None) -> Decision:
-    data = cmd.data
-    if cmd.type == "bank.RequestTransfer":
-        if state is not None:
-            return Rejected("transfer_exists", f"transfer {state.transfer_id} already exists")
-        if data["from_account_id"] == data["to_account_id"]:
-            return Rejected("same_account", "a transfer needs two different accounts")
-        if data["amount"]["amount"] <= 0:
-            return Rejected("invalid_amount", f"amount must be positive, got {data['amount']}")
-        record = {
-            "transfer_id": data["transfer_id"],
-            "from_account_id": data["from_account_id"],
-            "to_account_id": data["to_account_id"],
-            "amount": dict(data["amount"]),
-        }
-        return [Event("bank.TransferRequested", record)]
-    if state is None:
+def _step(data: Mapping[str, Any], state: Transfer, allowed: tuple[str, ...]) -> Rejected | None:
+    """Why a step of an existing transfer may not happen now, if it may not."""
+    if state.status == NEW:
         return Rejected("transfer_not_found", f"transfer {data['transfer_id']} does not exist")
-    match cmd.type, state.status:
-        case "bank.RecordTransferDebit", "REQUESTED":
-            return [Event("bank.TransferDebited", _route(state))]
-        case "bank.CompleteTransfer", "DEBITED":
-            return [Event("bank.TransferCompleted", {"transfer_id": state.transfer_id})]
-        case "bank.FailTransfer", "REQUESTED" | "DEBITED":
-            failed = {
-                "transfer_id": state.transfer_id,
-                "from_account_id": state.from_account_id,
-                "amount": dict(state.amount),
-                "reason": data["reason"],
-                "compensated": data["compensated"],
-            }
-            return [Event("bank.TransferFailed", failed)]
-    return Rejected("invalid_transition", f"{cmd.type} not allowed while {state.status}")
+    if state.status not in allowed:
+        return Rejected("invalid_transition", f"not allowed while {state.status}")
+    return None
 
 
-def evolve(state: Transfer | None, event: Event) -> Transfer:
-    data = event.data
-    if event.type == "bank.TransferRequested":
-        return Transfer(
-            data["transfer_id"],
-            data["from_account_id"],
-            data["to_account_id"],
-            dict(data["amount"]),
-            REQUESTED,
-        )
-    assert state is not None, f"{event.type} before TransferRequested"
-    status = {
-        "bank.TransferDebited": DEBITED,
-        "bank.TransferCompleted": COMPLETED,
-        "bank.TransferFailed": FAILED,
-    }.get(event.type)
-    if status is None:
-        raise ValueError(f"transfer cannot apply {event.type}")
-    return replace(state, status=status)
+@TRANSFER.decides("RequestTransfer")
+def request_transfer(data: Mapping[str, Any], state: Transfer) -> Decision:
+    if state.status != NEW:
+        return Rejected("transfer_exists", f"transfer {state.transfer_id} already exists")
+    if data["from_account_id"] == data["to_account_id"]:
+        return Rejected("same_account", "a transfer needs two different accounts")
+    if data["amount"]["amount"] <= 0:
+        return Rejected("invalid_amount", f"amount must be positive, got {data['amount']}")
+    route = {k: data[k] for k in ("transfer_id", "from_account_id", "to_account_id")}
+    return [Event("bank.TransferRequested", {**route, "amount": dict(data["amount"])})]
 
 
-def to_record(state: Transfer) -> Record:
-    return {**_route(state), "status": state.status}
+@TRANSFER.decides("RecordTransferDebit")
+def record_debit(data: Mapping[str, Any], state: Transfer) -> Decision:
+    if rejected := _step(data, state, (REQUESTED,)):
+        return rejected
+    return [Event("bank.TransferDebited", _route(state))]
 
 
-def from_record(record: Record) -> Transfer:
-    return Transfer(
-        record["transfer_id"],
-        record["from_account_id"],
-        record["to_account_id"],
-        dict(record["amount"]),
-        record["status"],
-    )
+@TRANSFER.decides("CompleteTransfer")
+def complete(data: Mapping[str, Any], state: Transfer) -> Decision:
+    if rejected := _step(data, state, (DEBITED,)):
+        return rejected
+    return [Event("bank.TransferCompleted", {"transfer_id": state.transfer_id})]
 
 
-TRANSFER: AggregateType[Transfer] = AggregateType(
-    name="bank.Transfer",
-    id_field="transfer_id",
-    command_types=frozenset(
-        {
-            "bank.RequestTransfer",
-            "bank.RecordTransferDebit",
-            "bank.CompleteTransfer",
-            "bank.FailTransfer",
-        }
-    ),
-    event_types=frozenset(
-        {
-            "bank.TransferRequested",
-            "bank.TransferDebited",
-            "bank.TransferCompleted",
-            "bank.TransferFailed",
-        }
-    ),
-    state_schema="bank.TransferState",
-    decide=decide,
-    evolve=evolve,
-    to_record=to_record,
-    from_record=from_record,
-)
+@TRANSFER.decides("FailTransfer")
+def fail(data: Mapping[str, Any], state: Transfer) -> Decision:
+    if rejected := _step(data, state, (REQUESTED, DEBITED)):
+        return rejected
+    failed = {
+        "transfer_id": state.transfer_id,
+        "from_account_id": state.from_account_id,
+        "amount": dict(state.amount),
+        "reason": data["reason"],
+        "compensated": data["compensated"],
+    }
+    return [Event("bank.TransferFailed", failed)]
+
+
+@TRANSFER.evolves("TransferRequested")
+def _requested(state: Transfer, data: Record) -> Transfer:
+    route = (data["transfer_id"], data["from_account_id"], data["to_account_id"])
+    return Transfer(*route, dict(data["amount"]), REQUESTED)
+
+
+@TRANSFER.evolves("TransferDebited")
+def _debited(state: Transfer, data: Record) -> Transfer:
+    return replace(state, status=DEBITED)
+
+
+@TRANSFER.evolves("TransferCompleted")
+def _completed(state: Transfer, data: Record) -> Transfer:
+    return replace(state, status=COMPLETED)
+
+
+@TRANSFER.evolves("TransferFailed")
+def _failed(state: Transfer, data: Record) -> Transfer:
+    return replace(state, status=FAILED)
 
 
 def step_command_id(transfer_id: str, step: str) -> str:
