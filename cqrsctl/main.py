@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from cqrsctl import (
@@ -34,5 +36,19 @@ read_side_cmd.register(app)
 gateway_cmd.register(app)
 
 
+def main() -> None:
+    """The console script: `app`, with a context that does not match its schemas (found when
+    the registry loads it) reported as one line and exit code 2, not a traceback."""
+    try:
+        app()
+    except Exception as exc:
+        from processors.registry import ContextError  # only on this path: a quick start-up
+
+        if not isinstance(exc, ContextError):
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
 if __name__ == "__main__":
-    app()
+    main()

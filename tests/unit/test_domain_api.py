@@ -148,3 +148,18 @@ def test_given_when_then_passes_on_the_right_verdict_and_fails_on_a_wrong_one() 
     broken = testing.When(scenario, deposit, scenario.state, [Event("bank.Deposited", {})])
     with pytest.raises(ValidationError, match="account_id"):
         broken.then(Event("bank.Deposited", {}))
+
+
+def test_cqrsctl_reports_a_broken_context_in_one_line(monkeypatch, capsys) -> None:
+    import cqrsctl.main
+
+    def broken() -> None:
+        raise ContextError("context 'bank': bank.Account command: unknown schema 'bank.Depost'")
+
+    monkeypatch.setattr(cqrsctl.main, "app", broken)
+    with pytest.raises(SystemExit) as exited:
+        cqrsctl.main.main()
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: context 'bank': bank.Account command: unknown schema 'bank.Depost'\n"
+    )
