@@ -8,11 +8,23 @@ aggregate's state is a dataclass whose fields are those of its Avro state record
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from types import UnionType
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+    get_type_hints,
+    is_typeddict,
+)
 
 if TYPE_CHECKING:
     from processors.projections import Projection
@@ -170,6 +182,45 @@ class AggregateType(Generic[S]):
         """The state dataclass's field names: its Avro state record's, less `version`."""
         state_type: Any = self.state_type
         return tuple(f.name for f in fields(state_type))
+
+    # -- typed messages ------------------------------------------------------------------------
+
+    def message_types(self) -> dict[str, type]:
+        """The TypedDict each command and event type's data is annotated with, where one is:
+        the `data` parameter of its `decides` or `evolves` function. An evolver of several
+        event types annotated with a union picks the member named like each type
+        (`Deposited | Withdrawn`). The registry checks these against the Avro schemas."""
+        found: dict[str, type] = {}
+        for table, position in ((self._deciders, 0), (self._evolvers, 1)):
+            for type_name, function in table.items():
+                typed = _data_annotation(function, position, type_name)
+                if typed is not None:
+                    found[type_name] = typed
+        return found
+
+
+def typed_dicts_in(annotation: Any) -> list[type]:
+    """The TypedDicts an annotation names: itself, or the members of a union."""
+    if is_typeddict(annotation):
+        return [annotation]
+    if get_origin(annotation) in (Union, UnionType):
+        return [member for member in get_args(annotation) if is_typeddict(member)]
+    return []
+
+
+def _data_annotation(function: Callable[..., Any], position: int, type_name: str) -> type | None:
+    parameters = list(inspect.signature(function).parameters)
+    if len(parameters) <= position:
+        return None
+    try:
+        hints = get_type_hints(function)
+    except NameError as exc:
+        raise TypeError(f"{function.__qualname__}: cannot resolve its annotations: {exc}") from exc
+    candidates = typed_dicts_in(hints.get(parameters[position]))
+    if len(candidates) == 1:
+        return candidates[0]
+    simple = type_name.rpartition(".")[2]
+    return next((c for c in candidates if c.__name__ == simple), None)
 
 
 @dataclass(frozen=True, slots=True)

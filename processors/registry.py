@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, get_type_hints
 
-from processors.domain import AggregateType, BoundedContext
+from processors.domain import AggregateType, BoundedContext, typed_dicts_in
 from schemas.catalog import CONTEXTS_ENTRY_POINT, Catalog, UnknownSchema, default_catalog
 
 ENTRY_POINT_GROUP = CONTEXTS_ENTRY_POINT
@@ -116,10 +116,44 @@ def schema_problems(ctx: BoundedContext, catalog: Catalog) -> list[str]:
                     f"{agg.state_schema}: missing {sorted(wanted - declared)}, "
                     f"unknown {sorted(declared - wanted)}"
                 )
+        for type_name, typed in sorted(agg.message_types().items()):
+            if type_name in catalog:
+                where = f"{agg.name} {typed.__name__} ({type_name})"
+                problems += _typed_problems(typed, catalog.latest(type_name).schema, where)
     for pm in ctx.process_managers:
         for event in sorted(pm.event_types):
             fields_of(event, f"process manager {pm.name} event")
     return problems
+
+
+def _typed_problems(typed: type, record: dict[str, Any], where: str) -> list[str]:
+    """A TypedDict's keys against an Avro record's fields, nested records included."""
+    schema_fields = {f["name"]: f["type"] for f in record.get("fields", ())}
+    keys = set(getattr(typed, "__required_keys__", ())) | set(
+        getattr(typed, "__optional_keys__", ())
+    )
+    problems = []
+    if keys != set(schema_fields):
+        problems.append(
+            f"{where} keys differ from {record['name']}: missing "
+            f"{sorted(set(schema_fields) - keys)}, unknown {sorted(keys - set(schema_fields))}"
+        )
+    hints = get_type_hints(typed)
+    for key in sorted(keys & set(schema_fields)):
+        nested_records = _records_in(schema_fields[key])
+        for nested in typed_dicts_in(hints[key]):
+            match = [r for r in nested_records if r["name"].rpartition(".")[2] == nested.__name__]
+            for nested_record in match or nested_records[:1]:
+                problems += _typed_problems(nested, nested_record, f"{where}.{key}")
+    return problems
+
+
+def _records_in(avro_type: Any) -> list[dict[str, Any]]:
+    if isinstance(avro_type, dict) and avro_type.get("type") == "record":
+        return [avro_type]
+    if isinstance(avro_type, list):
+        return [t for branch in avro_type for t in _records_in(branch)]
+    return []
 
 
 @cache

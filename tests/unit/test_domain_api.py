@@ -4,6 +4,7 @@ the load-time check against the schemas, and the given/when/then helper's verdic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NotRequired, TypedDict
 
 import pytest
 
@@ -114,6 +115,92 @@ def test_a_context_that_disagrees_with_its_schemas_is_named_at_load() -> None:
     # The registry alone does not consult schemas; default_registry() raises ContextError.
     assert Registry([BoundedContext("bank", (wrong,))]).aggregate("bank.Typo") is wrong
     assert issubclass(ContextError, ValueError)
+
+
+class Money(TypedDict):
+    amount: int
+    currency: str
+
+
+class Deposit(TypedDict):
+    account_id: str
+    amount: Money
+    transfer_id: NotRequired[str | None]
+
+
+class Moneyy(TypedDict):
+    amount: int
+    curency: str
+
+
+class DepositTypo(TypedDict):
+    account_id: str
+    amount: Moneyy
+    transfer: NotRequired[str | None]
+
+
+class Withdrawn(TypedDict):
+    account_id: str
+    amount: Money
+    balance: int
+    transfer_id: str | None
+
+
+class Deposited(TypedDict):
+    account_id: str
+    amount: Money
+    balance: int
+    transfer_id: str | None
+
+
+def add(data: Deposit, state: Counter) -> list[Event]:
+    return []
+
+
+def add_typo(data: DepositTypo, state: Counter) -> list[Event]:
+    return []
+
+
+def typed_counter(decider) -> AggregateType[Counter]:
+    agg = AggregateType(
+        "bank.Typed",
+        id_field="account_id",
+        initial_state=Counter(),
+        state_schema="bank.AccountState",
+    )
+    agg.decides("Deposit")(decider)
+
+    @agg.evolves("Deposited", "Withdrawn")
+    def moved(state: Counter, data: Deposited | Withdrawn) -> Counter:
+        return state
+
+    return agg
+
+
+def test_typed_commands_and_events_are_checked_against_their_schemas_at_load() -> None:
+    catalog = default_catalog()
+    assert set(ACCOUNT.message_types()) == ACCOUNT.command_types  # bank types its commands
+    assert schema_problems(default_registry().context("bank"), catalog) == []
+    sound = typed_counter(add)
+    assert sound.message_types() == {
+        "bank.Deposit": Deposit,
+        "bank.Deposited": Deposited,
+        "bank.Withdrawn": Withdrawn,
+    }
+    # Deposited v2 has a memo field the typed dict lacks: the union member named Deposited
+    # is checked against bank.Deposited, Withdrawn against bank.Withdrawn.
+    assert schema_problems(BoundedContext("bank", (sound,)), catalog) == [
+        "bank.Typed Deposited (bank.Deposited) keys differ from bank.Deposited: missing "
+        "['memo'], unknown []"
+    ]
+    typo = typed_counter(add_typo)
+    problems = schema_problems(BoundedContext("bank", (typo,)), catalog)
+    assert problems[:2] == [
+        "bank.Typed DepositTypo (bank.Deposit) keys differ from bank.Deposit: missing "
+        "['transfer_id'], unknown ['transfer']",
+        "bank.Typed DepositTypo (bank.Deposit).amount keys differ from bank.Money: missing "
+        "['currency'], unknown ['curency']",
+    ]
 
 
 def test_given_when_then_passes_on_the_right_verdict_and_fails_on_a_wrong_one() -> None:

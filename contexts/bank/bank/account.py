@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
+from bank.messages import CloseAccount, Movement, OpenAccount
 from processors.domain import AggregateType, Decision, Event, Record, Rejected
 
 NEW = "NEW"  # not opened yet: the initial state only, never written
@@ -25,7 +24,7 @@ class Account:
 ACCOUNT = AggregateType("bank.Account", id_field="account_id", initial_state=Account())
 
 
-def _check_movement(data: Mapping[str, Any], state: Account) -> tuple[int, str] | Rejected:
+def _check_movement(data: Movement, state: Account) -> tuple[int, str] | Rejected:
     if state.status == NEW:
         return Rejected("account_not_found", f"account {data['account_id']} is not open")
     if state.status == CLOSED:
@@ -40,14 +39,14 @@ def _check_movement(data: Mapping[str, Any], state: Account) -> tuple[int, str] 
     return amount, currency
 
 
-def _moved(kind: str, data: Mapping[str, Any], amount: int, balance: int, state: Account) -> Event:
+def _moved(kind: str, data: Movement, amount: int, balance: int, state: Account) -> Event:
     money = {"amount": amount, "currency": state.currency}
     record: Record = {"account_id": state.account_id, "amount": money, "balance": balance}
     return Event(kind, {**record, "transfer_id": data.get("transfer_id")})
 
 
 @ACCOUNT.decides("OpenAccount")
-def open_account(data: Mapping[str, Any], state: Account) -> Decision:
+def open_account(data: OpenAccount, state: Account) -> Decision:
     if state.status != NEW:
         return Rejected("account_exists", f"account {state.account_id} already exists")
     code = data["currency"]
@@ -55,11 +54,12 @@ def open_account(data: Mapping[str, Any], state: Account) -> Decision:
         return Rejected("invalid_currency", f"not an ISO 4217 code: {code!r}")
     if not data["owner"].strip():
         return Rejected("invalid_owner", "owner must not be blank")
-    return [Event("bank.AccountOpened", {k: data[k] for k in ("account_id", "owner", "currency")})]
+    opened = {"account_id": data["account_id"], "owner": data["owner"], "currency": code}
+    return [Event("bank.AccountOpened", opened)]
 
 
 @ACCOUNT.decides("Deposit")
-def deposit(data: Mapping[str, Any], state: Account) -> Decision:
+def deposit(data: Movement, state: Account) -> Decision:
     checked = _check_movement(data, state)
     if isinstance(checked, Rejected):
         return checked
@@ -68,7 +68,7 @@ def deposit(data: Mapping[str, Any], state: Account) -> Decision:
 
 
 @ACCOUNT.decides("Withdraw")
-def withdraw(data: Mapping[str, Any], state: Account) -> Decision:
+def withdraw(data: Movement, state: Account) -> Decision:
     checked = _check_movement(data, state)
     if isinstance(checked, Rejected):
         return checked
@@ -80,7 +80,7 @@ def withdraw(data: Mapping[str, Any], state: Account) -> Decision:
 
 
 @ACCOUNT.decides("CloseAccount")
-def close_account(data: Mapping[str, Any], state: Account) -> Decision:
+def close_account(data: CloseAccount, state: Account) -> Decision:
     if state.status == NEW:
         return Rejected("account_not_found", f"account {data['account_id']} is not open")
     if state.status == CLOSED:

@@ -15,10 +15,9 @@ duplicate detection turns the repeat into a no-op: exactly-once like any other c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
 
+from bank.messages import FailTransfer, Money, RequestTransfer, TransferStep
 from processors.domain import (
     AggregateType,
     Command,
@@ -46,7 +45,7 @@ class Transfer:
     transfer_id: str = ""
     from_account_id: str = ""
     to_account_id: str = ""
-    amount: Record = field(default_factory=dict)  # bank.Money
+    amount: Money = field(default_factory=lambda: Money(amount=0, currency=""))
     status: str = NEW
 
 
@@ -62,7 +61,9 @@ def _route(state: Transfer) -> Record:
     }
 
 
-def _step(data: Mapping[str, Any], state: Transfer, allowed: tuple[str, ...]) -> Rejected | None:
+def _step(
+    data: TransferStep | FailTransfer, state: Transfer, allowed: tuple[str, ...]
+) -> Rejected | None:
     """Why a step of an existing transfer may not happen now, if it may not."""
     if state.status == NEW:
         return Rejected("transfer_not_found", f"transfer {data['transfer_id']} does not exist")
@@ -72,7 +73,7 @@ def _step(data: Mapping[str, Any], state: Transfer, allowed: tuple[str, ...]) ->
 
 
 @TRANSFER.decides("RequestTransfer")
-def request_transfer(data: Mapping[str, Any], state: Transfer) -> Decision:
+def request_transfer(data: RequestTransfer, state: Transfer) -> Decision:
     if state.status != NEW:
         return Rejected("transfer_exists", f"transfer {state.transfer_id} already exists")
     if data["from_account_id"] == data["to_account_id"]:
@@ -84,21 +85,21 @@ def request_transfer(data: Mapping[str, Any], state: Transfer) -> Decision:
 
 
 @TRANSFER.decides("RecordTransferDebit")
-def record_debit(data: Mapping[str, Any], state: Transfer) -> Decision:
+def record_debit(data: TransferStep, state: Transfer) -> Decision:
     if rejected := _step(data, state, (REQUESTED,)):
         return rejected
     return [Event("bank.TransferDebited", _route(state))]
 
 
 @TRANSFER.decides("CompleteTransfer")
-def complete(data: Mapping[str, Any], state: Transfer) -> Decision:
+def complete(data: TransferStep, state: Transfer) -> Decision:
     if rejected := _step(data, state, (DEBITED,)):
         return rejected
     return [Event("bank.TransferCompleted", {"transfer_id": state.transfer_id})]
 
 
 @TRANSFER.decides("FailTransfer")
-def fail(data: Mapping[str, Any], state: Transfer) -> Decision:
+def fail(data: FailTransfer, state: Transfer) -> Decision:
     if rejected := _step(data, state, (REQUESTED, DEBITED)):
         return rejected
     failed = {
