@@ -4,6 +4,7 @@ the load-time check against the schemas, and the given/when/then helper's verdic
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NotRequired, TypedDict
 
 import pytest
@@ -250,3 +251,16 @@ def test_cqrsctl_reports_a_broken_context_in_one_line(monkeypatch, capsys) -> No
     assert capsys.readouterr().err == (
         "error: context 'bank': bank.Account command: unknown schema 'bank.Depost'\n"
     )
+
+
+def test_a_context_package_brings_its_schemas_and_migrations() -> None:
+    import bank as bank_package
+
+    home = Path(bank_package.__file__).parent
+    bank = default_registry().context("bank")
+    assert (bank.schema_root, bank.migrations) == (home / "schemas", home / "migrations")
+    assert "contexts" in home.parts  # a package of its own, outside the runtime's folders
+    bare = BoundedContext("bare", aggregates=(), package="processors")  # has neither folder
+    assert (bare.schema_root, bare.migrations) == (None, None)
+    given = BoundedContext("x", aggregates=(), package="bank", migrations=home)
+    assert (given.schema_root, given.migrations) == (home / "schemas", home)
