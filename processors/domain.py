@@ -60,8 +60,9 @@ class Rejected:
 Decision = Sequence[Event] | Rejected
 
 
-Decider = Callable[[Mapping[str, Any], S], Decision]
-Evolver = Callable[[S, Record], S]
+# `data` is the record as a dict, or the TypedDict a function annotates it with.
+Decider = Callable[[Any, S], Decision]
+Evolver = Callable[[S, Any], S]
 
 
 class AggregateType(Generic[S]):
