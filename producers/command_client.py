@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
@@ -52,7 +52,11 @@ class CommandNotDelivered(RuntimeError):
     """Kafka did not take the command (e.g. it timed out in the producer's queue while no
     broker was reachable, or the producer failed fatally): it will get no result. Sending
     it again is safe: a command id that was processed already is answered with its first
-    result."""
+    result. `code` is the librdkafka error code of the delivery report, when there was one."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,9 @@ class _Outgoing:
     value: bytes
     key: str
     headers: list[tuple[str, bytes]]
+    # Resolved by the delivery report: None when the broker acknowledged the command,
+    # CommandNotDelivered when Kafka did not take it. Kept across producer replacements.
+    delivered: Future[None] = field(default_factory=Future)
 
 
 def _discard(producer: Producer) -> None:
@@ -124,11 +131,26 @@ class PendingCommand:
         aggregate_id: str,
         future: Future[CommandResult] | None,
         read_your_writes: Callable[[CommandResult, float], None] | None = None,
+        delivered: Future[None] | None = None,
     ):
         self.command_id = command_id
         self.aggregate_id = aggregate_id
         self._future = future
         self._read_your_writes = read_your_writes
+        self._delivered = delivered
+
+    def delivery(self, timeout: float = 30.0) -> None:
+        """Return once the broker has acknowledged the command (its delivery report);
+        CommandNotDelivered if Kafka did not take it, CommandTimeout if no report came in
+        time. The caller must serve delivery reports meanwhile (`CommandClient.flush`)."""
+        if self._delivered is None:
+            raise RuntimeError("this command has no delivery report to wait for")
+        try:
+            self._delivered.result(timeout)
+        except FutureTimeout:
+            raise CommandTimeout(
+                f"no delivery report for command {self.command_id} within {timeout:g}s"
+            ) from None
 
     def result(self, timeout: float = 30.0) -> CommandResult:
         if self._future is None:
@@ -288,7 +310,9 @@ class CommandClient:
         self._produce(command_id, outgoing)
         self._producer.poll(0)
         self._replace_a_stalled_producer()
-        return PendingCommand(command_id, aggregate_id, future, read_your_writes)
+        return PendingCommand(
+            command_id, aggregate_id, future, read_your_writes, outgoing.delivered
+        )
 
     def _produce(self, command_id: str, outgoing: _Outgoing) -> None:
         producer, generation = self._producer, self._producer_generation
@@ -400,15 +424,20 @@ class CommandClient:
         if self._configured_on_delivery is not None:
             self._configured_on_delivery(err, msg)
         with self._lock:
-            self._in_flight.pop(command_id, None)
+            outgoing = self._in_flight.pop(command_id, None)
         if err is None:
+            if outgoing is not None and not outgoing.delivered.done():
+                outgoing.delivered.set_result(None)
             return
+        failure = CommandNotDelivered(
+            f"command {command_id} was not delivered to Kafka: {err.str()}", err.code()
+        )
+        if outgoing is not None and not outgoing.delivered.done():
+            outgoing.delivered.set_exception(failure)
         with self._lock:
             future = self._pending.pop(command_id, None)
         if future is not None and not future.done():
-            future.set_exception(
-                CommandNotDelivered(f"command {command_id} was not delivered to Kafka: {err.str()}")
-            )
+            future.set_exception(failure)
 
     def _is_waiting_for(self, command_id: str) -> bool:
         return command_id in self._pending
