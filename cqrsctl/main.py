@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 
 import typer
 
@@ -17,13 +19,44 @@ from cqrsctl import (
     stack_cmd,
     topics_cmd,
 )
+from cqrsctl.console import EXIT_CODES_HELP
+from cqrsctl.help_format import show_flags_as_flags
+
+show_flags_as_flags()
 
 app = typer.Typer(
     name="cqrsctl",
-    help="Operate the event-sourced CQRS pipeline on Kafka.",
+    help=f"Operate the event-sourced CQRS pipeline on Kafka.\n\n{EXIT_CODES_HELP}",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version() -> str:
+    try:
+        return package_version("kafka-cqrs")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"cqrsctl {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    """Operate the event-sourced CQRS pipeline on Kafka."""
+
 
 stack_cmd.register(app)
 schemas_cmd.register(app)
