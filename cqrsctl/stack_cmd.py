@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
+
+from cqrsctl.console import (
+    FAILED,
+    OUTPUT_OPTION,
+    UNAVAILABLE,
+    OutputFormat,
+    cli_name,
+    fail,
+    out_console,
+    print_json,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 STATE_DIR_OPTION = typer.Option(
     None,
     "--state-dir",
-    help="Folder of the stack's state, data and logs [default: $CQRS_STATE_DIR or "
-    "/var/tmp/kafka-cqrs].",
+    envvar="CQRS_STATE_DIR",
+    show_envvar=True,
+    help="Folder of the stack's state, data and logs (default: /var/tmp/kafka-cqrs).",
 )
 
 
@@ -45,7 +57,8 @@ def mask_dsn(dsn: str) -> str:
 
 
 def _fail_cleanly(func: F) -> F:
-    """Turn expected failures into one `error:` message and exit code 1, with no traceback."""
+    """Turn expected failures into one `error:` message and exit code 1 (4 when Kafka or
+    Postgres cannot be reached), with no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -53,34 +66,86 @@ def _fail_cleanly(func: F) -> F:
         from confluent_kafka import KafkaException
 
         from deploy.local.errors import StackError
+        from deploy.local.pipeline import WorkerFailed
         from deploy.settings import SettingsError
 
         try:
             return func(*args, **kwargs)
+        except (KafkaException, psycopg.OperationalError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(UNAVAILABLE) from None
         except (
             StackError,
             SettingsError,
-            KafkaException,
             psycopg.Error,
             OSError,
             ValueError,
         ) as exc:
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
+            raise typer.Exit(FAILED) from None
+        except WorkerFailed as failed:
+            typer.echo(failed.log_tail, err=True)
+            typer.echo(f"error: {failed}", err=True)
+            raise typer.Exit(FAILED) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 @_fail_cleanly
-def up(state_dir: str | None = STATE_DIR_OPTION) -> None:
-    """Start the local Kafka broker and Postgres (reuses them when already running)."""
+def up(
+    state_dir: str | None = STATE_DIR_OPTION,
+    pipeline: bool = typer.Option(
+        False,
+        "--pipeline",
+        help="Also create the context's topics and start the command processor, projector "
+        "and sink in the background (logs in <state>/pipeline/logs; `down` stops them).",
+    ),
+    context: str = typer.Option("bank", help="Bounded context of --pipeline."),
+    timeout: float = typer.Option(120.0, min=1, help="Seconds the workers may take to be ready."),
+) -> None:
+    """Start the local Kafka broker and Postgres (reuses them when already running); with
+    --pipeline, a working pipeline you can send commands to and query."""
     from deploy.local import stack
 
     started = time.monotonic()
     state = stack.up(state_dir)
     typer.echo(f"kafka:    {state.bootstrap_servers} (pid {state.kafka_pid})")
     typer.echo(f"postgres: {mask_dsn(state.postgres_dsn)} (pid {state.postgres_pid})")
+    if not pipeline:
+        typer.echo(f"state:    {state.state_dir} (ready in {time.monotonic() - started:.1f} s)")
+        return
+    _up_pipeline(state, context, timeout)
     typer.echo(f"state:    {state.state_dir} (ready in {time.monotonic() - started:.1f} s)")
+    _print_next_steps(context, state_dir)
+
+
+def _up_pipeline(state: Any, context: str, timeout: float) -> None:
+    from deploy.local import background
+    from processors.registry import UnknownContext, default_registry
+
+    try:
+        default_registry().context(context)
+    except UnknownContext as exc:
+        fail(str(exc))
+    workers, started = background.start(state, context=context, timeout=timeout)
+    verb = "started" if started else "already running"
+    for worker in workers:
+        typer.echo(f"{worker.role + ':':<9} pid {worker.pid} {verb}, log {worker.log}")
+
+
+def _print_next_steps(context: str, state_dir: str | None) -> None:
+    cli = cli_name()
+    from_env = state_dir == os.environ.get("CQRS_STATE_DIR")
+    folder = f" --state-dir {state_dir}" if state_dir and not from_env else ""
+    typer.echo("next:")
+    if context == "bank":
+        body = '{"account_id": "acc-1", "owner": "Ada", "currency": "EUR"}'
+        typer.echo(f"  {cli} send bank.OpenAccount --json '{body}' --wait-for accounts")
+        typer.echo(f"  {cli} query accounts acc-1")
+        typer.echo(f"  {cli} history acc-1")
+    typer.echo(f"  {cli} send --help          (the command types and their fields)")
+    typer.echo(f"  {cli} status{folder}")
+    typer.echo(f"  {cli} down{folder}")
 
 
 @_fail_cleanly
@@ -90,10 +155,14 @@ def down(
         False, "--keep-data", help="Keep topics and tables for the next `up`."
     ),
 ) -> None:
-    """Stop the local stack that `up` started and delete its data (unless --keep-data)."""
-    from deploy.local import stack
+    """Stop the workers and the local stack that `up` started, and delete its data
+    (unless --keep-data)."""
+    from deploy.local import background, stack
     from deploy.local.state import state_dir as resolve
 
+    stopped = background.stop(state_dir)
+    if stopped:
+        typer.echo(f"stopped the workers: {', '.join(stopped)}")
     if stack.down(state_dir, keep_data=keep_data):
         kept = " (data kept)" if keep_data else " and deleted its data"
         typer.echo(f"stopped the local stack in {resolve(state_dir)}{kept}")
@@ -102,32 +171,92 @@ def down(
 
 
 @_fail_cleanly
-def status(state_dir: str | None = STATE_DIR_OPTION) -> None:
-    """Show where the broker and the database listen and whether they are healthy."""
-    from deploy.local import stack
+def status(
+    state_dir: str | None = STATE_DIR_OPTION,
+    output: OutputFormat = OUTPUT_OPTION,
+) -> None:
+    """Where the broker and the database listen and whether they are healthy; with
+    `up --pipeline`, also each worker's health and consumer lag. Exit 1 if a part is not."""
+    from deploy.local import background, stack
     from deploy.local.state import state_dir as resolve
 
     report = stack.status(state_dir)
     if report is None:
-        typer.echo(f"no local stack recorded in {resolve(state_dir)} (run `cqrsctl up`)", err=True)
-        raise typer.Exit(1)
-    console = Console()
-    console.print(f"local stack in {resolve(state_dir)}", soft_wrap=True)
+        fail(f"no local stack recorded in {resolve(state_dir)} (run `cqrsctl up`)", code=FAILED)
+    workers = background.recorded(state_dir)
+    health = {w.role: background.probe(w) for w in workers}
+    lag: dict[str, int | None] = {}
+    kafka_up = report[0].healthy
+    if workers and kafka_up:
+        first = workers[0]
+        servers = {"bootstrap.servers": report[0].address}
+        lag = background.consumer_lag(servers, first.context, first.prefix)
+    healthy = all(p.healthy for p in report) and all(h == "healthy" for h in health.values())
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "state_dir": str(resolve(state_dir)),
+                "healthy": healthy,
+                "parts": [
+                    {
+                        "name": p.name,
+                        "address": mask_dsn(p.address),
+                        "pid": p.pid,
+                        "running": p.running,
+                        "healthy": p.healthy,
+                    }
+                    for p in report
+                ],
+                "workers": [
+                    {
+                        "role": w.role,
+                        "pid": w.pid,
+                        "health": health[w.role],
+                        "lag": lag.get(w.role),
+                        "log": w.log,
+                    }
+                    for w in workers
+                ],
+            }
+        )
+    else:
+        _print_status(resolve(state_dir), report, workers, health, lag)
+    if not healthy:
+        raise typer.Exit(FAILED)
+
+
+def _print_status(
+    folder: Any, report: list[Any], workers: list[Any], health: dict[str, str], lag: dict[str, Any]
+) -> None:
+    console = out_console()
+    console.print(f"local stack in {folder}", soft_wrap=True)
     for part in report:
         if part.healthy:
-            health = "[green]healthy[/]  "
+            state = "[green]healthy[/]  "
         elif part.running:
-            health = "[red]unhealthy[/]"
+            state = "[red]unhealthy[/]"
         else:
-            health = "[red]unhealthy[/] (not running)"
+            state = "[red]unhealthy[/] (not running)"
         # The address goes last and is never wrapped: people copy it from here.
         console.print(
-            f"  {part.name:<12} {health}  pid {part.pid or '-':<8} {mask_dsn(part.address)}",
+            f"  {part.name:<12} {state}  pid {part.pid or '-':<8} {mask_dsn(part.address)}",
             soft_wrap=True,
             highlight=False,
         )
-    if not all(part.healthy for part in report):
-        raise typer.Exit(1)
+    if not workers:
+        return
+    console.print("workers (up --pipeline)", soft_wrap=True)
+    for worker in workers:
+        said = health[worker.role]
+        color = "green" if said == "healthy" else "red"
+        behind = lag.get(worker.role)
+        lag_text = "lag ?" if behind is None else f"lag {behind}"
+        console.print(
+            f"  {worker.role:<12} [{color}]{said:<9}[/]  pid {worker.pid:<8} "
+            f"{lag_text:<10} {worker.log}",
+            soft_wrap=True,
+            highlight=False,
+        )
 
 
 @_fail_cleanly
