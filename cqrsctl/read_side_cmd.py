@@ -15,7 +15,16 @@ from typing import Any
 
 import typer
 
-from cqrsctl.console import fail, settings_or_fail
+from cqrsctl.console import (
+    FAILED,
+    OUTPUT_OPTION,
+    UNAVAILABLE,
+    OutputFormat,
+    fail,
+    out_console,
+    print_json,
+    settings_or_fail,
+)
 from cqrsctl.run_cmd import run
 from processors.registry import UnknownContext, default_registry
 
@@ -146,7 +155,7 @@ def sink(
             with connect(settings.postgres_dsn, schema) as conn:
                 check_migrated(conn, ctx)
     except (psycopg.Error, ReadModelError) as exc:
-        fail(f"postgres: {exc}".strip())
+        fail(f"postgres: {exc}".strip(), code=UNAVAILABLE)
     config = SinkConfig(
         context=ctx.name,
         kafka=settings.kafka,
@@ -176,7 +185,20 @@ def _read_model(schema: str | None) -> tuple[Any, str]:
         resolved = resolve_schema(dsn, schema)
         return connect(dsn, resolved), resolved
     except psycopg.Error as exc:
-        fail(f"postgres: {exc}".strip())
+        fail(f"postgres: {exc}".strip(), code=UNAVAILABLE)
+
+
+def _json_value(value: Any) -> Any:
+    """A column value as JSON: times as ISO 8601 UTC, other non-JSON types as text."""
+    if isinstance(value, dt.datetime | dt.date):
+        return _cell(value)
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def _cell(value: Any) -> str:
@@ -189,16 +211,25 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def complete_projection(incomplete: str) -> list[str]:
+    """Shell completion: the projections of every installed context."""
+    names = {p.name for ctx in default_registry().contexts.values() for p in ctx.projections}
+    return sorted(n for n in names if n.startswith(incomplete))
+
+
 def query(
-    projection: str = typer.Argument(..., help="Projection name, e.g. accounts."),
+    projection: str = typer.Argument(
+        ..., help="Projection name, e.g. accounts.", autocompletion=complete_projection
+    ),
     key: str = typer.Argument(None, help="Value of the projection's query column, e.g. an id."),
     context: str = typer.Option("bank"),
     schema: str = typer.Option(None, help="Postgres schema (default: the DSN's search_path)."),
     limit: int = typer.Option(100, min=1),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
-    """Print rows of a projection from Postgres (e.g. `query accounts acct-1`)."""
+    """Print rows of a projection from Postgres (e.g. `query accounts acct-1`); exit 1
+    when there is no such row."""
     import psycopg
-    from rich.console import Console
     from rich.table import Table
 
     from sinks.queries import fetch_rows
@@ -212,18 +243,21 @@ def query(
         try:
             rows = fetch_rows(conn, found[projection], key, limit=limit)
         except psycopg.Error as exc:
-            fail(f"postgres (schema {resolved}): {exc}".strip())
+            fail(f"postgres (schema {resolved}): {exc}".strip(), code=UNAVAILABLE)
     if not rows:
         fail(
             f"no {projection} row with {found[projection].query_column} = {key!r}"
             if key is not None
             else f"{projection} is empty",
-            code=1,
+            code=FAILED,
         )
+    if output is OutputFormat.json:
+        print_json([{k: _json_value(v) for k, v in row.items()} for row in rows])
+        return
     table = Table(*rows[0].keys(), title=f"{projection} ({resolved})")
     for row in rows:
         table.add_row(*(_cell(v) for v in row.values()))
-    Console().print(table)
+    out_console().print(table)
 
 
 def history(
@@ -232,10 +266,11 @@ def history(
     version: int = typer.Option(None, min=0, help="State at this aggregate version."),
     aggregate: str = typer.Option("bank.Account", help="Aggregate type."),
     schema: str = typer.Option(None, help="Postgres schema (default: the DSN's search_path)."),
+    output: OutputFormat = OUTPUT_OPTION,
 ) -> None:
-    """An aggregate's state at a time or version (a fold of event_log), and its events."""
+    """An aggregate's state at a time or version (a fold of event_log), and its events;
+    exit 1 when it has none."""
     import psycopg
-    from rich.console import Console
     from rich.table import Table
 
     from processors.registry import UnknownMessageType
@@ -252,15 +287,38 @@ def history(
     with conn:
         try:
             found = load_history(conn, agg, aggregate_id, as_of=moment, version=version)
-        except (psycopg.Error, IncompleteHistory) as exc:
-            fail(f"{exc}".strip())
+        except psycopg.Error as exc:
+            fail(f"postgres: {exc}".strip(), code=UNAVAILABLE)
+        except IncompleteHistory as exc:
+            fail(f"{exc}".strip(), code=FAILED)
     if not found.events:
         fail(
             f"no events of {agg.name} {aggregate_id} in event_log ({resolved})"
             + (" at that point" if moment or version is not None else ""),
-            code=1,
+            code=FAILED,
         )
-    console = Console()
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "aggregate": agg.name,
+                "aggregate_id": aggregate_id,
+                "version": found.version,
+                "as_of": _cell(moment) if moment is not None else None,
+                "state": {k: _json_value(v) for k, v in (found.state_record or {}).items()},
+                "events": [
+                    {
+                        "version": e.version,
+                        "type": e.type,
+                        "time": _cell(e.time),
+                        "event_id": e.event_id,
+                        "data": _json_value(e.data),
+                    }
+                    for e in found.events
+                ],
+            }
+        )
+        return
+    console = out_console()
     title = f"{agg.name} {aggregate_id} at version {found.version}"
     if moment is not None:
         title += f" (as of {_cell(moment)})"
@@ -284,7 +342,7 @@ def _prepare(worker: Any) -> None:
     try:
         worker.prepare_topics()
     except (TopicsNotReady, TopicMismatch, KafkaException) as exc:
-        fail(str(exc))
+        fail(str(exc), code=UNAVAILABLE)
 
 
 def migrate(
@@ -306,7 +364,7 @@ def migrate(
         resolved = resolve_schema(dsn, schema)
         applied = apply_migrations(dsn, resolved, ctx)
     except (psycopg.Error, ReadModelError) as exc:
-        fail(f"postgres: {exc}".strip())
+        fail(f"postgres: {exc}".strip(), code=UNAVAILABLE)
     for label in applied:
         typer.echo(f"applied  {label}")
     reader, writer = roles(resolved)

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from cqrsctl.console import OUTPUT_OPTION, OutputFormat, out_console, print_json
 from schemas.catalog import Catalog, CatalogError
 from schemas.compatibility import DEFAULT_LEVEL, Level, check_catalog, configured_level
 from schemas.fingerprint import as_signed
@@ -35,28 +35,32 @@ def register(app: typer.Typer) -> None:
     def list_schemas(
         folder: Path | None = typer.Option(None, "--dir", help=_DIR_HELP),
         context: str | None = typer.Option(None, "--context", help="Only this context."),
+        output: OutputFormat = OUTPUT_OPTION,
     ) -> None:
         """Every schema version: full name, version, fingerprint (wire order hex), file."""
         catalog = _load(folder)
+        rows = [
+            {
+                "name": entry.name,
+                "version": entry.version,
+                "kind": entry.kind or "-",
+                "fingerprint": entry.fingerprint_hex,
+                "compatibility": str(configured_level(entry)) if entry.version > 1 else "-",
+                "file": entry.relative,
+            }
+            for entry in catalog
+            if context is None or entry.context == context
+        ]
+        if output is OutputFormat.json:
+            print_json(rows)
+            return
         table = Table(title=f"Avro schemas ({folder or 'the runtime and installed contexts'})")
         for column in ("name", "version", "kind", "fingerprint", "compatibility", "file"):
             table.add_column(column, no_wrap=column in ("name", "fingerprint"))
-        for entry in catalog:
-            if context is not None and entry.context != context:
-                continue
-            level = configured_level(entry) if entry.version > 1 else "-"
-            table.add_row(
-                entry.name,
-                f"v{entry.version}",
-                entry.kind or "-",
-                entry.fingerprint_hex,
-                str(level),
-                entry.relative,
-            )
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=200)  # piped or captured: don't wrap file names
-        console.print(table)
+        for row in rows:
+            row = {**row, "version": f"v{row['version']}"}
+            table.add_row(*(str(v) for v in row.values()))
+        out_console().print(table)
 
     @schemas_app.command("show")
     def show_schema(
