@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cqrsctl.console import fail, settings_or_fail
+from cqrsctl.console import FAILED, fail, settings_or_fail
 
 aggregates = typer.Typer(help="Aggregate state snapshots.", no_args_is_help=True)
 
@@ -21,13 +21,15 @@ def rebuild(
     kafka = settings_or_fail(postgres=False).kafka.client_config()
     try:
         report = rebuild_snapshots(kafka, default_registry(), context, prefix)
-    except (RebuildRefused, UnknownContext) as exc:
+    except RebuildRefused as exc:
+        fail(str(exc), code=FAILED)
+    except UnknownContext as exc:
         fail(str(exc))
     typer.echo(f"folded {report.events} events into {report.aggregates} aggregate snapshots")
     for line in report.version_mismatches[:20]:
         typer.echo(f"warning: {line}", err=True)
     if report.version_mismatches:
-        raise typer.Exit(1)
+        raise typer.Exit(FAILED)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cqrsctl.console import fail, settings_or_fail
+from cqrsctl.console import UNAVAILABLE, fail, settings_or_fail
 from cqrsctl.run_cmd import run
 from processors.registry import UnknownContext, default_registry
 
@@ -102,7 +102,7 @@ def _resolve_schema(dsn: str, schema: str | None) -> str:
     try:
         return resolve_schema(dsn, schema)
     except psycopg.Error as exc:
-        fail(f"postgres: {exc}".strip())
+        fail(f"postgres: {exc}".strip(), code=UNAVAILABLE)
 
 
 def _check_role(dsn: str, role: str) -> None:
@@ -118,7 +118,8 @@ def _check_role(dsn: str, role: str) -> None:
     except psycopg.Error as exc:
         fail(
             f"postgres: cannot SET ROLE {role}: {str(exc).strip()} (the sink's migrations "
-            "create <schema>_reader; or pass --query-dsn / --db-role)"
+            "create <schema>_reader; or pass --query-dsn / --db-role)",
+            code=UNAVAILABLE,
         )
 
 
