@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cqrsctl.console import fail
+from cqrsctl.console import cli_name, fail
 
 CONTEXT = "bank"
 WORKERS_FILE = "workers.json"
@@ -248,7 +248,7 @@ def _run(
             (folder / WORKERS_FILE).write_text(json.dumps(kept))
             console.print(
                 f"workers left running: {', '.join(f'{r} {p}' for r, p in kept.items())}; "
-                "stop them with `cqrsctl demo --stop`"
+                f"stop them with `{cli_name()} demo --stop`"
             )
     finally:
         if not keep_running:
@@ -351,10 +351,11 @@ def _report(
         daily.add_row(currency, str(day), f"{deposits:,}", f"{withdrawals:,}", f"{count:,}")
     console.print(daily)
     some = rows[0][0] if rows else f"{tag}-acc-000000"
+    cli = cli_name()
     console.print("where to look next:")
-    console.print(f"  cqrsctl query accounts {some}", highlight=False)
-    console.print(f"  cqrsctl history {some}", highlight=False)
-    console.print("  cqrsctl query daily_totals EUR", highlight=False)
+    console.print(f"  {cli} query accounts {some}", highlight=False, soft_wrap=True)
+    console.print(f"  {cli} history {some}", highlight=False, soft_wrap=True)
+    console.print(f"  {cli} query daily_totals EUR", highlight=False, soft_wrap=True)
     console.print(f"  psql '{mask_dsn(dsn)}'  (schema {schema})", highlight=False, soft_wrap=True)
     return {
         "sent": total,
