@@ -1,4 +1,4 @@
-"""`cqrsctl send <type> --json '{...}' [--wait | --wait-for <projection>]`: send one command.
+"""`cqrsctl send <type> --json '{...}' [--wait | --wait-for <projection>...]`: send one command.
 
 `send` exits 0 only once the broker has acknowledged the command (its delivery report);
 `cqrsctl send <type> --help` prints the type's fields and an example body.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ class SendCommand(TyperCommand):
             click.echo(f"their fields: {cli_name()} send <type> --help")
 
 
+def _projection_names() -> list[str]:
+    from processors.registry import default_registry
+
+    return sorted({p.name for ctx in default_registry().contexts.values() for p in ctx.projections})
+
+
 def _read_body(json_body: str | None, body_file: str | None) -> dict[str, Any]:
     if (json_body is None) == (body_file is None):
         fail("give the command's fields with --json '{...}' or --file PATH (- for stdin)")
@@ -84,11 +91,14 @@ def send(
         None, "--file", "-f", help="Read the command's JSON from this file (- for stdin)."
     ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the result and print it."),
-    wait_for: str = typer.Option(
+    wait_for: list[str] = typer.Option(
         None,
         "--wait-for",
         help="Also wait until this projection's Postgres rows show the command (e.g. "
-        "accounts); implies --wait.",
+        "accounts; repeat it for several, `all` for every projection); implies --wait.",
+        autocompletion=lambda incomplete: [
+            p for p in [*_projection_names(), "all"] if p.startswith(incomplete)
+        ],
     ),
     timeout: float = typer.Option(30.0, help="Seconds to wait for delivery, and for --wait."),
     command_id: str = typer.Option(None, help="Command id (default: a new UUID)."),
@@ -105,15 +115,17 @@ def send(
         CommandTimeout,
         InvalidCommand,
     )
+    from sinks.checkpoints import ReadModelTimeout
 
     data = _read_body(json_body, body_file)
-    wait = wait or wait_for is not None
     context = command_type.split(".", 1)[0]
     try:
-        default_registry().context(context)
+        ctx = default_registry().context(context)
     except UnknownContext as exc:
         fail(f"{command_type}: {exc}")
-    settings = settings_or_fail(postgres=wait_for is not None)
+    projections = _chosen_projections(ctx, wait_for or [])
+    wait = wait or bool(projections)
+    settings = settings_or_fail(postgres=bool(projections))
     kafka = settings.kafka.client_config()
     topics = ContextTopics(prefix or context)
     needed = [topics.commands, *([topics.results] if wait else [])]
@@ -127,7 +139,6 @@ def send(
             context,
             topic_prefix=prefix,
             await_results=wait,
-            read_model_dsn=settings.postgres_dsn if wait_for else None,
         )
     except Exception as exc:  # e.g. the broker went away since the check
         fail(f"not sent: {exc}", code=UNAVAILABLE)
@@ -137,14 +148,17 @@ def send(
             data,
             command_id=command_id,
             expected_version=expected_version,
-            wait_for=wait_for,
         )
         client.flush(timeout)
         pending.delivery(0)
         if not wait:
             typer.echo(f"sent {command_type} {pending.command_id} to {pending.aggregate_id}")
             return
+        deadline = time.monotonic() + timeout
         result = pending.result(timeout)
+        if result.accepted and projections:
+            dsn = settings.postgres_dsn
+            _wait_for_read_model(dsn, topics.events, projections, result, deadline)
     except InvalidCommand as exc:
         fail(f"not sent: {exc}", code=USAGE)
     except CommandNotDelivered as exc:
@@ -152,6 +166,8 @@ def send(
         fail(f"not sent: {exc}; {hint}", code=UNAVAILABLE)
     except CommandTimeout as exc:
         fail(f"{exc}; is the broker up? (`{cli_name()} status`)", code=TIMEOUT)
+    except ReadModelTimeout as exc:
+        fail(f"{exc}; is the sink running? (`{cli_name()} status`)", code=TIMEOUT)
     except Exception as exc:  # read your writes: Postgres unreachable
         fail(f"{type(exc).__name__}: {exc}".strip(), code=UNAVAILABLE)
     finally:
@@ -171,6 +187,29 @@ def send(
     )
     if not result.accepted:
         raise typer.Exit(FAILED)
+
+
+def _chosen_projections(ctx: Any, wanted: list[str]) -> list[str]:
+    known = [p.name for p in ctx.projections]
+    if "all" in wanted:
+        return known
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        fail(f"--wait-for: {ctx.name} has no projection {unknown[0]!r} (known: {', '.join(known)})")
+    return list(dict.fromkeys(wanted))
+
+
+def _wait_for_read_model(
+    dsn: str, events_topic: str, projections: list[str], result: Any, deadline: float
+) -> None:
+    """Until every projection's checkpoint in Postgres has passed the command's events."""
+    from sinks.checkpoints import CheckpointWaiter
+    from sinks.db import resolve_schema
+
+    schema = resolve_schema(dsn, None)
+    with CheckpointWaiter(dsn, schema, events_topic=events_topic) as waiter:
+        for name in projections:
+            waiter.wait(name, result.events, max(0.0, deadline - time.monotonic()))
 
 
 def register(app: typer.Typer) -> None:

@@ -140,7 +140,7 @@ def _print_next_steps(context: str, state_dir: str | None) -> None:
     typer.echo("next:")
     if context == "bank":
         body = '{"account_id": "acc-1", "owner": "Ada", "currency": "EUR"}'
-        typer.echo(f"  {cli} send bank.OpenAccount --json '{body}' --wait-for accounts")
+        typer.echo(f"  {cli} send bank.OpenAccount --json '{body}' --wait-for all")
         typer.echo(f"  {cli} query accounts acc-1")
         typer.echo(f"  {cli} history acc-1")
     typer.echo(f"  {cli} send --help          (the command types and their fields)")
