@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cqrsctl.console import cli_name, fail
+from cqrsctl.console import cli_name, fail, out_console
 
 CONTEXT = "bank"
 WORKERS_FILE = "workers.json"
@@ -90,7 +90,7 @@ def demo(
     ),
 ) -> None:
     """Run the whole pipeline on a bank workload and show the read model."""
-    console = Console()
+    console = out_console()
     if stop:
         if not _stop_kept(console):
             console.print("no demo workers were left running")
