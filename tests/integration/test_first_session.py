@@ -15,8 +15,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,6 +88,7 @@ def test_the_readme_first_session_runs_as_printed(private_state: Path) -> None:
             workers = background.recorded(private_state)
             assert {w.role for w in workers} == {"processor", "projector", "sink"}
             check_machine_output(env)
+            check_status_sees_a_dead_worker(env, workers)
         done = run(words, env)
         shown = f"{shlex.join(words)}\n{done.stdout}{done.stderr}"
         assert done.returncode == 0, shown
@@ -120,6 +123,21 @@ def check_step(words: list[str], out: str, env: dict[str, str]) -> None:
         for role in ("processor", "projector", "sink"):
             line = next(line for line in out.splitlines() if line.strip().startswith(role))
             assert "healthy" in line and "unhealthy" not in line, out
+
+
+def check_status_sees_a_dead_worker(
+    env: dict[str, str], workers: list[background.RecordedWorker]
+) -> None:
+    """`status` tells the truth about the workers: a killed sink makes it exit 1."""
+    sink = next(w for w in workers if w.role == "sink")
+    os.kill(sink.pid, signal.SIGKILL)  # the sink this test's `up --pipeline` started
+    deadline = time.monotonic() + 10
+    while cmdline(sink.pid) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    done = run([str(ROOT / SCRIPT), "status"], env)
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = next(line for line in done.stdout.splitlines() if line.strip().startswith("sink"))
+    assert "not running" in line, done.stdout
 
 
 def check_machine_output(env: dict[str, str]) -> None:
