@@ -107,6 +107,9 @@ def send(
 ) -> None:
     """Validate a command against its schema, produce it, and exit 0 only once the broker
     has acknowledged it. With --wait, print the processor's result (exit 1 if rejected)."""
+    import psycopg
+    from confluent_kafka import KafkaException
+
     from processors.registry import UnknownContext, default_registry
     from processors.topics import ContextTopics
     from producers.command_client import (
@@ -140,8 +143,9 @@ def send(
             topic_prefix=prefix,
             await_results=wait,
         )
-    except Exception as exc:  # e.g. the broker went away since the check
+    except (KafkaException, InvalidCommand) as exc:  # e.g. the broker went away since the check
         fail(f"not sent: {exc}", code=UNAVAILABLE)
+    delivered = False
     try:
         pending = client.send(
             command_type,
@@ -151,6 +155,7 @@ def send(
         )
         client.flush(timeout)
         pending.delivery(0)
+        delivered = True
         if not wait:
             typer.echo(f"sent {command_type} {pending.command_id} to {pending.aggregate_id}")
             return
@@ -165,11 +170,12 @@ def send(
         hint = delivery_hint(exc.code, topics.commands, context)
         fail(f"not sent: {exc}; {hint}", code=UNAVAILABLE)
     except CommandTimeout as exc:
-        fail(f"{exc}; is the broker up? (`{cli_name()} status`)", code=TIMEOUT)
+        cause = "is the command processor running?" if delivered else "is the broker up?"
+        fail(f"{exc}; {cause} (`{cli_name()} status`)", code=TIMEOUT)
     except ReadModelTimeout as exc:
         fail(f"{exc}; is the sink running? (`{cli_name()} status`)", code=TIMEOUT)
-    except Exception as exc:  # read your writes: Postgres unreachable
-        fail(f"{type(exc).__name__}: {exc}".strip(), code=UNAVAILABLE)
+    except psycopg.Error as exc:  # read your writes: Postgres unreachable
+        fail(f"postgres: {exc}".strip(), code=UNAVAILABLE)
     finally:
         with contextlib.suppress(CommandTimeout):
             client.close()

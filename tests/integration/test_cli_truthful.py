@@ -115,7 +115,8 @@ def test_send_wait_without_a_processor_times_out_with_exit_3(
 
     assert done.returncode == 3
     assert done.stdout == ""
-    assert "no result for command" in one_error_line(done)
+    line = one_error_line(done)
+    assert "no result for command" in line and "is the command processor running?" in line
 
 
 @pytest.mark.parametrize(
