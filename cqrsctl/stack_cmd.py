@@ -106,7 +106,13 @@ def up(
     """Start the local Kafka broker and Postgres (reuses them when already running); with
     --pipeline, a working pipeline you can send commands to and query."""
     from deploy.local import stack
+    from processors.registry import UnknownContext, default_registry
 
+    if pipeline:
+        try:
+            default_registry().context(context)
+        except UnknownContext as exc:
+            fail(str(exc))
     started = time.monotonic()
     state = stack.up(state_dir)
     typer.echo(f"kafka:    {state.bootstrap_servers} (pid {state.kafka_pid})")
@@ -121,12 +127,7 @@ def up(
 
 def _up_pipeline(state: Any, context: str, timeout: float) -> None:
     from deploy.local import background
-    from processors.registry import UnknownContext, default_registry
 
-    try:
-        default_registry().context(context)
-    except UnknownContext as exc:
-        fail(str(exc))
     workers, started = background.start(state, context=context, timeout=timeout)
     verb = "started" if started else "already running"
     for worker in workers:
@@ -135,17 +136,18 @@ def _up_pipeline(state: Any, context: str, timeout: float) -> None:
 
 def _print_next_steps(context: str, state_dir: str | None) -> None:
     cli = cli_name()
-    from_env = state_dir == os.environ.get("CQRS_STATE_DIR")
-    folder = f" --state-dir {state_dir}" if state_dir and not from_env else ""
     typer.echo("next:")
+    if state_dir and state_dir != os.environ.get("CQRS_STATE_DIR"):
+        # send, query and history find the stack through the variable only.
+        typer.echo(f"  export CQRS_STATE_DIR={state_dir}")
     if context == "bank":
         body = '{"account_id": "acc-1", "owner": "Ada", "currency": "EUR"}'
         typer.echo(f"  {cli} send bank.OpenAccount --json '{body}' --wait-for all")
         typer.echo(f"  {cli} query accounts acc-1")
         typer.echo(f"  {cli} history acc-1")
     typer.echo(f"  {cli} send --help          (the command types and their fields)")
-    typer.echo(f"  {cli} status{folder}")
-    typer.echo(f"  {cli} down{folder}")
+    typer.echo(f"  {cli} status")
+    typer.echo(f"  {cli} down")
 
 
 @_fail_cleanly

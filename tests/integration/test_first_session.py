@@ -103,7 +103,11 @@ def check_step(words: list[str], out: str, env: dict[str, str]) -> None:
     step = words[1]
     if step == "up":
         # What `up` tells the user to type next works from here, without cqrsctl on PATH.
-        nexts = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+        nexts = [
+            line.split()[0]
+            for line in out.splitlines()
+            if line.startswith("  ") and not line.strip().startswith("export ")
+        ]
         assert nexts, out
         for program in nexts:
             assert shutil.which(program, path=env["PATH"]) or (ROOT / program).exists(), out
