@@ -166,7 +166,7 @@ def test_the_config_points_at_the_operators_services(overlay: str) -> None:
     docs = render_overlay(overlay)
     (kafka,) = of_kind(docs, "Kafka")
     (pg,) = of_kind(docs, "Cluster")
-    (config,) = of_kind(docs, "ConfigMap")
+    (config,) = [m for m in of_kind(docs, "ConfigMap") if m["metadata"]["name"] == "cqrs-config"]
     data = config["data"]
     (listener,) = [
         lsn
