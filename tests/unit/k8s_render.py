@@ -12,6 +12,7 @@ an error, never skipped.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from functools import cache
@@ -80,9 +81,29 @@ def crd_schema_path(api_version: str, kind: str) -> Path:
     return CRD_SCHEMAS / group / f"{kind.lower()}_{version}.json"
 
 
+_INLINE_FLAGS = re.compile(r"\(\?[imsU]+\)")
+
+
+def _python_patterns(node: Any) -> Any:
+    """The CRD schemas' `pattern`s are Go (RE2) regular expressions. Python's `re` accepts
+    their syntax except inline flags that are not at the start (`^(?i)(abort|warn)?$`, in
+    the PrometheusRule schema); flags apply to the whole pattern either way, so move them to
+    the front."""
+    if isinstance(node, dict):
+        out = {k: _python_patterns(v) for k, v in node.items()}
+        pattern = node.get("pattern")
+        if isinstance(pattern, str) and _INLINE_FLAGS.search(pattern[1:]):
+            flags = "".join(m.group() for m in _INLINE_FLAGS.finditer(pattern))
+            out["pattern"] = flags + _INLINE_FLAGS.sub("", pattern)
+        return out
+    if isinstance(node, list):
+        return [_python_patterns(v) for v in node]
+    return node
+
+
 @cache
 def _crd_validator(path: Path) -> jsonschema.protocols.Validator:
-    schema = json.loads(path.read_text())
+    schema = _python_patterns(json.loads(path.read_text()))
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
     cls.check_schema(schema)
     return cls(schema)

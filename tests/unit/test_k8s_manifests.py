@@ -35,6 +35,10 @@ def test_overlay_renders_and_every_document_validates(overlay: str) -> None:
     kinds = {d["kind"] for d in docs}
     assert {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "Cluster"} <= kinds
     assert {"ConfigMap", "StatefulSet", "Deployment", "PodMonitor"} <= kinds
+    assert {"Service", "HorizontalPodAutoscaler", "NetworkPolicy", "PrometheusRule"} <= kinds
+    assert {"ScaledObject", "TriggerAuthentication"} <= kinds
+    if overlay == "prod":
+        assert "ScheduledBackup" in kinds
     problems = validate_documents(docs)
     assert not problems, "\n".join(map(str, problems))
 
@@ -72,6 +76,11 @@ MISSPELLINGS = [
     ("kafka/kafka.yaml", "  entityOperator:", "entityOperater"),
     ("postgres/cluster.yaml", "  managed:", "managd"),
     ("workers/podmonitor.yaml", "    - port: health", "prot"),
+    ("autoscaling/keda.yaml", "  minReplicaCount: 1", "minReplicaCont"),
+    ("monitoring/alerts.yaml", "      interval: 30s", "intervall"),
+    # core kinds added with the gateway and the network policies
+    ("gateway/gateway.yaml", "  minReplicas: 2", "minReplica"),
+    ("network/policies.yaml", "  policyTypes: [Ingress, Egress]", "policyType"),
     # custom kinds: metadata, which the CRD schemas leave unchecked (validated as ObjectMeta)
     ("postgres/cluster.yaml", "  labels:", "lables"),
 ]
@@ -131,3 +140,17 @@ def test_a_duplicate_resource_is_caught() -> None:
     docs = render_overlay("dev")
     problems = validate_documents((*docs, docs[0]))
     assert [p.message for p in problems] == ["defined twice"]
+
+
+@pytest.mark.parametrize(("strategy", "ok"), [("WARN", True), ("abort", True), ("maybe", False)])
+def test_go_regex_patterns_of_the_crd_schemas_apply(strategy: str, ok: bool) -> None:
+    # The PrometheusRule schema's pattern `^(?i)(abort|warn)?$` is RE2 syntax that Python's
+    # re rejects as written; k8s_render moves the inline flag so that it still applies.
+    doc = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "x"},
+        "spec": {"groups": [{"name": "g", "partial_response_strategy": strategy, "rules": []}]},
+    }
+    problems = validate_document(doc)
+    assert not problems if ok else any("partial_response_strategy" in str(p) for p in problems)

@@ -36,6 +36,7 @@ WORKERS = {
     "processor": ("StatefulSet", "bank-processor"),
     "projector": ("StatefulSet", "bank-projector"),
     "sink": ("Deployment", "bank-sink"),
+    "gateway": ("Deployment", "bank-gateway"),
 }
 
 
@@ -119,11 +120,15 @@ def test_every_env_var_the_app_reads_is_set(overlay: str, role: str) -> None:
 
 def operator_made_secrets(docs: tuple[dict[str, Any], ...]) -> set[str]:
     """Secrets the operators create: one per KafkaUser (Strimzi User Operator), the cluster
-    CA certificate (Strimzi), the database owner's login and the CA (CloudNativePG)."""
+    CA certificate (Strimzi), the database owner's login and the CA (CloudNativePG); plus
+    the managed roles' password secrets, which the Cluster needs anyway (generated in dev,
+    created out of band in prod: docs/deploy.md)."""
     names = {u["metadata"]["name"] for u in of_kind(docs, "KafkaUser")}
     names |= {f"{k['metadata']['name']}-cluster-ca-cert" for k in of_kind(docs, "Kafka")}
     for pg in of_kind(docs, "Cluster"):
         names |= {f"{pg['metadata']['name']}-app", f"{pg['metadata']['name']}-ca"}
+        roles = pg["spec"].get("managed", {}).get("roles", [])
+        names |= {r["passwordSecret"]["name"] for r in roles if "passwordSecret" in r}
     return names
 
 
@@ -253,15 +258,20 @@ def test_the_projector_keeps_rocksdb_on_its_own_volume(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_pod_monitor_scrapes_every_worker(overlay: str) -> None:
-    (monitor,) = of_kind(render_overlay(overlay), "PodMonitor")
-    selector = monitor["spec"]["selector"]["matchLabels"]
+@pytest.mark.parametrize("role", WORKERS)
+def test_a_pod_monitor_scrapes_each_role_with_the_role_as_job(overlay: str, role: str) -> None:
+    doc = workload(overlay, role)
+    labels = doc["spec"]["template"]["metadata"]["labels"]
+    (monitor,) = [
+        m
+        for m in of_kind(render_overlay(overlay), "PodMonitor")
+        if m["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    ]
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["path"] == "/metrics"
-    for role in WORKERS:
-        doc = workload(overlay, role)
-        assert selector.items() <= doc["spec"]["template"]["metadata"]["labels"].items()
-        assert endpoint["port"] in {p["name"] for p in container(doc)["ports"]}
+    assert endpoint["port"] == "health" in {p["name"] for p in container(doc)["ports"]}
+    # The dashboard and the alert rules select a role by `job`.
+    assert labels[monitor["spec"]["jobLabel"]] == role
 
 
 # --- the shape of each overlay ------------------------------------------------------------------
