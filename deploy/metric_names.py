@@ -4,12 +4,15 @@ The dashboard (deploy/k8s/base/monitoring/dashboard.json) and the alert rules
 (deploy/k8s/base/monitoring/alerts.yaml) are checked against it, so a query that names a
 metric the code does not export fails a test instead of drawing an empty panel.
 
-The names are read from the code, not typed out here: each role's metrics class is
-instantiated into a private prometheus-client registry (or, when its constructor takes no
-registry, into the default one and unregistered again), and its metric families are
-expanded into the sample names prometheus-client writes: `_total` and `_created` for a
-counter, `_bucket`, `_count`, `_sum` and `_created` for a histogram, and so on. The default
-registry's own collectors (`process_*`, `python_*`) are served by every role too.
+The names are read from the code, not typed out here: each role's metrics class
+(`ROLE_METRICS`) is instantiated, into a private prometheus-client registry when its
+constructor takes one, else into the default registry and unregistered again, and its
+metric families are expanded into the sample names prometheus-client writes: `_total` and
+`_created` for a counter, `_bucket`, `_count`, `_sum` and `_created` for a histogram, and
+so on. The default registry's own collectors (`process_*`, `python_*`) are served by every
+role too. This runs in a fresh interpreter (`python -m deploy.metric_names --json`), so a
+worker running in the calling process, whose metrics already sit in the default registry,
+does not collide with it. `python -m deploy.metric_names` lists the names per role.
 
 `EXTERNAL` lists the few series that come from elsewhere than a worker's `/metrics`, with
 their source; a dashboard or rule may use them as well.
@@ -19,6 +22,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import json
+import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -118,17 +124,32 @@ def _default_collector_families() -> list[Metric]:
     return list(registry.collect())
 
 
+def collect_here() -> dict[str, list[MetricName]]:
+    """role -> every sample name its /metrics serves, read in this process."""
+    common = [n for f in _default_collector_families() for n in sample_names(f)]
+    return {
+        role: common
+        + [n for spec in specs for f in _families_of(_load(spec)) for n in sample_names(f)]
+        for role, specs in ROLE_METRICS.items()
+    }
+
+
 @cache
 def role_metrics() -> dict[str, frozenset[MetricName]]:
     """role -> every sample name its /metrics serves (its own metrics and the default
-    collectors')."""
-    common = [n for f in _default_collector_families() for n in sample_names(f)]
+    collectors'), read in a fresh interpreter."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy.metric_names", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"reading the metric names failed: {proc.stderr.strip()}")
     return {
-        role: frozenset(
-            common
-            + [n for spec in specs for f in _families_of(_load(spec)) for n in sample_names(f)]
-        )
-        for role, specs in ROLE_METRICS.items()
+        role: frozenset(MetricName(*row) for row in rows)
+        for role, rows in json.loads(proc.stdout).items()
     }
 
 
@@ -148,3 +169,26 @@ def roles_exporting(sample: str) -> frozenset[str]:
 def known_names() -> frozenset[str]:
     """What a dashboard or rule may name: every role's samples plus `EXTERNAL`."""
     return exported_names() | frozenset(EXTERNAL)
+
+
+def main(argv: list[str]) -> int:
+    names = collect_here()
+    if argv == ["--json"]:
+        rows = {
+            role: sorted([n.sample, n.family, n.type] for n in ns) for role, ns in names.items()
+        }
+        print(json.dumps(rows))
+        return 0
+    if argv:
+        print("usage: python -m deploy.metric_names [--json]", file=sys.stderr)
+        return 2
+    for role, ns in names.items():
+        for n in sorted(ns, key=lambda n: n.sample):
+            print(f"{role}\t{n.type}\t{n.sample}")
+    for name, source in EXTERNAL.items():
+        print(f"external\t-\t{name}\t({source})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,17 +1,21 @@
 """The metric-name registry reads the names from the code's metrics classes, expands them
-the way prometheus-client writes samples, and leaves the default registry as it was."""
+the way prometheus-client writes samples, leaves the default registry as it was, and works
+beside a worker running in the same process."""
 
 from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 from deploy.metric_names import (
     ROLES,
+    collect_here,
     exported_names,
     role_metrics,
     roles_exporting,
     sample_names,
 )
+from processors.projector.metrics import ProjectorMetrics
 
 
 def test_each_role_exports_its_own_metrics_with_prometheus_client_suffixes() -> None:
@@ -30,9 +34,20 @@ def test_each_role_exports_its_own_metrics_with_prometheus_client_suffixes() -> 
 
 def test_reading_the_names_leaves_the_default_registry_untouched() -> None:
     before = set(REGISTRY._names_to_collectors)
-    role_metrics.cache_clear()
-    role_metrics()
+    here = collect_here()
     assert set(REGISTRY._names_to_collectors) == before
+    assert {role: frozenset(names) for role, names in here.items()} == role_metrics()
+
+
+def test_a_worker_in_this_process_does_not_collide_with_the_reading() -> None:
+    running = ProjectorMetrics()  # as a projector in this process would have registered
+    try:
+        role_metrics.cache_clear()
+        assert "cqrs_projector_events_total" in exported_names(["projector"])
+    finally:
+        for metric in (*vars(running).values(), running.lag.gauge):
+            if isinstance(metric, MetricWrapperBase):
+                REGISTRY.unregister(metric)
 
 
 def test_sample_names_follow_the_metric_type() -> None:
