@@ -4,15 +4,16 @@ The dashboard (deploy/k8s/base/monitoring/dashboard.json) and the alert rules
 (deploy/k8s/base/monitoring/alerts.yaml) are checked against it, so a query that names a
 metric the code does not export fails a test instead of drawing an empty panel.
 
-The names are read from the code, not typed out here: each role's metrics class
-(`ROLE_METRICS`) is instantiated, into a private prometheus-client registry when its
-constructor takes one, else into the default registry and unregistered again, and its
-metric families are expanded into the sample names prometheus-client writes: `_total` and
-`_created` for a counter, `_bucket`, `_count`, `_sum` and `_created` for a histogram, and
-so on. The default registry's own collectors (`process_*`, `python_*`) are served by every
+The names are read from the code, not typed out here: each role's metrics classes
+(`ROLE_METRICS`) are instantiated, into a private prometheus-client registry when the
+constructor takes one, else into the default registry and unregistered again; each
+labelled metric gets one child, and the sample names are those prometheus-client then
+writes (`_total` and `_created` of a counter, `_bucket`, `_count`, `_sum` of a histogram,
+...). The default registry's own collectors (`process_*`, `python_*`) are served by every
 role too. This runs in a fresh interpreter (`python -m deploy.metric_names --json`), so a
 worker running in the calling process, whose metrics already sit in the default registry,
-does not collide with it. `python -m deploy.metric_names` lists the names per role.
+does not collide with it. `python -m deploy.metric_names` lists the names per role;
+`--exposition ROLE` prints what the role's /metrics serves (for `promtool check metrics`).
 
 `EXTERNAL` lists the few series that come from elsewhere than a worker's `/metrics`, with
 their source; a dashboard or rule may use them as well.
@@ -30,11 +31,12 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
-# role -> the metrics classes its process instantiates ("module:Class").
+# role -> the metrics classes its process instantiates ("module:Class"). A role that gets
+# a new metrics class must list it here.
 ROLE_METRICS: dict[str, tuple[str, ...]] = {
     "processor": ("processors.metrics:ProcessorMetrics",),
     "projector": ("processors.projector.metrics:ProjectorMetrics",),
@@ -48,18 +50,6 @@ EXTERNAL: dict[str, str] = {
     "up": "Prometheus itself: 1 when the last scrape of a target succeeded, else 0",
 }
 
-# Sample-name suffixes prometheus-client writes per metric type.
-_SUFFIXES: dict[str, tuple[str, ...]] = {
-    "counter": ("_total", "_created"),
-    "gauge": ("",),
-    "histogram": ("_bucket", "_count", "_sum", "_created"),
-    "gaugehistogram": ("_bucket", "_gcount", "_gsum"),
-    "summary": ("", "_count", "_sum", "_created"),
-    "info": ("_info",),
-    "stateset": ("",),
-    "unknown": ("",),
-}
-
 
 @dataclass(frozen=True)
 class MetricName:
@@ -70,14 +60,6 @@ class MetricName:
     type: str
 
 
-def sample_names(family: Metric) -> list[MetricName]:
-    """The sample names prometheus-client writes for one metric family."""
-    return [
-        MetricName(family.name + suffix, family.name, family.type)
-        for suffix in _SUFFIXES.get(family.type, ("",))
-    ]
-
-
 def _metric_objects(obj: Any, depth: int = 2) -> list[MetricWrapperBase]:
     """The metric objects held in an instance's attributes (and one level of helpers, such
     as the consumer-lag gauge's wrapper)."""
@@ -85,9 +67,11 @@ def _metric_objects(obj: Any, depth: int = 2) -> list[MetricWrapperBase]:
     for value in vars(obj).values():
         if isinstance(value, MetricWrapperBase):
             found.append(value)
-        elif depth > 1 and hasattr(value, "__dict__") and not isinstance(value, type):
-            if isinstance(value, CollectorRegistry):
-                continue
+        elif (
+            depth > 1
+            and hasattr(value, "__dict__")
+            and not isinstance(value, type | CollectorRegistry)
+        ):
             found += _metric_objects(value, depth - 1)
     return found
 
@@ -97,39 +81,55 @@ def _load(spec: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-def _families_of(cls: type) -> list[Metric]:
-    """Instantiate a metrics class without leaving anything in the default registry."""
-    params = inspect.signature(cls).parameters
-    if "registry" in params:
-        registry = CollectorRegistry(auto_describe=True)
-        cls(registry=registry)
-        return list(registry.collect())
-    instance = cls()
+def _instantiate(cls: type, registry: CollectorRegistry) -> list[MetricWrapperBase]:
+    """An instance of a metrics class (in `registry` when its constructor takes one, else
+    in the default registry), every labelled metric with one child; its metric objects."""
+    takes_registry = "registry" in inspect.signature(cls).parameters
+    instance = cls(registry=registry) if takes_registry else cls()
     metrics = _metric_objects(instance)
-    try:
-        return [family for m in metrics for family in m.describe()]
-    finally:
-        for m in metrics:
-            REGISTRY.unregister(m)
+    for metric in metrics:
+        if metric._labelnames:
+            metric.labels(*("x" for _ in metric._labelnames))
+    return metrics
 
 
-def _default_collector_families() -> list[Metric]:
-    """Families of the default registry's built-in collectors (process, platform, gc)."""
-    registry = CollectorRegistry()
+def _samples(collectors: Iterable[Collector]) -> list[MetricName]:
+    return [
+        MetricName(sample.name, family.name, family.type)
+        for collector in collectors
+        for family in collector.collect()
+        for sample in family.samples
+    ]
+
+
+def _default_collectors() -> list[Collector]:
+    """The default registry's built-in collectors (process, platform, gc), private copies."""
     from prometheus_client import gc_collector, platform_collector, process_collector
 
-    process_collector.ProcessCollector(registry=registry)
-    platform_collector.PlatformCollector(registry=registry)
-    gc_collector.GCCollector(registry=registry)
-    return list(registry.collect())
+    registry = CollectorRegistry()
+    return [
+        process_collector.ProcessCollector(registry=registry),
+        platform_collector.PlatformCollector(registry=registry),
+        gc_collector.GCCollector(registry=registry),
+    ]
+
+
+def _class_samples(cls: type) -> list[MetricName]:
+    """The samples of one metrics class, leaving the default registry as it was."""
+    metrics = _instantiate(cls, CollectorRegistry())
+    try:
+        return _samples(metrics)
+    finally:
+        if "registry" not in inspect.signature(cls).parameters:
+            for metric in metrics:
+                REGISTRY.unregister(metric)
 
 
 def collect_here() -> dict[str, list[MetricName]]:
     """role -> every sample name its /metrics serves, read in this process."""
-    common = [n for f in _default_collector_families() for n in sample_names(f)]
+    common = _samples(_default_collectors())
     return {
-        role: common
-        + [n for spec in specs for f in _families_of(_load(spec)) for n in sample_names(f)]
+        role: common + [n for spec in specs for n in _class_samples(_load(spec))]
         for role, specs in ROLE_METRICS.items()
     }
 
@@ -171,19 +171,36 @@ def known_names() -> frozenset[str]:
     return exported_names() | frozenset(EXTERNAL)
 
 
+def exposition(role: str) -> str:
+    """What the role's /metrics serves, in the Prometheus text format: its metrics classes
+    in the default registry (as the worker has them), every labelled metric with one child.
+    Changes the default registry: for a fresh interpreter
+    (`python -m deploy.metric_names --exposition ROLE`)."""
+    for spec in ROLE_METRICS[role]:
+        _instantiate(_load(spec), REGISTRY)
+    return generate_latest(REGISTRY).decode()
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--exposition" and argv[1] in ROLE_METRICS:
+        sys.stdout.write(exposition(argv[1]))
+        return 0
+    if argv not in ([], ["--json"]):
+        roles = "|".join(ROLE_METRICS)
+        print(
+            f"usage: python -m deploy.metric_names [--json | --exposition {{{roles}}}]",
+            file=sys.stderr,
+        )
+        return 2
     names = collect_here()
     if argv == ["--json"]:
         rows = {
-            role: sorted([n.sample, n.family, n.type] for n in ns) for role, ns in names.items()
+            role: sorted({(n.sample, n.family, n.type) for n in ns}) for role, ns in names.items()
         }
         print(json.dumps(rows))
         return 0
-    if argv:
-        print("usage: python -m deploy.metric_names [--json]", file=sys.stderr)
-        return 2
     for role, ns in names.items():
-        for n in sorted(ns, key=lambda n: n.sample):
+        for n in sorted(set(ns), key=lambda n: n.sample):
             print(f"{role}\t{n.type}\t{n.sample}")
     for name, source in EXTERNAL.items():
         print(f"external\t-\t{name}\t({source})")

@@ -4,7 +4,13 @@ beside a worker running in the same process."""
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
 from deploy.metric_names import (
@@ -13,7 +19,6 @@ from deploy.metric_names import (
     exported_names,
     role_metrics,
     roles_exporting,
-    sample_names,
 )
 from processors.projector.metrics import ProjectorMetrics
 
@@ -37,6 +42,7 @@ def test_reading_the_names_leaves_the_default_registry_untouched() -> None:
     here = collect_here()
     assert set(REGISTRY._names_to_collectors) == before
     assert {role: frozenset(names) for role, names in here.items()} == role_metrics()
+    assert all(len(names) > 20 for names in here.values())
 
 
 def test_a_worker_in_this_process_does_not_collide_with_the_reading() -> None:
@@ -50,16 +56,51 @@ def test_a_worker_in_this_process_does_not_collide_with_the_reading() -> None:
                 REGISTRY.unregister(metric)
 
 
-def test_sample_names_follow_the_metric_type() -> None:
-    registry = CollectorRegistry()
-    Counter("x", "help", registry=registry)
-    Histogram("y_seconds", "help", registry=registry)
-    names = {n.sample for family in registry.collect() for n in sample_names(family)}
-    assert names == {
-        "x_total",
-        "x_created",
-        "y_seconds_bucket",
-        "y_seconds_count",
-        "y_seconds_sum",
-        "y_seconds_created",
+# --- against what /metrics serves ------------------------------------------------------------
+
+
+def exposition(role: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy.metric_names", "--exposition", role],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return proc.stdout
+
+
+def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool not found: apt-get install prometheus (.ci/run does)"
+    return subprocess.run(
+        [promtool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_the_registry_holds_exactly_the_samples_the_role_serves(role: str) -> None:
+    served = {
+        re.split(r"[{ ]", line, maxsplit=1)[0]
+        for line in exposition(role).splitlines()
+        if line and not line.startswith("#")
     }
+    assert served == exported_names([role])
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_each_roles_metrics_follow_prometheus_naming_conventions(role: str) -> None:
+    # promtool's lint: counters end in _total, snake_case, base units, no reserved suffixes.
+    proc = promtool_check_metrics(exposition(role))
+    assert proc.returncode == 0 and not proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_the_naming_lint_bites() -> None:
+    bad = "# HELP fooBar x\n# TYPE fooBar counter\nfooBar 1\n"
+    proc = promtool_check_metrics(bad)
+    assert proc.returncode != 0 and "fooBar" in proc.stdout + proc.stderr
