@@ -327,6 +327,11 @@ GATEWAY = Row(
 ROWS = (OVERVIEW, PROCESSOR, PROJECTOR, SINK, GATEWAY)
 
 
+def queries() -> list[str]:
+    """Every panel's PromQL, in dashboard order (for checks against a running pipeline)."""
+    return [expr for row in ROWS for panel in row.panels for expr, _ in panel.targets]
+
+
 def _panel(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     return {
         "id": panel_id,

@@ -64,6 +64,7 @@ def test_the_committed_dashboard_is_the_rendered_one() -> None:
 def test_every_query_names_only_metrics_the_code_exports() -> None:
     dashboard = load()
     assert not unknown_names(dashboard)
+    assert expressions(dashboard["panels"]) == render_dashboard.queries()
     used = {n for e in expressions(dashboard["panels"]) for n in metric_names(e)}
     # The parse found the metrics, not nothing: every stage's own names are among them.
     assert {"cqrs_commands_total", "cqrs_sink_latency_seconds_bucket", "up"} <= used
