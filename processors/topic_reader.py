@@ -20,6 +20,7 @@ def read_partition(
     tail: int | None = None,
     timeout_s: float = 120.0,
     stable: bool = False,
+    uncommitted: bool = False,
 ) -> Iterator[Message]:
     """Every committed record of one partition up to its end as of now (read_committed: an
     aborted transaction's records never appear); only about the last `tail` offsets if given.
@@ -28,8 +29,11 @@ def read_partition(
     is committed or aborted. A read_committed reader otherwise stops at the first open
     transaction (the last stable offset), and `commit_transaction` returns before the commit
     markers are on every partition: a processor restoring state just after the previous owner
-    committed would miss that owner's last batch and decide on stale state."""
-    consumer = _committed_reader(kafka, topic)
+    committed would miss that owner's last batch and decide on stale state.
+
+    `uncommitted`: read_uncommitted instead, up to the high watermark: records of open and
+    aborted transactions too (for tools that inspect a topic)."""
+    consumer = _committed_reader(kafka, topic, uncommitted)
     tp = TopicPartition(topic, partition)
     try:
         low, high = consumer.get_watermark_offsets(tp, timeout=10)
@@ -93,14 +97,15 @@ def read_offsets(
         consumer.close()
 
 
-def _committed_reader(kafka: dict[str, Any], topic: str) -> Consumer:
-    """A read_committed consumer for reads up to the current end, assigned by the caller."""
+def _committed_reader(kafka: dict[str, Any], topic: str, uncommitted: bool = False) -> Consumer:
+    """A read_committed (or, if asked, read_uncommitted) consumer for reads up to the current
+    end, assigned by the caller."""
     return Consumer(
         {
             **kafka,
             "group.id": f"{topic}.reader",
             "enable.auto.commit": False,
-            "isolation.level": "read_committed",
+            "isolation.level": "read_uncommitted" if uncommitted else "read_committed",
             "enable.partition.eof": True,
             "auto.offset.reset": "earliest",
             # The end of a partition is only known from a fetch that comes back empty, and
