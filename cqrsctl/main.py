@@ -11,12 +11,14 @@ import typer
 from cqrsctl import (
     aggregates_cmd,
     demo_cmd,
+    dlq_cmd,
     gateway_cmd,
     read_side_cmd,
     run_cmd,
     schemas_cmd,
     send_cmd,
     stack_cmd,
+    tail_cmd,
     topics_cmd,
 )
 from cqrsctl.console import EXIT_CODES_HELP
@@ -67,6 +69,8 @@ aggregates_cmd.register(app)
 demo_cmd.register(app)
 read_side_cmd.register(app)
 gateway_cmd.register(app)
+tail_cmd.register(app)
+dlq_cmd.register(app)
 
 
 def main() -> None:
