@@ -183,7 +183,8 @@ class Replay:
     detail: str = ""
     partition: int | None = None
     offset: int | None = None
-    _target: tuple[int, list[tuple[str, bytes | None]]] | None = field(default=None, repr=False)
+    # The headers a replay sends: the original ones and REPLAY_OF.
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -217,16 +218,14 @@ def replay(
         {**kafka, "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 30_000}
     )
     for plan in todo:
-        assert plan._target is not None
-        partition, headers = plan._target
         plan.action = "timed_out"
         plan.detail = f"no acknowledgement from the broker in {timeout_s:g}s"
         producer.produce(
             commands_topic,
             plan.letter.value,
             plan.letter.key,
-            partition=partition,
-            headers=headers,
+            partition=plan.partition,
+            headers=plan.headers,
             on_delivery=_outcome(plan),
         )
         producer.poll(0)
@@ -250,7 +249,7 @@ def _plan(letter: DeadLetter, partitions: int) -> Replay:
     partition = _target_partition(letter, partitions)
     headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq_") and k != REPLAY_OF]
     headers.append((REPLAY_OF, f"{letter.topic}:{letter.position}".encode()))
-    return Replay(letter, "would_replay", partition=partition, _target=(partition, headers))
+    return Replay(letter, "would_replay", partition=partition, headers=headers)
 
 
 def _target_partition(letter: DeadLetter, partitions: int) -> int:
