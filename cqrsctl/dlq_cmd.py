@@ -24,7 +24,7 @@ from cqrsctl.dead_letters import (
     read_dead_letters,
     replay,
 )
-from cqrsctl.record_output import OutputFormat, console, print_json_line, table
+from cqrsctl.record_output import OutputFormat, console, print_json_line, quiet, table
 from cqrsctl.record_view import view
 from processors.topic_reader import ReadError, partition_count
 from processors.topics import ContextTopics
@@ -63,14 +63,20 @@ def _filters(positions: list[str] | None, reason: str | None, since: str | None)
 
 
 def _read(context: str, prefix: str | None, filters: Filters) -> tuple[dict[str, Any], list]:
-    kafka = settings_or_fail(postgres=False).kafka.client_config()
+    kafka = quiet(settings_or_fail(postgres=False).kafka.client_config())
     topic = ContextTopics(prefix or context).dlq
     try:
-        return kafka, read_dead_letters(kafka, topic, filters)
+        partition_count(kafka, topic)
     except ReadError as exc:
         fail(f"{exc} (does the topic exist? `cqrsctl topics create` makes it)", EXIT_NOT_FOUND)
     except KafkaException as exc:
-        fail(f"reading {topic}: {exc.args[0]}", EXIT_TIMEOUT)
+        fail(
+            f"cannot reach the broker at {kafka['bootstrap.servers']}: {exc.args[0]}", EXIT_TIMEOUT
+        )
+    try:
+        return kafka, read_dead_letters(kafka, topic, filters)
+    except (ReadError, KafkaException) as exc:
+        fail(f"reading {topic}: {exc}", EXIT_TIMEOUT)
 
 
 def _missing(filters: Filters, letters: list[DeadLetter]) -> list[str]:

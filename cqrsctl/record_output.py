@@ -23,6 +23,12 @@ class OutputFormat(enum.StrEnum):
     json = "json"
 
 
+def quiet(kafka: dict[str, Any]) -> dict[str, Any]:
+    """librdkafka settings that keep its own log lines (a refused connection, retried every
+    few ms) off the console: failures reach the user as one error line from the command."""
+    return {**kafka, "log_level": 2}
+
+
 def console() -> Console:
     """A console for stdout: the terminal's width in a terminal, otherwise no wrapping."""
     wide = None if sys.stdout.isatty() else UNWRAPPED_WIDTH

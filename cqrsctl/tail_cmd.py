@@ -7,6 +7,8 @@ committed to Kafka: the consumer is assigned its partitions and has no group off
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +23,7 @@ from cqrsctl.record_output import (
     OutputFormat,
     console,
     print_json_line,
+    quiet,
     record_row,
     table,
 )
@@ -97,7 +100,7 @@ def tail(
     if from_beginning and last is not None:
         fail("--from-beginning and --last exclude each other")
     name = resolve_topic(topic, prefix or context)
-    kafka = settings_or_fail(postgres=False).kafka.client_config()
+    kafka = quiet(settings_or_fail(postgres=False).kafka.client_config())
     count = _partitions(kafka, name)
     if partition is not None and partition >= count:
         fail(f"topic {name} has partitions 0-{count - 1}; there is no partition {partition}")
@@ -145,6 +148,9 @@ def tail(
         fail(str(exc), code=EXIT_TIMEOUT)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly; nothing more can be written.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         consumer.close()
 
