@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -12,12 +13,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def cqrsctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cqrsctl(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cqrsctl.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **env},
     )
 
 

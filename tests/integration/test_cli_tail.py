@@ -4,6 +4,7 @@ record among them, filters, committed against uncommitted records, and following
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -175,3 +176,14 @@ def test_tail_follows_new_records_and_a_bounded_wait_times_out(
     # Waiting for records that do not come: exit 3 after the idle timeout, saying so.
     done = cqrsctl("tail", topic, "--max", "5", "--timeout", "1")
     assert done.returncode == 3 and "timed out: 0 of 5 records" in done.stderr
+
+
+def test_tail_and_dlq_name_an_unreachable_broker_in_one_line() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{s.getsockname()[1]}"
+    for args in (("tail", "events", "--no-follow"), ("dlq", "list")):
+        done = cqrsctl(*args, CQRS_KAFKA_BOOTSTRAP_SERVERS=nowhere)
+        assert done.returncode == 3, (args, done.stderr)
+        assert done.stderr.count("\n") == 1 and nowhere in done.stderr, done.stderr
+        assert done.stdout == ""
