@@ -15,7 +15,8 @@ from confluent_kafka import Producer
 from processors.partitioning import partition_for
 from schemas import headers as ce
 from schemas.codec import default_codec
-from tests.integration.cli_run import cqrsctl, json_lines
+from tests.integration.cli_run import cqrsctl, json_lines, wait_for
+from tests.integration.workers import Worker
 from tests.integration.write_side import BankRig, movement, open_account
 
 PARTITIONS = 6  # bank's declared partition count
@@ -88,6 +89,23 @@ def test_tail_decodes_real_topics_and_shows_garbage_as_a_decode_error(bank: Bank
     )
     assert snapshot["value"]["state"]["schema"] == "bank.AccountState v1"
     assert snapshot["value"]["state"]["value"]["balance"] == 1000
+
+    # A projection topic, written by a real projector.
+    projector = Worker(
+        "projector",
+        ["--prefix", bank.prefix, "--data-dir", str(bank.log_dir / "projector-data")],
+        bank.log_dir,
+        "projector",
+    ).start()
+    bank.workers.append(projector)
+    projector.wait_ready(90)
+
+    def account_rows() -> list[dict[str, Any]]:
+        rows = tail_json("projection.accounts", "--prefix", bank.prefix, "--from-beginning")
+        return [r for r in rows if r["key"] == "acc-1" and r["value"]["balance"] == 1000]
+
+    (row,) = wait_for(account_rows, what="acc-1's row on the accounts projection topic")[-1:]
+    assert row["schema"] == "bank.AccountRow v1" and row["cloudevent"]["subject"] == "acc-1"
 
     # Table output to a pipe: one unwrapped line per record, the garbage as a decode error.
     table = cqrsctl("tail", events, "--from-beginning", "--no-follow", "--key", "acc-1")
