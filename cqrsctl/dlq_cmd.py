@@ -62,7 +62,9 @@ def _filters(positions: list[str] | None, reason: str | None, since: str | None)
         fail(str(exc))
 
 
-def _read(context: str, prefix: str | None, filters: Filters) -> tuple[dict[str, Any], list]:
+def _read(
+    context: str, prefix: str | None, filters: Filters
+) -> tuple[dict[str, Any], list[DeadLetter]]:
     kafka = quiet(settings_or_fail(postgres=False).kafka.client_config())
     topic = ContextTopics(prefix or context).dlq
     try:
