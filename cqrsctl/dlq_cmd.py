@@ -1,7 +1,8 @@
 """`cqrsctl dlq list|show|replay`: inspect the dead letters of `<ctx>.dlq` and replay them to
 `<ctx>.commands` with their original command ids (see cqrsctl/dead_letters.py).
 
-Exit codes: 0 ok; 1 nothing found, or some dead letter not replayed; 2 usage; 3 timeout.
+Exit codes: 0 ok; 1 nothing found, or some dead letter not replayed; 2 usage; 3 timeout;
+4 Kafka unreachable or the topic missing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from confluent_kafka import KafkaException
 from rich.table import Table
 from rich.text import Text
 
-from cqrsctl.console import fail, settings_or_fail
+from cqrsctl.console import (
+    FAILED,
+    TIMEOUT,
+    UNAVAILABLE,
+    OutputFormat,
+    fail,
+    out_console,
+    settings_or_fail,
+)
 from cqrsctl.dead_letters import (
     DeadLetter,
     Filters,
@@ -24,18 +33,15 @@ from cqrsctl.dead_letters import (
     read_dead_letters,
     replay,
 )
-from cqrsctl.record_output import OutputFormat, console, print_json_line, quiet, table
+from cqrsctl.record_output import print_json_line, quiet, table
 from cqrsctl.record_view import view
 from processors.topic_reader import ReadError, partition_count
 from processors.topics import ContextTopics
 from schemas.codec import default_codec
 
-EXIT_NOT_FOUND = 1
-EXIT_TIMEOUT = 3
-
 dlq = typer.Typer(
     help="Dead letters of <ctx>.dlq: list, show, replay. Exit codes: 0 ok, 1 nothing found or "
-    "some not replayed, 2 usage, 3 timeout.",
+    "some not replayed, 2 usage, 3 timeout, 4 Kafka unreachable or the topic missing.",
     no_args_is_help=True,
 )
 
@@ -70,15 +76,13 @@ def _read(
     try:
         partition_count(kafka, topic)
     except ReadError as exc:
-        fail(f"{exc} (does the topic exist? `cqrsctl topics create` makes it)", EXIT_NOT_FOUND)
+        fail(f"{exc} (does the topic exist? `cqrsctl topics create` makes it)", UNAVAILABLE)
     except KafkaException as exc:
-        fail(
-            f"cannot reach the broker at {kafka['bootstrap.servers']}: {exc.args[0]}", EXIT_TIMEOUT
-        )
+        fail(f"cannot reach the broker at {kafka['bootstrap.servers']}: {exc.args[0]}", UNAVAILABLE)
     try:
         return kafka, read_dead_letters(kafka, topic, filters)
     except (ReadError, KafkaException) as exc:
-        fail(f"reading {topic}: {exc}", EXIT_TIMEOUT)
+        fail(f"reading {topic}: {exc}", UNAVAILABLE)
 
 
 def _missing(filters: Filters, letters: list[DeadLetter]) -> list[str]:
@@ -117,9 +121,9 @@ def list_(
                 ]
             )
         columns = ("dead letter", "time", "error", "reason", "key", "type", "id", "replay of")
-        console().print(table(columns, rows, title=f"{len(letters)} dead letters"))
+        out_console().print(table(columns, rows, title=f"{len(letters)} dead letters"))
     if not letters:
-        raise typer.Exit(EXIT_NOT_FOUND)
+        raise typer.Exit(FAILED)
 
 
 @dlq.command("show")
@@ -143,14 +147,14 @@ def show(
     if output is OutputFormat.json:
         print_json_line(details)
     else:
-        out = console()
+        out = out_console()
         for letter, detail in zip(letters, details, strict=True):
             out.print(_detail_table(letter, detail))
     missing = _missing(filters, letters)
     if missing:
         typer.echo(f"error: no dead letter at {', '.join(missing)}", err=True)
     if missing or not letters:
-        raise typer.Exit(EXIT_NOT_FOUND)
+        raise typer.Exit(FAILED)
 
 
 def _detail_table(letter: DeadLetter, detail: dict[str, Any]) -> Table:
@@ -210,14 +214,14 @@ def replay_(
     try:
         partitions = partition_count(kafka, commands)
     except (ReadError, KafkaException) as exc:
-        fail(f"{commands}: {exc}", EXIT_NOT_FOUND)
+        fail(f"{commands}: {exc}", UNAVAILABLE)
     outcomes = replay(kafka, letters, commands, partitions, dry_run, timeout)
     _report(outcomes, commands, output, dry_run)
     if any(o.action == "timed_out" for o in outcomes):
-        raise typer.Exit(EXIT_TIMEOUT)
+        raise typer.Exit(TIMEOUT)
     ok = "would_replay" if dry_run else "replayed"
     if missing or not outcomes or any(o.action != ok for o in outcomes):
-        raise typer.Exit(EXIT_NOT_FOUND)
+        raise typer.Exit(FAILED)
 
 
 def _report(outcomes: list[Replay], commands: str, output: OutputFormat, dry_run: bool) -> None:
@@ -244,7 +248,7 @@ def _report(outcomes: list[Replay], commands: str, output: OutputFormat, dry_run
         )
     title = f"{len(outcomes)} dead letters" + (" (dry run: nothing sent)" if dry_run else "")
     columns = ("dead letter", "error", "key", "command id", "action", "to")
-    console().print(table(columns, rows, title=title))
+    out_console().print(table(columns, rows, title=title))
 
 
 def register(app: typer.Typer) -> None:

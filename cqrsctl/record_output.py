@@ -3,36 +3,21 @@ unwrapped when stdout is not a terminal (a file or a pipe gets whole lines)."""
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from cqrsctl.record_view import RecordView, compact_json
-
-UNWRAPPED_WIDTH = 1_000_000
-
-
-class OutputFormat(enum.StrEnum):
-    table = "table"
-    json = "json"
 
 
 def quiet(kafka: dict[str, Any]) -> dict[str, Any]:
     """librdkafka settings that keep its own log lines (a refused connection, retried every
     few ms) off the console: failures reach the user as one error line from the command."""
     return {**kafka, "log_level": 2}
-
-
-def console() -> Console:
-    """A console for stdout: the terminal's width in a terminal, otherwise no wrapping."""
-    wide = None if sys.stdout.isatty() else UNWRAPPED_WIDTH
-    return Console(width=wide, highlight=False, soft_wrap=wide is not None)
 
 
 def print_json_line(data: Any) -> None:

@@ -17,11 +17,9 @@ from typing import Any
 import typer
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from cqrsctl.console import fail, settings_or_fail
+from cqrsctl.console import TIMEOUT, UNAVAILABLE, OutputFormat, fail, out_console, settings_or_fail
 from cqrsctl.record_output import (
     RECORD_COLUMNS,
-    OutputFormat,
-    console,
     print_json_line,
     quiet,
     record_row,
@@ -32,8 +30,7 @@ from processors.topic_reader import ReadError, partition_count, read_partition
 from processors.topics import ContextTopics
 from schemas.codec import default_codec
 
-EXIT_TIMEOUT = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 # Topic names relative to a context's prefix: `tail events` is `tail bank.events`.
 SHORT_NAMES = {
     "commands": "commands",
@@ -143,9 +140,9 @@ def tail(
             return
         _follow(consumer, partitions, matches, printer, follow, timeout)
     except KafkaException as exc:
-        fail(f"reading {name}: {exc.args[0]}", code=EXIT_TIMEOUT if _timed_out(exc) else 1)
+        fail(f"reading {name}: {exc.args[0]}", code=UNAVAILABLE)
     except ReadError as exc:
-        fail(str(exc), code=EXIT_TIMEOUT)
+        fail(str(exc), code=UNAVAILABLE)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except BrokenPipeError:
@@ -189,7 +186,7 @@ def _follow(
                 fail(
                     f"timed out: {printer.shown} of {printer.max_records} records in "
                     f"{timeout:g}s without a new record",
-                    code=EXIT_TIMEOUT,
+                    code=TIMEOUT,
                 )
             return
 
@@ -228,22 +225,16 @@ def _partitions(kafka: dict[str, Any], topic: str) -> int:
     try:
         return partition_count(kafka, topic)
     except ReadError as exc:
-        fail(f"{exc} (does the topic exist? `cqrsctl topics create` makes a context's)", code=1)
+        fail(
+            f"{exc} (does the topic exist? `cqrsctl topics create` makes a context's)",
+            code=UNAVAILABLE,
+        )
     except KafkaException as exc:
         fail(
             f"cannot read the topics of the broker at {kafka['bootstrap.servers']}: "
             f"{exc.args[0]}; is it running (`cqrsctl status`)?",
-            code=EXIT_TIMEOUT if _timed_out(exc) else 1,
+            code=UNAVAILABLE,
         )
-
-
-def _timed_out(exc: KafkaException) -> bool:
-    err = exc.args[0] if exc.args else None
-    return isinstance(err, KafkaError) and err.code() in (
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-        KafkaError._ALL_BROKERS_DOWN,
-    )
 
 
 class _Printer:
@@ -253,7 +244,7 @@ class _Printer:
         self.output = output
         self.max_records = max_records
         self.shown = 0
-        self._console = console() if output is OutputFormat.table else None
+        self._console = out_console() if output is OutputFormat.table else None
         self._codec = default_codec()
 
     def show(self, messages: list[Message]) -> bool:

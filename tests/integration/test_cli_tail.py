@@ -122,7 +122,7 @@ def test_tail_decodes_real_topics_and_shows_garbage_as_a_decode_error(bank: Bank
     done = cqrsctl("tail", events, "--from-beginning", "--last", "3")
     assert done.returncode == 2 and "exclude each other" in done.stderr
     done = cqrsctl("tail", f"{bank.prefix}.nope", "--no-follow")
-    assert done.returncode == 1 and "does the topic exist" in done.stderr
+    assert done.returncode == 4 and "does the topic exist" in done.stderr
 
 
 def test_tail_hides_open_and_aborted_transactions_unless_uncommitted(
@@ -202,6 +202,6 @@ def test_tail_and_dlq_name_an_unreachable_broker_in_one_line() -> None:
         nowhere = f"127.0.0.1:{s.getsockname()[1]}"
     for args in (("tail", "events", "--no-follow"), ("dlq", "list")):
         done = cqrsctl(*args, CQRS_KAFKA_BOOTSTRAP_SERVERS=nowhere)
-        assert done.returncode == 3, (args, done.stderr)
+        assert done.returncode == 4, (args, done.stderr)
         assert done.stderr.count("\n") == 1 and nowhere in done.stderr, done.stderr
         assert done.stdout == ""

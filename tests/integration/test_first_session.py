@@ -121,8 +121,11 @@ def check_step(words: list[str], out: str, env: dict[str, str]) -> None:
         assert "bank.AccountOpened" in out and "bank.Deposited" in out, out
         # The event's data stays on one line when piped, whatever COLUMNS says.
         assert '{"account_id": "acc-1", "amount": {"amount": 1050, "currency": "EUR"}' in out
-    # TAIL STEP: when the README block gains a `cqrsctl tail ...` line, its checks go here
-    # (elif step == "tail": ...); until then such a line is only required to exit 0.
+    elif step == "tail":
+        # Both events of acc-1, decoded through the catalog, with their CloudEvents headers.
+        lines = [line for line in out.splitlines() if " acc-1 " in line]
+        assert any("bank.AccountOpened" in line for line in lines), out
+        assert any("bank.Deposited" in line and "ce_subject=acc-1" in line for line in lines), out
     elif step == "status":
         for role in ("processor", "projector", "sink"):
             line = next(line for line in out.splitlines() if line.strip().startswith(role))
