@@ -26,7 +26,7 @@ from cqrsctl.record_output import (
     table,
 )
 from cqrsctl.record_view import view
-from processors.topic_reader import ReadError, partition_count, read_partition
+from processors.topic_reader import ReadError, partition_count, read_partition, watermarks
 from processors.topics import ContextTopics
 from schemas.codec import default_codec
 
@@ -121,7 +121,7 @@ def tail(
         starts: dict[int, int] = {}
         backlog: list[Message] = []
         for p in partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(name, p), timeout=10)
+            low, high = watermarks(consumer, TopicPartition(name, p))
             if from_beginning:
                 starts[p] = low
             elif last is not None:
@@ -205,7 +205,7 @@ def _last_records(
     further (4x each time) until it has `n` records or has read the whole partition."""
     probe = Consumer({**kafka, "group.id": f"{topic}.reader"})
     try:
-        low, high = probe.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        low, high = watermarks(probe, TopicPartition(topic, partition))
     finally:
         probe.close()
     span = n

@@ -6,11 +6,51 @@ import time
 from collections.abc import Collection, Iterator, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+# How long a partition may go without a leader (just created, or its leader moving) before a
+# watermark query gives up.
+LEADER_WAIT_S = 30.0
+# The broker's answers while a partition's leadership is settling. librdkafka raises them
+# from a watermark query without marking them retriable, so they are named here.
+_LEADER_SETTLING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+    }
+)
 
 
 class ReadError(RuntimeError):
     pass
+
+
+def watermarks(
+    consumer: Consumer, tp: TopicPartition, timeout_s: float = LEADER_WAIT_S
+) -> tuple[int, int]:
+    """The partition's (low, high) watermarks. An answer that says leadership is settling
+    (NOT_LEADER_FOR_PARTITION right after the topic was created, or while a leader moves) is
+    retried until `timeout_s`; any other error is raised at once."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            return int(low), int(high)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            settling = isinstance(err, KafkaError) and err.code() in _LEADER_SETTLING
+            if not settling or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def read_partition(
@@ -36,7 +76,7 @@ def read_partition(
     consumer = _committed_reader(kafka, topic, uncommitted)
     tp = TopicPartition(topic, partition)
     try:
-        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+        low, high = watermarks(consumer, tp)
         end = _high_watermark(kafka, tp) if stable else high
         if end <= low:
             return
@@ -124,7 +164,7 @@ def _high_watermark(kafka: dict[str, Any], tp: TopicPartition) -> int:
         {**kafka, "group.id": f"{tp.topic}.reader", "isolation.level": "read_uncommitted"}
     )
     try:
-        return int(probe.get_watermark_offsets(tp, timeout=10)[1])
+        return watermarks(probe, tp)[1]
     finally:
         probe.close()
 
