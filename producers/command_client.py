@@ -268,10 +268,12 @@ class CommandClient:
         expected_version: int | None = None,
         correlation_id: str | None = None,
         wait_for: str | None = None,
+        principal: str | None = None,
     ) -> PendingCommand:
         """Produce a command. With `wait_for="<projection>"`, the returned command's
         `result()` returns only once that projection's rows in Postgres show the command's
-        effect (read your writes; needs `read_model_dsn`)."""
+        effect (read your writes; needs `read_model_dsn`). `principal` (who sends it) goes
+        on the `ce_principal` header."""
         read_your_writes = self._read_your_writes(wait_for) if wait_for else None
         aggregate_id, value = self.prepare(command_type, data)
         command_id = command_id or self._new_id()
@@ -291,6 +293,8 @@ class CommandClient:
             headers.append((ce.CORRELATION_ID, correlation_id.encode()))
         if expected_version is not None:
             headers.append((ce.EXPECTED_VERSION, str(expected_version).encode()))
+        if principal:
+            headers.append((ce.PRINCIPAL, principal.encode("utf-8", "surrogatepass")))
         size = wire.record_size(aggregate_id, value, headers)
         if size > self._max_record_bytes:
             # librdkafka would refuse it too, but as "Broker: Message size too large".

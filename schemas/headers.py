@@ -32,6 +32,9 @@ CORRELATION_ID = "ce_correlationid"
 CAUSATION_ID = "ce_causationid"
 AGGREGATE_VERSION = "ce_aggregateversion"
 EXPECTED_VERSION = "ce_expectedversion"
+# CloudEvents extension attribute `principal`: who sent the command (the gateway sets it
+# from the authenticated token).
+PRINCIPAL = "ce_principal"
 
 REQUIRED = (SPECVERSION, ID, TYPE, SOURCE, TIME, SUBJECT)
 _KNOWN = frozenset(
@@ -42,6 +45,7 @@ _KNOWN = frozenset(
         CAUSATION_ID,
         AGGREGATE_VERSION,
         EXPECTED_VERSION,
+        PRINCIPAL,
     }
 )
 
