@@ -3,6 +3,12 @@
 Client input never causes a 5xx: every way a request can be wrong maps to a 4xx naming
 what was wrong; 503 and 504 say that Kafka or Postgres did not do their part in time.
 
+Requests to commands, aggregates and projections are authenticated (producers/gateway/
+auth.py), rate-limited per principal and authorised per command type or read model; the
+operations endpoints (health, metrics, OpenAPI) are open. 401, 403 and 429 answer with an
+RFC 9457 problem body (`application/problem+json`). Error bodies never carry a driver's
+exception text: that goes to the log.
+
 Path segments are read from the raw (still percent-encoded) path, so an aggregate id or
 a key may contain `/` (as `%2F`) without being split.
 """
@@ -32,6 +38,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from processors.domain import BoundedContext
 from processors.registry import Registry, default_registry
+from producers.gateway.access_log import AccessLogMiddleware
+from producers.gateway.auth import (
+    ANONYMOUS,
+    JwksSource,
+    JwtVerifier,
+    Policy,
+    PolicyError,
+    Principal,
+    Unauthenticated,
+    VerifierUnavailable,
+    bearer_token,
+)
 from producers.gateway.commands import (
     CommandGateway,
     CommandRejectedByGateway,
@@ -42,6 +60,7 @@ from producers.gateway.commands import (
 from producers.gateway.config import GatewayConfig
 from producers.gateway.metrics import GatewayMetrics
 from producers.gateway.openapi import MAX_OFFSET, MIN_TIMEOUT_S, OPENAPI_PATH, build_openapi
+from producers.gateway.ratelimit import RateLimiter
 from producers.gateway.read_model import (
     BadParameter,
     ProjectionView,
@@ -59,6 +78,10 @@ from sinks.queries import IncompleteHistory
 log = logging.getLogger("cqrs.gateway")
 
 STATUS_FOR_RESULT = {"ACCEPTED": 200, "CONFLICT": 409, "REJECTED": 422}
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TITLES = {401: "Unauthorized", 403: "Forbidden", 429: "Too Many Requests"}
+# What a 503 body says; the driver's own text (hosts, roles) goes to the log only.
+UNAVAILABLE_MESSAGE = "Kafka or Postgres did not answer in time; retry later"
 
 
 class ClientError(Exception):
@@ -88,6 +111,60 @@ def error_response(
     return SafeJSONResponse(body, status_code=status, headers=headers)
 
 
+class ProblemResponse(SafeJSONResponse):
+    media_type = PROBLEM_JSON
+
+
+def problem_response(
+    status: int,
+    error: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response:
+    """An RFC 9457 problem body that also has the gateway's `error`/`message`/`field`."""
+    body = {
+        "type": "about:blank",
+        "title": PROBLEM_TITLES.get(status, "Error"),
+        "status": status,
+        "detail": message,
+        "error": error,
+        "message": message,
+        "field": None,
+        **extra,
+    }
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def make_verifier(config: GatewayConfig) -> JwtVerifier | None:
+    """The token verifier for `auth="jwt"`, None for `auth="none"`; PolicyError (one line)
+    for a configuration that cannot work."""
+    if config.auth == "none":
+        return None
+    if config.auth != "jwt":
+        raise PolicyError(f"auth must be jwt or none, got {config.auth!r}")
+    missing = [
+        name
+        for name, value in (
+            ("--issuer", config.issuer),
+            ("--audience", config.audience),
+            ("--policy", config.policy_file),
+        )
+        if not value
+    ]
+    if missing:
+        raise PolicyError(f"--auth jwt needs {', '.join(missing)}")
+    assert config.policy_file is not None and config.issuer and config.audience
+    return JwtVerifier(
+        JwksSource(url=config.jwks_url, file=config.jwks_file),
+        Policy.load(config.policy_file),
+        issuer=config.issuer,
+        audience=config.audience,
+        leeway_s=config.leeway_s,
+        principal_claim=config.principal_claim,
+    )
+
+
 @dataclass
 class Gateway:
     """What the routes need, built by the app's lifespan."""
@@ -99,8 +176,16 @@ class Gateway:
     views: dict[str, ProjectionView]
     metrics: GatewayMetrics
     openapi: dict[str, Any]
+    verifier: JwtVerifier | None = None
+    limiter: RateLimiter | None = None
     read_model: ReadModel | None = None
     commands: CommandGateway | None = None
+
+    async def authenticate(self, request: Request) -> Principal:
+        if self.verifier is None:
+            return ANONYMOUS
+        token = bearer_token(request.headers.get("authorization"))
+        return await anyio.to_thread.run_sync(self.verifier.verify, token)
 
     def start(self) -> None:
         read_model = ReadModel(
@@ -137,6 +222,10 @@ def create_app(
     catalog = catalog or default_catalog()
     ctx = registry.context(config.context)
     views = projection_views(ctx, catalog)
+    limiter = None
+    if config.rate_limit > 0:
+        burst = config.rate_burst or max(1, int(config.rate_limit * 2))
+        limiter = RateLimiter(config.rate_limit, burst)
     gw = Gateway(
         config=config,
         ctx=ctx,
@@ -144,6 +233,8 @@ def create_app(
         catalog=catalog,
         views=views,
         metrics=metrics or GatewayMetrics(),
+        verifier=make_verifier(config),
+        limiter=limiter,
         openapi=build_openapi(
             ctx,
             catalog,
@@ -151,6 +242,8 @@ def create_app(
             max_timeout_s=config.max_timeout_s,
             default_timeout_s=config.default_timeout_s,
             page_limit_max=config.page_limit_max,
+            bearer_auth=config.auth == "jwt",
+            rate_limited=limiter is not None,
         ),
     )
 
@@ -163,9 +256,16 @@ def create_app(
         finally:
             await anyio.to_thread.run_sync(gw.stop)
 
-    def handler(fn: Callable[[Gateway, Request], Awaitable[Response]]) -> Any:
+    def handler(
+        fn: Callable[[Gateway, Request], Awaitable[Response]],
+        permission: Callable[[Request], str] | None = None,
+    ) -> Any:
         async def endpoint(request: Request) -> Response:
             try:
+                if permission is not None:
+                    refused = await _admit(gw, request, permission)
+                    if refused is not None:
+                        return refused
                 return await fn(gw, request)
             except ClientError as exc:
                 return error_response(exc.status, exc.error, str(exc), exc.field)
@@ -173,16 +273,36 @@ def create_app(
                 return error_response(400, "invalid_parameter", str(exc), exc.name)
             except (Unavailable, PoolTimeout, psycopg.OperationalError) as exc:
                 log.warning("%s %s: unavailable: %s", request.method, request.url.path, exc)
-                return error_response(503, "unavailable", str(exc).strip())
+                return error_response(503, "unavailable", UNAVAILABLE_MESSAGE)
+            except VerifierUnavailable as exc:
+                log.warning("%s %s: %s", request.method, request.url.path, exc)
+                return error_response(503, "unavailable", "tokens cannot be checked right now")
             except IncompleteHistory as exc:
                 return error_response(503, "read_model_incomplete", str(exc))
 
         return endpoint
 
+    def command_permission(request: Request) -> str:
+        return f"command:{_segments(request, 'commands')[0]}"
+
+    def projection_permission(request: Request) -> str:
+        return f"read:{_segments(request, 'projections')[0]}"
+
+    def aggregate_permission(request: Request) -> str:
+        return "read:event_log"  # aggregates are folded from the event_log table
+
     routes = [
-        Route("/commands/{type}", handler(post_command), methods=["POST"]),
-        Route("/aggregates/{rest:path}", handler(get_aggregate), methods=["GET"]),
-        Route("/projections/{rest:path}", handler(get_projection), methods=["GET"]),
+        Route("/commands/{type}", handler(post_command, command_permission), methods=["POST"]),
+        Route(
+            "/aggregates/{rest:path}",
+            handler(get_aggregate, aggregate_permission),
+            methods=["GET"],
+        ),
+        Route(
+            "/projections/{rest:path}",
+            handler(get_projection, projection_permission),
+            methods=["GET"],
+        ),
         Route("/healthz", handler(healthz), methods=["GET"]),
         Route("/readyz", handler(readyz), methods=["GET"]),
         Route("/metrics", handler(get_metrics), methods=["GET"]),
@@ -195,7 +315,49 @@ def create_app(
     )
     app.state.gateway = gw
     app.add_middleware(MetricsMiddleware, metrics=gw.metrics)
+    app.add_middleware(AccessLogMiddleware)
     return app
+
+
+async def _admit(
+    gw: Gateway, request: Request, permission: Callable[[Request], str]
+) -> Response | None:
+    """Authenticate, rate-limit and authorise a request: None to let it through, else the
+    401, 429 or 403 answer."""
+    try:
+        principal = await gw.authenticate(request)
+    except Unauthenticated as exc:
+        challenge = f'Bearer realm="{gw.ctx.name}"'
+        if exc.error is not None:
+            description = str(exc).replace('"', "'")
+            challenge += f', error="{exc.error}", error_description="{description}"'
+        return problem_response(
+            401,
+            "unauthenticated",
+            str(exc),
+            headers={"WWW-Authenticate": challenge},
+            missing="a valid bearer token",
+        )
+    request.state.principal = principal.name
+    if gw.limiter is not None:
+        wait = gw.limiter.take(principal.name)
+        if wait > 0:
+            return problem_response(
+                429,
+                "rate_limited",
+                f"principal {principal.name!r} is over {gw.limiter.rate:g} requests/s "
+                f"(bursts of {gw.limiter.burst})",
+                headers={"Retry-After": gw.limiter.retry_after(wait)},
+            )
+    needed = permission(request)
+    if not principal.may(needed):
+        return problem_response(
+            403,
+            "forbidden",
+            f"principal {principal.name!r} lacks the permission {needed}",
+            missing=needed,
+        )
+    return None
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -205,6 +367,7 @@ async def post_command(gw: Gateway, request: Request) -> Response:
     commands = gw.commands
     assert commands is not None
     command_type = _segments(request, "commands")[0]
+    request.state.command_type = command_type
     if command_type not in commands.command_types:
         known = ", ".join(sorted(commands.command_types))
         raise ClientError(
@@ -230,6 +393,7 @@ async def post_command(gw: Gateway, request: Request) -> Response:
                 expected_version=expected,
                 wait=params.get("wait"),
                 timeout=timeout,
+                principal=getattr(request.state, "principal", ANONYMOUS.name),
             )
     except CommandRejectedByGateway as exc:
         return error_response(exc.status, exc.error, str(exc), exc.field)
@@ -358,7 +522,8 @@ async def readyz(gw: Gateway, request: Request) -> Response:
                 await anyio.to_thread.run_sync(gw.read_model.ping)
             checks["postgres"] = "ok"
         except (TimeoutError, psycopg.Error, PoolTimeout) as exc:
-            checks["postgres"] = f"{type(exc).__name__}: {exc}".strip()
+            log.warning("readyz: postgres: %s: %s", type(exc).__name__, str(exc).strip())
+            checks["postgres"] = "unavailable"
     ready = all(v == "ok" for v in checks.values())
     return SafeJSONResponse(
         {"status": "ready" if ready else "not ready", "checks": checks},
@@ -461,7 +626,7 @@ async def _read(fn: Callable[..., Any], *args: Any) -> Any:
     except psycopg.DataError as exc:
         # A value Postgres cannot take (e.g. out of a column's range): the client's input.
         raise ClientError(400, "invalid_parameter", str(exc).strip()) from None
-    except psycopg.errors.UndefinedTable as exc:
+    except psycopg.errors.UndefinedTable as exc:  # messages go to the log only (503)
         raise Unavailable(f"the read model is not migrated yet: {exc}".strip()) from None
     except psycopg.errors.QueryCanceled as exc:
         raise Unavailable(f"the query took too long: {exc}".strip()) from None

@@ -145,6 +145,7 @@ class CommandGateway:
         expected_version: int | None,
         wait: str | None,
         timeout: float,
+        principal: str | None = None,
     ) -> Submitted:
         record = self.validate(command_type, body)
         if idempotency_key is not None and not _valid_key(idempotency_key):
@@ -166,7 +167,11 @@ class CommandGateway:
         delivered = self._expect_delivery(key)
         try:
             pending = self.client.send(
-                command_type, record, command_id=command_id, expected_version=expected_version
+                command_type,
+                record,
+                command_id=command_id,
+                expected_version=expected_version,
+                principal=principal,
             )
         except InvalidCommand as exc:
             self._forget_delivery(key, delivered)

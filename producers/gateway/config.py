@@ -27,6 +27,20 @@ class GatewayConfig:
     # Requests that may wait for a result or a read model at once (each holds a thread).
     max_waiting: int = 500
     page_limit_max: int = 1000
+    # Authentication: "jwt" (bearer tokens checked against a JWKS) or "none" (every
+    # request is the principal `anonymous` with every permission; loopback only).
+    auth: str = "none"
+    jwks_url: str | None = None
+    jwks_file: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_s: float = 30.0
+    principal_claim: str = "sub"
+    # JSON policy: {"roles": {scope-or-role: [permission, ...]}, "claims": [...]}.
+    policy_file: str | None = None
+    # Requests per second per principal (token bucket) and the bucket's size; 0 = no limit.
+    rate_limit: float = 0.0
+    rate_burst: int = 0
 
     @property
     def prefix(self) -> str:

@@ -20,6 +20,7 @@ from schemas.catalog import Catalog
 from schemas.validation import INT_RANGE, LONG_RANGE
 
 OPENAPI_PATH = "/openapi.json"
+BEARER_SCHEME = "bearer"
 IDEMPOTENCY_KEY_PATTERN = "^[!-~](?:[ -~]*[!-~])?$"
 MIN_TIMEOUT_S = 1.0
 MAX_OFFSET = 1_000_000
@@ -35,6 +36,40 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
+
+
+def _problem(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {
+        "description": description,
+        "content": {"application/problem+json": {"schema": _ref("Problem")}},
+    }
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _guarded(
+    operation: dict[str, Any], permission: str, *, bearer_auth: bool, rate_limited: bool
+) -> dict[str, Any]:
+    """An operation that needs `permission`: with bearer auth, its security requirement and
+    its 401 and 403 answers; with a rate limit, its 429."""
+    responses = dict(operation["responses"])
+    if bearer_auth:
+        operation["security"] = [{BEARER_SCHEME: []}]
+        operation["description"] = f"Needs the permission `{permission}`."
+        responses["401"] = _problem(
+            "No bearer token, or one that is expired, not for this audience, from another "
+            "issuer or badly signed.",
+            {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        )
+        responses["403"] = _problem(f"The token does not grant `{permission}`.")
+    if rate_limited:
+        responses["429"] = _problem(
+            "The principal is over its request rate.",
+            {"Retry-After": {"schema": {"type": "string"}, "description": "Seconds."}},
+        )
+    operation["responses"] = responses
+    return operation
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -108,7 +143,15 @@ def build_openapi(
     max_timeout_s: float,
     default_timeout_s: float,
     page_limit_max: int,
+    bearer_auth: bool = False,
+    rate_limited: bool = False,
 ) -> dict[str, Any]:
+    """The document. With `bearer_auth`, it declares the bearer (JWT) scheme and each
+    command, aggregate and projection operation's security requirement and permission."""
+
+    def guarded(operation: dict[str, Any], permission: str) -> dict[str, Any]:
+        return _guarded(operation, permission, bearer_auth=bearer_auth, rate_limited=rate_limited)
+
     schemas: dict[str, Any] = {
         "Error": {
             "type": "object",
@@ -119,6 +162,24 @@ def build_openapi(
                 "field": {
                     "type": ["string", "null"],
                     "description": "Dotted path of the failing field ('' = the whole body).",
+                },
+            },
+        },
+        "Problem": {
+            "type": "object",
+            "required": ["type", "title", "status", "detail", "error", "message"],
+            "properties": {
+                "type": {"type": "string"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "error": {"type": "string", "description": "A stable code, e.g. forbidden."},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+                "missing": {
+                    "type": "string",
+                    "description": "What the request lacks: a valid bearer token, or the "
+                    "permission it needs.",
                 },
             },
         },
@@ -185,34 +246,37 @@ def build_openapi(
             entry = catalog.latest(command_type)
             schemas[command_type] = to_json_schema(entry.schema)
             paths[f"/commands/{command_type}"] = {
-                "post": {
-                    "operationId": f"send_{command_type}",
-                    "summary": entry.schema.get("doc", command_type),
-                    "tags": ["commands"],
-                    "parameters": command_params,
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": _ref(command_type)}},
+                "post": guarded(
+                    {
+                        "operationId": f"send_{command_type}",
+                        "summary": entry.schema.get("doc", command_type),
+                        "tags": ["commands"],
+                        "parameters": command_params,
+                        "requestBody": {
+                            "required": True,
+                            "content": {"application/json": {"schema": _ref(command_type)}},
+                        },
+                        "responses": {
+                            "200": _json(_ref("CommandResult"), "Accepted (with ?wait)."),
+                            "202": _json(_ref("CommandQueued"), "Kafka has the command."),
+                            "400": _error("Malformed JSON or a bad parameter or header."),
+                            "409": _json(_ref("CommandResult"), "Conflict: expected_version."),
+                            "413": _error("The body is too large."),
+                            "415": _error("The body is not JSON."),
+                            "422": _json(
+                                {"anyOf": [_ref("Error"), _ref("CommandResult")]},
+                                "The body breaks the command's schema (Error, naming the field), "
+                                "or, with ?wait, a business rule rejected it (CommandResult).",
+                            ),
+                            "503": _error("Kafka or Postgres is unavailable."),
+                            "504": _json(
+                                {"anyOf": [_ref("Error"), _ref("ReadModelTimeout")]},
+                                "No result (or no read-model catch-up) within the timeout.",
+                            ),
+                        },
                     },
-                    "responses": {
-                        "200": _json(_ref("CommandResult"), "Accepted (with ?wait)."),
-                        "202": _json(_ref("CommandQueued"), "Kafka has the command."),
-                        "400": _error("Malformed JSON or a bad parameter or header."),
-                        "409": _json(_ref("CommandResult"), "Conflict: expected_version."),
-                        "413": _error("The body is too large."),
-                        "415": _error("The body is not JSON."),
-                        "422": _json(
-                            {"anyOf": [_ref("Error"), _ref("CommandResult")]},
-                            "The body breaks the command's schema (Error, naming the field), "
-                            "or, with ?wait, a business rule rejected it (CommandResult).",
-                        ),
-                        "503": _error("Kafka or Postgres is unavailable."),
-                        "504": _json(
-                            {"anyOf": [_ref("Error"), _ref("ReadModelTimeout")]},
-                            "No result (or no read-model catch-up) within the timeout.",
-                        ),
-                    },
-                }
+                    f"command:{command_type}",
+                )
             }
         state_name = f"{agg.name}.State"
         schemas[state_name] = to_json_schema(
@@ -237,47 +301,56 @@ def build_openapi(
             "503": _error("Postgres is unavailable or the read model is incomplete."),
         }
         paths[base] = {
-            "get": {
-                "operationId": f"get_{agg.name}",
-                "summary": f"A {agg.name}'s state, folded from its events in event_log; "
-                "with as_of and/or version, its state at that point (the events at or "
-                "before both).",
-                "tags": ["aggregates"],
-                "parameters": [
-                    id_param,
-                    _query(
-                        "as_of",
-                        {"type": "string", "format": "date-time"},
-                        "The state as of this time (RFC 3339; UTC if no offset).",
-                    ),
-                    _query(
-                        "version",
-                        {**_int(1, LONG_RANGE[1]), "format": "int64"},
-                        "The state at this version.",
-                    ),
-                ],
-                "responses": {
-                    "200": _json(_ref(f"{agg.name}.Aggregate"), "The state and its version."),
-                    **read_errors,
+            "get": guarded(
+                {
+                    "operationId": f"get_{agg.name}",
+                    "summary": f"A {agg.name}'s state, folded from its events in event_log; "
+                    "with as_of and/or version, its state at that point (the events at or "
+                    "before both).",
+                    "tags": ["aggregates"],
+                    "parameters": [
+                        id_param,
+                        _query(
+                            "as_of",
+                            {"type": "string", "format": "date-time"},
+                            "The state as of this time (RFC 3339; UTC if no offset).",
+                        ),
+                        _query(
+                            "version",
+                            {**_int(1, LONG_RANGE[1]), "format": "int64"},
+                            "The state at this version.",
+                        ),
+                    ],
+                    "responses": {
+                        "200": _json(_ref(f"{agg.name}.Aggregate"), "The state and its version."),
+                        **read_errors,
+                    },
                 },
-            }
+                "read:event_log",
+            )
         }
         paths[f"{base}/events"] = {
-            "get": {
-                "operationId": f"events_{agg.name}",
-                "summary": f"A {agg.name}'s events, oldest first, a page at a time.",
-                "tags": ["aggregates"],
-                "parameters": [
-                    id_param,
-                    _query(
-                        "after_version",
-                        {**_int(0, LONG_RANGE[1]), "format": "int64"},
-                        "Events with a version above this (default 0).",
-                    ),
-                    _query("limit", _int(1, page_limit_max), "Page size (default 100)."),
-                ],
-                "responses": {"200": _json(_ref("EventPage"), "A page of events."), **read_errors},
-            }
+            "get": guarded(
+                {
+                    "operationId": f"events_{agg.name}",
+                    "summary": f"A {agg.name}'s events, oldest first, a page at a time.",
+                    "tags": ["aggregates"],
+                    "parameters": [
+                        id_param,
+                        _query(
+                            "after_version",
+                            {**_int(0, LONG_RANGE[1]), "format": "int64"},
+                            "Events with a version above this (default 0).",
+                        ),
+                        _query("limit", _int(1, page_limit_max), "Page size (default 100)."),
+                    ],
+                    "responses": {
+                        "200": _json(_ref("EventPage"), "A page of events."),
+                        **read_errors,
+                    },
+                },
+                "read:event_log",
+            )
         }
     schemas["EventPage"] = {
         "type": "object",
@@ -317,46 +390,52 @@ def build_openapi(
             "503": _error("Postgres is unavailable."),
         }
         paths[f"/projections/{view.name}"] = {
-            "get": {
-                "operationId": f"list_{view.name}",
-                "summary": view.projection.description or f"Rows of {view.name}",
-                "tags": ["projections"],
-                "parameters": [
-                    *filters,
-                    _query("limit", _int(1, page_limit_max), "Page size (default 100)."),
-                    _query("offset", _int(0, MAX_OFFSET), "Rows to skip (default 0)."),
-                ],
-                "responses": {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["rows", "limit", "offset"],
-                            "properties": {
-                                "rows": {"type": "array", "items": _ref(row_name)},
-                                "limit": {"type": "integer"},
-                                "offset": {"type": "integer"},
+            "get": guarded(
+                {
+                    "operationId": f"list_{view.name}",
+                    "summary": view.projection.description or f"Rows of {view.name}",
+                    "tags": ["projections"],
+                    "parameters": [
+                        *filters,
+                        _query("limit", _int(1, page_limit_max), "Page size (default 100)."),
+                        _query("offset", _int(0, MAX_OFFSET), "Rows to skip (default 0)."),
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["rows", "limit", "offset"],
+                                "properties": {
+                                    "rows": {"type": "array", "items": _ref(row_name)},
+                                    "limit": {"type": "integer"},
+                                    "offset": {"type": "integer"},
+                                },
                             },
-                        },
-                        f"Rows in key order ({', '.join(view.key)}).",
-                    ),
-                    **list_errors,
+                            f"Rows in key order ({', '.join(view.key)}).",
+                        ),
+                        **list_errors,
+                    },
                 },
-            }
+                f"read:{view.name}",
+            )
         }
         key = view.single_key
         if key is not None:
             paths[f"/projections/{view.name}/{{{key.name}}}"] = {
-                "get": {
-                    "operationId": f"get_{view.name}",
-                    "summary": f"One row of {view.name} by its key {key.name}.",
-                    "tags": ["projections"],
-                    "parameters": [_key_param(key)],
-                    "responses": {
-                        "200": _json(_ref(row_name), "The row."),
-                        "404": _error("No such row."),
-                        **list_errors,
+                "get": guarded(
+                    {
+                        "operationId": f"get_{view.name}",
+                        "summary": f"One row of {view.name} by its key {key.name}.",
+                        "tags": ["projections"],
+                        "parameters": [_key_param(key)],
+                        "responses": {
+                            "200": _json(_ref(row_name), "The row."),
+                            "404": _error("No such row."),
+                            **list_errors,
+                        },
                     },
-                }
+                    f"read:{view.name}",
+                )
             }
     health = {
         "200": _json(_ref("Health"), "OK."),
@@ -382,6 +461,17 @@ def build_openapi(
             "responses": {"200": _json({"type": "object"}, "The OpenAPI document.")},
         }
     }
+    components: dict[str, Any] = {"schemas": schemas}
+    if bearer_auth:
+        components["securitySchemes"] = {
+            BEARER_SCHEME: {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "A JWT from the configured issuer, for the configured "
+                "audience; its scopes or roles map to permissions (docs/security.md).",
+            }
+        }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -392,5 +482,5 @@ def build_openapi(
             "docs/gateway.md.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": components,
     }
