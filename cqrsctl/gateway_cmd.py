@@ -6,14 +6,27 @@ fast.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
 from cqrsctl.console import UNAVAILABLE, fail, settings_or_fail
 from cqrsctl.run_cmd import run
+from deploy.settings import (
+    ENV_GATEWAY_AUDIENCE,
+    ENV_GATEWAY_AUTH,
+    ENV_GATEWAY_ISSUER,
+    ENV_GATEWAY_JWKS_FILE,
+    ENV_GATEWAY_JWKS_URL,
+    ENV_GATEWAY_POLICY,
+    ENV_GATEWAY_RATE_LIMIT,
+    ENV_GATEWAY_TLS_CERT,
+    ENV_GATEWAY_TLS_KEY,
+)
 from processors.registry import UnknownContext, default_registry
 
 if TYPE_CHECKING:
@@ -48,6 +61,40 @@ def gateway(
     health_port: int = typer.Option(
         0, help="Also serve /healthz, /readyz and /metrics on this port; 0 = off."
     ),
+    auth: str = typer.Option(
+        "jwt",
+        envvar=ENV_GATEWAY_AUTH,
+        help="jwt: bearer tokens checked against the JWKS; none: every request is "
+        "'anonymous' with every permission (only on a loopback --host).",
+    ),
+    jwks_url: str = typer.Option(
+        None, envvar=ENV_GATEWAY_JWKS_URL, help="URL of the issuer's JWKS (fetched, cached)."
+    ),
+    jwks_file: Path = typer.Option(
+        None, envvar=ENV_GATEWAY_JWKS_FILE, help="A JWKS file (instead of --jwks-url)."
+    ),
+    issuer: str = typer.Option(None, envvar=ENV_GATEWAY_ISSUER, help="Required `iss`."),
+    audience: str = typer.Option(None, envvar=ENV_GATEWAY_AUDIENCE, help="Required `aud`."),
+    leeway: float = typer.Option(30.0, min=0.0, help="Clock skew allowed on exp/nbf/iat (s)."),
+    principal_claim: str = typer.Option("sub", help="The token claim that names the principal."),
+    policy: Path = typer.Option(
+        None,
+        envvar=ENV_GATEWAY_POLICY,
+        help="JSON policy: scopes/roles -> permissions (docs/security.md).",
+    ),
+    rate_limit: float = typer.Option(
+        50.0,
+        min=0.0,
+        envvar=ENV_GATEWAY_RATE_LIMIT,
+        help="Requests per second per principal (token bucket); 0 = no limit.",
+    ),
+    rate_burst: int = typer.Option(0, min=0, help="Bucket size; 0 = twice --rate-limit."),
+    tls_cert: Path = typer.Option(
+        None, envvar=ENV_GATEWAY_TLS_CERT, help="Serve HTTPS with this PEM certificate."
+    ),
+    tls_key: Path = typer.Option(
+        None, envvar=ENV_GATEWAY_TLS_KEY, help="The certificate's PEM private key."
+    ),
     print_openapi: bool = typer.Option(
         False, "--print-openapi", help="Print the OpenAPI document and exit."
     ),
@@ -66,10 +113,32 @@ def gateway(
         fail(str(exc))
     if timeout > max_timeout:
         fail(f"--timeout {timeout:g} is above --max-timeout {max_timeout:g}")
+    if auth not in ("jwt", "none"):
+        fail(f"--auth must be jwt or none, got {auth!r}")
+    if auth == "none" and not print_openapi and not _loopback(host):
+        fail(
+            f"--auth none serves every request with every permission, so it listens on "
+            f"loopback only, not on {host!r}; use --auth jwt (docs/security.md)"
+        )
+    if (tls_cert is None) != (tls_key is None):
+        fail("--tls-cert and --tls-key go together")
+    edge = {
+        "auth": auth,
+        "jwks_url": jwks_url,
+        "jwks_file": str(jwks_file) if jwks_file else None,
+        "issuer": issuer,
+        "audience": audience,
+        "leeway_s": leeway,
+        "principal_claim": principal_claim,
+        "policy_file": str(policy) if policy else None,
+        "rate_limit": rate_limit,
+        "rate_burst": rate_burst,
+    }
+    _check_edge(GatewayConfig(kafka={}, query_dsn="", context=context, **edge))
     if print_openapi:
         from producers.gateway.app import create_app
 
-        config = GatewayConfig(kafka={}, query_dsn="", context=context, topic_prefix=prefix)
+        config = GatewayConfig(kafka={}, query_dsn="", context=context, topic_prefix=prefix, **edge)
         app = create_app(config)
         typer.echo(json.dumps(app.state.gateway.openapi, indent=2))
         return
@@ -90,8 +159,31 @@ def gateway(
         max_timeout_s=max_timeout,
         pool_size=pool_size,
         max_waiting=max_waiting,
+        **edge,
     )
-    _serve(config, host, port, health_port, log_level)
+    tls = (str(tls_cert), str(tls_key)) if tls_cert and tls_key else None
+    _serve(config, host, port, health_port, log_level, tls)
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_edge(config: GatewayConfig) -> None:
+    """Fail with one line now on a JWKS or policy that cannot work (unreadable, malformed,
+    a symmetric key, missing --issuer/--audience/--policy)."""
+    from producers.gateway.app import make_verifier
+    from producers.gateway.auth import PolicyError
+
+    try:
+        make_verifier(config)
+    except PolicyError as exc:
+        fail(str(exc))
 
 
 def _resolve_schema(dsn: str, schema: str | None) -> str:
@@ -123,7 +215,14 @@ def _check_role(dsn: str, role: str) -> None:
         )
 
 
-def _serve(config: GatewayConfig, host: str, port: int, health_port: int, log_level: str) -> None:
+def _serve(
+    config: GatewayConfig,
+    host: str,
+    port: int,
+    health_port: int,
+    log_level: str,
+    tls: tuple[str, str] | None,
+) -> None:
     import uvicorn
     from prometheus_client import REGISTRY
 
@@ -150,6 +249,8 @@ def _serve(config: GatewayConfig, host: str, port: int, health_port: int, log_le
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
 
 

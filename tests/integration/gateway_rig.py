@@ -44,6 +44,9 @@ def start_gateway(
         "--query-dsn", query_dsn,
         "--host", "127.0.0.1",
         "--port", str(port),
+        # Local mode unless `extra` says otherwise (a later option wins).
+        "--auth", "none",
+        "--rate-limit", "0",
         *extra,
     ]  # fmt: skip
     if db_role is not None:
