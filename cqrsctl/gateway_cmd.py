@@ -107,6 +107,7 @@ def gateway(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    _access_log_as_json_lines()
     try:
         default_registry().context(context)
     except UnknownContext as exc:
@@ -122,6 +123,9 @@ def gateway(
         )
     if (tls_cert is None) != (tls_key is None):
         fail("--tls-cert and --tls-key go together")
+    for path in (tls_cert, tls_key):
+        if path is not None and not path.is_file():
+            fail(f"no such file: {path}")
     edge = {
         "auth": auth,
         "jwks_url": jwks_url,
@@ -163,6 +167,18 @@ def gateway(
     )
     tls = (str(tls_cert), str(tls_key)) if tls_cert and tls_key else None
     _serve(config, host, port, health_port, log_level, tls)
+
+
+def _access_log_as_json_lines() -> None:
+    """The access log's lines are its JSON objects alone (stderr), for log shippers."""
+    import sys
+
+    from producers.gateway.access_log import access_log
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.propagate = False
 
 
 def _loopback(host: str) -> bool:

@@ -251,6 +251,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(gw.start)
         log.info("gateway for %s (topics %s.*) ready", ctx.name, config.prefix)
+        if gw.verifier is None:
+            log.warning("--auth none: every request is 'anonymous' with every permission")
         try:
             yield
         finally:
