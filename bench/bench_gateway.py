@@ -238,6 +238,7 @@ def start_gateway(
     log_dir: Path, env: dict[str, str], prefix: str, schema: str, port: int
 ) -> WorkerProcess:
     args = ["--prefix", prefix, "--schema", schema, "--port", str(port), "--log-level", "WARNING"]
+    args += ["--auth", "none", "--rate-limit", "0"]  # local mode, unthrottled
     gateway = WorkerProcess("gateway", args, log_dir / "gateway.log", env).start()
     deadline = time.monotonic() + 60
     while not gateway.ready():

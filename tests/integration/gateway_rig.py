@@ -7,8 +7,10 @@ Fixtures (import the `*_fixture` functions into a test module to use them by nam
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,7 @@ from deploy.local.state import StackState
 from sinks.migrate import roles
 from tests.integration.read_side import ReadSideRig
 from tests.integration.workers import Worker, free_port
+from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks, write_json
 
 
 @dataclass
@@ -29,14 +32,22 @@ class GatewayRig:
     worker: Worker
     url: str
     query_role: str
+    token: str | None = None  # sent as the bearer token by `http()`
 
     def http(self, timeout: float = 60.0) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=timeout)
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        return httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
 
 def start_gateway(
-    pipeline: ReadSideRig, query_dsn: str, *extra: str, db_role: str | None = None
+    pipeline: ReadSideRig,
+    query_dsn: str,
+    *extra: str,
+    db_role: str | None = None,
+    tls_ca: Path | None = None,
 ) -> tuple[Worker, str]:
+    """The gateway on a free port; with `tls_ca`, it serves HTTPS (pass --tls-cert and
+    --tls-key in `extra`) and the check trusts that certificate."""
     port = free_port()
     args = [
         "--prefix", pipeline.prefix,
@@ -54,11 +65,15 @@ def start_gateway(
     worker = Worker("gateway", args, pipeline.bank.log_dir, f"gateway-{port}").start()
     pipeline.workers.append(worker)  # stopped with the pipeline, also when a test fails
     worker.wait_ready(60)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}"
     # The health port says the app started; the HTTP port must answer too.
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with httpx.Client(base_url=url, timeout=10, verify=_trust(tls_ca)) as client:
         assert client.get("/healthz").status_code == 200
     return worker, url
+
+
+def _trust(ca: Path | None) -> ssl.SSLContext | bool:
+    return ssl.create_default_context(cafile=str(ca)) if ca else True
 
 
 @pytest.fixture(name="pipeline")
@@ -108,3 +123,47 @@ def open_account_body(account_id: str, owner: str = "Ada", currency: str = "EUR"
 
 def movement_body(account_id: str, amount: int, currency: str = "EUR") -> dict[str, Any]:
     return {"account_id": account_id, "amount": {"amount": amount, "currency": currency}}
+
+
+# Roles of the secured gateway's policy: what each test principal may do.
+POLICY = {
+    "roles": {
+        "teller": ["command:bank.OpenAccount", "command:bank.Deposit", "read:accounts"],
+        "auditor": ["read:*"],
+        "admin": ["*"],
+    }
+}
+
+
+def start_secured_gateway(
+    pipeline: ReadSideRig, query_dsn: str, folder: Path, *extra: str
+) -> tuple[Worker, str, SigningKey]:
+    """The gateway with `--auth jwt`, its JWKS and policy in files under `folder` (unless
+    `extra` names another JWKS source); returns the key that signs good tokens."""
+    key = SigningKey.new("gw-key-1")
+    jwks_file = write_json(folder / "jwks.json", jwks(key))
+    policy = write_json(folder / "policy.json", POLICY)
+    source = [] if any(a.startswith("--jwks-") for a in extra) else ["--jwks-file", str(jwks_file)]
+    args = [
+        "--auth", "jwt", *source,
+        "--issuer", ISSUER, "--audience", AUDIENCE, "--policy", str(policy),
+        *extra,
+    ]  # fmt: skip
+    tls_ca = Path(extra[extra.index("--tls-cert") + 1]) if "--tls-cert" in extra else None
+    worker, url = start_gateway(pipeline, query_dsn, *args, tls_ca=tls_ca)
+    return worker, url, key
+
+
+@pytest.fixture(name="secured_gateway")
+def secured_gateway_fixture(
+    pipeline: ReadSideRig, query_role: tuple[str, str], tmp_path: Path
+) -> Iterator[GatewayRig]:
+    """`--auth jwt` with a JWKS file and no rate limit; `token` grants every permission."""
+    role, dsn = query_role
+    worker, url, key = start_secured_gateway(
+        pipeline, dsn, tmp_path, "--timeout", "30", "--rate-limit", "0"
+    )
+    try:
+        yield GatewayRig(pipeline, worker, url, role, token=key.token("ops", roles=["admin"]))
+    finally:
+        worker.stop()

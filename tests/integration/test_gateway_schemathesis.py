@@ -1,6 +1,8 @@
 """Schemathesis against the gateway's generated OpenAPI document, with the whole pipeline
 running: whatever it sends, valid or not, the gateway must never answer 5xx, and its
-answers must match the document (status codes, content types, response schemas).
+answers must match the document (status codes, content types, response schemas). The
+gateway runs with `--auth jwt`; every request carries a token that grants every
+permission (schemathesis's own auth check also sends requests without it, expecting 401).
 
 Bounded: a few positive and negative examples per operation (about 20 operations), no
 deadline per example. Each operation runs as its own Hypothesis test through
@@ -21,16 +23,19 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.integration.gateway_rig import (  # noqa: F401 - fixtures, used by name
     GatewayRig,
-    gateway_fixture,
     pipeline_fixture,
     query_role_fixture,
+    secured_gateway_fixture,
 )
 
 EXAMPLES = {GenerationMode.POSITIVE: 15, GenerationMode.NEGATIVE: 5}
 
 
-def test_no_request_makes_the_gateway_fail(gateway: GatewayRig) -> None:
+def test_no_request_makes_the_gateway_fail(secured_gateway: GatewayRig) -> None:
+    gateway = secured_gateway
+    auth = {"Authorization": f"Bearer {gateway.token}"}
     schema = schemathesis.openapi.from_url(f"{gateway.url}/openapi.json", timeout=10)
+    assert "bearer" in schema.raw_schema["components"]["securitySchemes"]
     statuses: Counter[tuple[str, int]] = Counter()
     failures: list[str] = []
     started = time.monotonic()
@@ -49,7 +54,9 @@ def test_no_request_makes_the_gateway_fail(gateway: GatewayRig) -> None:
                 # A schema-valid command may still break a business rule: that is the
                 # documented 422 with the processor's reason, not a schema mismatch.
                 excluded = [positive_data_acceptance] if case.method.upper() == "POST" else []
-                response = case.call_and_validate(excluded_checks=excluded, timeout=60)
+                response = case.call_and_validate(
+                    headers=auth, excluded_checks=excluded, timeout=60
+                )
                 statuses[(case.method.upper(), response.status_code)] += 1
 
             try:
