@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
+from psycopg import sql
 
+from deploy.local.state import StackState
 from processors.topic_reader import read_topic
 from schemas import headers as ce
 from tests.integration.gateway_rig import (  # noqa: F401 - fixtures, used by name
+    GatewayRig,
+    gateway_fixture,
     movement_body,
     open_account_body,
     pipeline_fixture,
@@ -276,3 +281,31 @@ def test_unsafe_or_incomplete_edge_settings_are_refused_with_one_line(
     assert done.returncode == 2, done.stdout + done.stderr
     assert says in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_unavailable_answers_keep_the_driver_detail_in_the_log(
+    gateway: GatewayRig, stack: StackState
+) -> None:
+    with gateway.http() as http:
+        assert http.get("/projections/accounts").status_code == 200
+        with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
+            role = sql.Identifier(gateway.query_role)
+            admin.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(role))
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                (gateway.query_role,),
+            )
+        listed = http.get("/projections/accounts")
+        ready = http.get("/readyz")
+    assert listed.status_code == 503, listed.text
+    assert listed.json()["error"] == "unavailable"
+    assert ready.status_code == 503, ready.text
+    assert ready.json()["checks"]["postgres"] == "unavailable"
+    for body in (listed.text, ready.text):
+        # Neither the role, the host, nor the driver's words reach the client...
+        assert gateway.query_role not in body
+        assert "127.0.0.1" not in body and str(stack.postgres_port) not in body
+        assert "FATAL" not in body and "terminat" not in body
+    # ...they are in the gateway's log, for the operator.
+    gateway.worker.stop()
+    assert gateway.query_role in gateway.worker.log_path.read_text()

@@ -84,3 +84,42 @@ def test_kafka_only_workers_need_no_postgres_dsn(monkeypatch):
     assert load_settings(env, postgres=False).kafka.bootstrap_servers == "127.0.0.1:9"
     with pytest.raises(SettingsError, match="no Postgres DSN"):
         load_settings(env)
+
+
+def test_the_gateway_config_repr_shows_no_password() -> None:
+    from producers.gateway.config import GatewayConfig
+
+    settings = load_settings(_env())
+    config = GatewayConfig(kafka=settings.kafka.client_config(), query_dsn=settings.postgres_dsn)
+    assert SECRET not in repr(config)
+
+
+def test_the_access_log_has_no_token_query_string_or_body(caplog) -> None:
+    import json
+    import logging
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from producers.gateway.access_log import AccessLogMiddleware
+
+    async def ok(request):
+        request.state.principal = "alice"
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/projections/accounts", ok, methods=["GET", "POST"])])
+    app.add_middleware(AccessLogMiddleware)
+    with caplog.at_level(logging.INFO, logger="cqrs.gateway.access"), TestClient(app) as http:
+        response = http.post(
+            f"/projections/accounts?access_token={SECRET}&password={SECRET}",
+            headers={"Authorization": f"Bearer {SECRET}", "Cookie": f"session={SECRET}"},
+            content=f'{{"password": "{SECRET}"}}',
+        )
+    assert response.status_code == 200
+    (record,) = [r for r in caplog.records if r.name == "cqrs.gateway.access"]
+    entry = json.loads(record.getMessage())
+    assert entry["principal"] == "alice" and entry["path"] == "/projections/accounts"
+    assert entry["status"] == 200 and entry["method"] == "POST"
+    assert SECRET not in caplog.text
