@@ -79,6 +79,40 @@ def test_the_gateway_is_served_scaled_on_cpu_and_probed(overlay: str) -> None:
     assert "cpu" in c["resources"]["requests"]  # utilisation is relative to the request
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_gateway_checks_tokens_with_a_jwks_and_policy_from_its_configmap(
+    overlay: str,
+) -> None:
+    import json
+
+    from producers.gateway.auth import Policy
+
+    deployment = workload(overlay, "gateway")
+    c = container(deployment)
+    params = parse_cli(c["args"])
+    assert params["auth"] == "jwt" and params["rate_limit"] > 0
+    env = {e["name"]: e for e in c["env"]}
+    auth = config_data(overlay, "bank-gateway-auth")
+    for var, key in (("CQRS_GATEWAY_ISSUER", "issuer"), ("CQRS_GATEWAY_AUDIENCE", "audience")):
+        ref = env[var]["valueFrom"]["configMapKeyRef"]
+        assert (ref["name"], ref["key"]) == ("bank-gateway-auth", key) and auth[key]
+    # The files the args name are the ConfigMap's keys, mounted where the args say.
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    folder = mounts["gateway-auth"]
+    assert volumes["gateway-auth"]["configMap"]["name"] == "bank-gateway-auth"
+    assert str(params["jwks_file"]) == f"{folder}/jwks.json"
+    assert str(params["policy"]) == f"{folder}/policy.json"
+    assert "keys" in json.loads(auth["jwks.json"])
+    policy = Policy.from_json(json.loads(auth["policy.json"]))
+    commands = {t for a in default_registry().context("bank").aggregates for t in a.command_types}
+    granted = {g for grants in policy.roles.values() for g in grants}
+    # The shipped policy grants public bank commands only, and no wildcard over commands.
+    assert {g.removeprefix("command:") for g in granted if g.startswith("command:")} <= commands
+    assert not any(g in ("*", "command:*", "command:bank.*") for g in granted)
+    assert not granted & {f"command:bank.{t}" for t in ("FailTransfer", "CompleteTransfer")}
+
+
 # --- KEDA ---------------------------------------------------------------------------------------
 
 
