@@ -138,14 +138,10 @@ def gateway(
         "rate_limit": rate_limit,
         "rate_burst": rate_burst,
     }
-    _check_edge(GatewayConfig(kafka={}, query_dsn="", context=context, **edge))
     if print_openapi:
-        from producers.gateway.app import create_app
-
-        config = GatewayConfig(kafka={}, query_dsn="", context=context, topic_prefix=prefix, **edge)
-        app = create_app(config)
-        typer.echo(json.dumps(app.state.gateway.openapi, indent=2))
+        _print_openapi(context, timeout, max_timeout, bearer_auth=auth == "jwt", rate=rate_limit)
         return
+    _check_edge(GatewayConfig(kafka={}, query_dsn="", context=context, **edge))
     settings = settings_or_fail()
     dsn = query_dsn or settings.postgres_dsn
     schema = _resolve_schema(dsn, schema)
@@ -179,6 +175,30 @@ def _access_log_as_json_lines() -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     access_log.addHandler(handler)
     access_log.propagate = False
+
+
+def _print_openapi(
+    context: str, timeout: float, max_timeout: float, *, bearer_auth: bool, rate: float
+) -> None:
+    """The document as a gateway with these options serves it; needs no token settings."""
+    from producers.gateway.config import GatewayConfig
+    from producers.gateway.openapi import build_openapi
+    from producers.gateway.read_model import projection_views
+    from schemas.catalog import default_catalog
+
+    ctx = default_registry().context(context)
+    catalog = default_catalog()
+    doc = build_openapi(
+        ctx,
+        catalog,
+        projection_views(ctx, catalog),
+        max_timeout_s=max_timeout,
+        default_timeout_s=timeout,
+        page_limit_max=GatewayConfig.page_limit_max,
+        bearer_auth=bearer_auth,
+        rate_limited=rate > 0,
+    )
+    typer.echo(json.dumps(doc, indent=2))
 
 
 def _loopback(host: str) -> bool:
