@@ -21,6 +21,7 @@ from schemas.validation import INT_RANGE, LONG_RANGE
 
 OPENAPI_PATH = "/openapi.json"
 BEARER_SCHEME = "bearer"
+NO_NUL_PATTERN = "^[^\\u0000]*$"
 IDEMPOTENCY_KEY_PATTERN = "^[!-~](?:[ -~]*[!-~])?$"
 MIN_TIMEOUT_S = 1.0
 MAX_OFFSET = 1_000_000
@@ -87,7 +88,7 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "minLength": 1},
+        "schema": {"type": "string", "minLength": 1, "pattern": NO_NUL_PATTERN},
         "description": description,
     }
 
@@ -110,10 +111,18 @@ def _column_schema(column: Column) -> dict[str, Any]:
     return {"type": "string"}
 
 
+def _filter_schema(column: Column) -> dict[str, Any]:
+    schema = _column_schema(column)
+    if column.kind == "string":
+        schema["pattern"] = NO_NUL_PATTERN  # the gateway answers 400 to a NUL in a value
+    return schema
+
+
 def _key_param(key: Column) -> dict[str, Any]:
     schema = _column_schema(key)
     if key.kind == "string":
         schema["minLength"] = 1
+        schema["pattern"] = NO_NUL_PATTERN
     return {"name": key.name, "in": "path", "required": True, "schema": schema}
 
 
@@ -382,7 +391,7 @@ def build_openapi(
         row_name = f"{ctx.name}.projection.{view.name}"
         schemas[row_name] = to_json_schema(view.row_schema, text_logical=True)
         filters = [
-            _query(c.name, _column_schema(c), f"Only rows whose {c.name} equals this.")
+            _query(c.name, _filter_schema(c), f"Only rows whose {c.name} equals this.")
             for c in view.filters.values()
         ]
         list_errors = {
