@@ -151,3 +151,23 @@ def test_openapi_declares_the_bearer_scheme_and_each_operations_permission(
     assert "security" not in doc["paths"]["/healthz"]["get"]
     local = create_app(GatewayConfig(kafka={}, query_dsn="")).state.gateway.openapi
     assert "securitySchemes" not in local["components"]
+
+
+def test_print_openapi_needs_no_token_settings_and_shows_the_scheme() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from cqrsctl.main import app
+
+    runner = CliRunner()
+    done = runner.invoke(
+        app, ["run", "gateway", "--print-openapi"], env={"CQRS_GATEWAY_AUTH": "jwt"}
+    )
+    assert done.exit_code == 0, done.output
+    doc = json.loads(done.stdout)
+    assert doc["components"]["securitySchemes"]["bearer"]["bearerFormat"] == "JWT"
+    assert "429" in doc["paths"]["/projections/accounts"]["get"]["responses"]
+    local = runner.invoke(app, ["run", "gateway", "--print-openapi", "--auth", "none"])
+    assert local.exit_code == 0, local.output
+    assert "securitySchemes" not in json.loads(local.stdout)["components"]
