@@ -58,5 +58,51 @@ def processor(
     worker.run()
 
 
+@run.command("reactor")
+def reactor(
+    context: str = typer.Option(..., help="Context whose process managers react."),
+    prefix: str = typer.Option(None, help="Its topic name prefix (default: the context name)."),
+    source: list[str] = typer.Option(
+        [],
+        help="CONTEXT=PREFIX: the topic prefix of a context whose events it reads "
+        "(default: that context's name). Repeatable.",
+    ),
+    instance_id: str = typer.Option(
+        None, help="Stable id of this instance; its transactional id derives from it."
+    ),
+    health_port: int = typer.Option(8084, help="Port of /healthz, /readyz and /metrics; 0 = off."),
+    log_level: str = typer.Option("INFO"),
+) -> None:
+    """The reactor: another context's events -> this context's process managers -> commands."""
+    from processors.reactor import NothingToReact, Reactor, ReactorConfig
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    sources = {}
+    for item in source:
+        name, sep, topic_prefix = item.partition("=")
+        if not (sep and name and topic_prefix):
+            fail(f"--source {item!r}: expected CONTEXT=PREFIX, e.g. bank=bank")
+        sources[name] = topic_prefix
+    settings = settings_or_fail(postgres=False)
+    registry = default_registry()
+    config = ReactorConfig(
+        context=context,
+        kafka=settings.kafka.client_config(),
+        topic_prefix=prefix,
+        sources=sources,
+        instance_id=instance_id or _instance_id(),
+    )
+    try:
+        worker = Reactor(config, registry)
+    except (UnknownContext, NothingToReact) as exc:
+        fail(str(exc))
+    worker.install_signal_handlers()
+    if health_port:
+        serve_health(health_port, heartbeat_alive(lambda: worker.last_loop_at), worker.ready.is_set)
+    worker.run()
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(run, name="run")

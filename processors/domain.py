@@ -249,6 +249,10 @@ Trigger = Event | CommandOutcome
 class ProcessManager:
     """Reacts to events, and to the outcomes of the commands it issued, by issuing commands.
 
+    `event_types` may name another context's published events (`bank.TransferCompleted`):
+    the reactor worker feeds those to `react`, and the commands it issues go to this
+    context's commands topic in the same Kafka transaction as the consumed offsets.
+
     It keeps no state of its own: a process's state is an aggregate (e.g. a Transfer), so
     it is event-sourced and exactly-once like any other. `react` is pure, and derives each
     command id from the process id and the step, which makes a repeated reaction harmless.
@@ -281,6 +285,19 @@ class BoundedContext:
     package: str | None = None
     schema_root: Path | None = None
     migrations: Path | None = None
+
+    def foreign_event_types(self) -> dict[str, frozenset[str]]:
+        """The events of OTHER contexts that this context's process managers react to, per
+        context: the event types named in a `ProcessManager.event_types` whose namespace is
+        not this context's (e.g. `bank.TransferCompleted` for shop). The reactor
+        (processors/reactor.py) consumes them from `<other>.events`."""
+        found: dict[str, set[str]] = {}
+        for pm in self.process_managers:
+            for event_type in pm.event_types:
+                namespace = event_type.rpartition(".")[0]
+                if namespace != self.name:
+                    found.setdefault(namespace, set()).add(event_type)
+        return {name: frozenset(types) for name, types in sorted(found.items())}
 
     def __post_init__(self) -> None:
         if self.package is None:
