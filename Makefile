@@ -28,12 +28,12 @@ test: install
 install: $(INSTALLED)
 
 install-bench: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' -e contexts/bank
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' -e contexts/bank -e contexts/shop
 
-# The runtime and the reference context (contexts/bank, a package of its own).
-$(INSTALLED): pyproject.toml contexts/bank/pyproject.toml
+# The runtime and the reference contexts (contexts/bank and contexts/shop, packages of their own).
+$(INSTALLED): pyproject.toml contexts/bank/pyproject.toml contexts/shop/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e contexts/bank
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e contexts/bank -e contexts/shop
 	touch $@
 
 up: install
