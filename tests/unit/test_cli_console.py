@@ -97,7 +97,10 @@ def _complete(words: str) -> list[str]:
 
 def test_shell_completion_of_command_types_and_projection_names() -> None:
     assert _complete("cqrsctl send bank.W") == ["bank.Withdraw"]
-    assert _complete("cqrsctl query ") == ["accounts", "daily_totals", "event_log"]
+    # Every installed context's read models: bank's and shop's.
+    assert _complete("cqrsctl query ") == [
+        "accounts", "daily_totals", "event_log", "orders", "stock"
+    ]  # fmt: skip
     assert _complete("cqrsctl query d") == ["daily_totals"]
 
 
