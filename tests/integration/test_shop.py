@@ -1,0 +1,314 @@
+"""The shop context next to bank on one broker and one Postgres: orders paid by bank
+transfers, confirmed when bank publishes TransferCompleted (read by shop's reactor from
+bank's events topic), end to end into Postgres; and a run with kill -9 of the processors
+and the reactor that ends with money and stock conserved."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from processors.registry import default_registry
+from processors.topic_admin import create_topics
+from processors.topics import ContextTopics, declared_topics
+from producers.command_client import CommandClient
+from sinks.db import connect
+from tests.integration.workers import Worker
+from tests.integration.write_side import (
+    BankRig,
+    StoredEvent,
+    check_event_log,
+    fold_balances,
+    movement,
+    open_account,
+    read_events,
+)
+
+BANK_ENDS = ("bank.TransferCompleted", "bank.TransferFailed")
+TILL = "shop-till"  # the shop's bank account: every order's transfer pays into it
+
+
+@dataclass
+class ShopRig:
+    bank: BankRig
+    dsn: str
+    schema: str
+    workers: list[Worker] = field(default_factory=list)
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.bank.prefix}_shop"
+
+    @property
+    def topics(self) -> ContextTopics:
+        return ContextTopics(self.prefix)
+
+    def start(self, role: str, args: list[str], ready: bool = True) -> Worker:
+        name = f"{role}-{len(self.workers)}"
+        worker = Worker(role, args, self.bank.log_dir, name).start()
+        self.workers.append(worker)
+        return worker.wait_ready(90) if ready else worker
+
+    def processor(self, ready: bool = True) -> Worker:
+        args = ["--context", "shop", "--prefix", self.prefix, "--instance-id", "s0"]
+        return self.start("processor", args, ready)
+
+    def reactor(self, ready: bool = True) -> Worker:
+        args = ["--context", "shop", "--prefix", self.prefix, "--instance-id", "r0"]
+        return self.start("reactor", [*args, "--source", f"bank={self.bank.prefix}"], ready)
+
+    def read_side(self, context: str, prefix: str) -> None:
+        """The projector and the sink of one context, into the shared Postgres schema."""
+        common = ["--context", context, "--prefix", prefix, "--batch-wait", "0.01"]
+        data_dir = self.bank.log_dir / f"projector-{context}"
+        self.start("projector", [*common, "--data-dir", str(data_dir)])
+        self.start("sink", [*common, "--schema", self.schema])
+
+    def client(self) -> CommandClient:
+        return CommandClient(self.bank.kafka, "shop", topic_prefix=self.prefix)
+
+    def stop_all(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+
+
+@pytest.fixture
+def shop(bank: BankRig, pg_dsn_for_schema: str, pg_schema: str) -> Iterator[ShopRig]:
+    rig = ShopRig(bank, pg_dsn_for_schema, pg_schema)
+    create_topics(bank.kafka, declared_topics(default_registry().context("shop"), rig.prefix))
+    try:
+        yield rig
+    finally:
+        rig.stop_all()
+
+
+def _order(o: str, t: str, lines: dict[str, int], amount: int) -> dict[str, Any]:
+    order_lines = [{"product_id": p, "quantity": q} for p, q in lines.items()]
+    return {
+        "order_id": o,
+        "customer": "ann",
+        "lines": order_lines,
+        "transfer_id": t,
+        "amount": amount,
+    }
+
+
+def _transfer(t: str, src: str, amount: int) -> dict[str, Any]:
+    money = {"amount": amount, "currency": "EUR"}
+    return {"transfer_id": t, "from_account_id": src, "to_account_id": TILL, "amount": money}
+
+
+def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout}s"
+        time.sleep(0.5)
+
+
+def test_an_order_paid_by_a_bank_transfer_is_confirmed_into_postgres(shop: ShopRig):
+    shop.bank.processor()
+    shop.processor()
+    shop.reactor()
+    shop.read_side("bank", shop.bank.prefix)
+    shop.read_side("shop", shop.prefix)
+    with shop.bank.client() as bank, shop.client() as client:
+        for account in ("ann", TILL):
+            assert bank.send("bank.OpenAccount", open_account(account)).result(30).accepted
+        assert bank.send("bank.Deposit", movement("ann", 1000)).result(30).accepted
+        for product, units in (("apple", 5), ("pear", 1)):
+            added = {"product_id": product, "quantity": units}
+            assert client.send("shop.AddStock", added).result(30).accepted
+        # Paid: confirmed. Its transfer is requested after the order is placed.
+        paid = _order("o-paid", "t-paid", {"apple": 2, "pear": 1}, 300)
+        assert client.send("shop.PlaceOrder", paid).result(30).accepted
+        assert (
+            bank.send("bank.RequestTransfer", _transfer("t-paid", "ann", 300)).result(30).accepted
+        )
+        # Unpaid: ann cannot cover it, bank fails the transfer, the order is cancelled and
+        # its apples go back. Here the transfer comes first, the order after it.
+        assert (
+            bank.send("bank.RequestTransfer", _transfer("t-big", "ann", 5000)).result(30).accepted
+        )
+        unpaid = _order("o-unpaid", "t-big", {"apple": 3}, 5000)
+        assert client.send("shop.PlaceOrder", unpaid).result(30).accepted
+
+    def settled() -> dict[str, tuple] | None:
+        with connect(shop.dsn, shop.schema) as conn:
+            rows = conn.execute("SELECT order_id, status, reason FROM orders").fetchall()
+        orders = {order_id: (status, reason) for order_id, status, reason in rows}
+        done = len(orders) == 2 and all(status != "PLACED" for status, _ in orders.values())
+        return orders if done else None
+
+    orders = _eventually(settled, 120, "both orders settled in Postgres")
+    assert orders == {"o-paid": ("CONFIRMED", ""), "o-unpaid": ("CANCELLED", "payment_failed")}
+
+    def stock_settled() -> list[tuple] | None:
+        with connect(shop.dsn, shop.schema) as conn:
+            rows = conn.execute(
+                "SELECT product_id, available, reserved, sold FROM stock ORDER BY product_id"
+            ).fetchall()
+        return rows if rows == [("apple", 3, 0, 2), ("pear", 0, 0, 1)] else None
+
+    _eventually(stock_settled, 60, "stock sold and released in Postgres")
+
+    def balances() -> dict[str, int] | None:
+        with connect(shop.dsn, shop.schema) as conn:
+            rows = dict(conn.execute("SELECT account_id, balance FROM accounts").fetchall())
+        return rows if rows == {"ann": 700, TILL: 300} else None
+
+    _eventually(balances, 60, "bank's accounts read model next to shop's")
+
+
+# -- kill -9 ----------------------------------------------------------------------------------
+
+
+def _terminal(events: list[StoredEvent]) -> dict[str, str]:
+    return {
+        e.aggregate_id: e.type
+        for e in events
+        if e.type in ("shop.OrderConfirmed", "shop.OrderCancelled")
+    }
+
+
+def _fold_stock(events: list[StoredEvent]) -> dict[str, dict[str, Any]]:
+    stock: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"added": 0, "available": 0, "held": {}, "sold": 0}
+    )
+    for e in events:
+        row, d = stock[e.aggregate_id], e.data
+        if e.type == "shop.StockAdded":
+            row["added"] += d["quantity"]
+            row["available"] = d["available"]
+        elif e.type == "shop.StockReserved":
+            row["held"][d["order_id"]] = d["quantity"]
+            row["available"] = d["available"]
+        elif e.type == "shop.StockReleased":
+            row["held"].pop(d["order_id"])
+            row["available"] = d["available"]
+        elif e.type == "shop.StockCommitted":
+            row["held"].pop(d["order_id"])
+            row["sold"] = d["sold"]
+    return stock
+
+
+def test_money_and_stock_are_conserved_with_kill_9_of_the_processors(shop: ShopRig):
+    rng = random.Random(17)
+    bank_processor = shop.bank.processor()
+    shop_processor = shop.processor()
+    reactor = shop.reactor()
+    customers = [f"c-{i:02d}" for i in range(20)]
+    products = {f"p-{i}": 15 for i in range(8)}
+    orders: dict[str, dict[str, Any]] = {}
+    late: list[dict[str, Any]] = []
+    with shop.bank.client() as bank, shop.client() as client:
+        opened = [bank.send("bank.OpenAccount", open_account(a)) for a in [*customers, TILL]]
+        assert all(p.result(60).accepted for p in opened)
+        funded = [bank.send("bank.Deposit", movement(c, 2000)) for c in customers]
+        stocked = [
+            client.send("shop.AddStock", {"product_id": p, "quantity": q})
+            for p, q in products.items()
+        ]
+        assert all(p.result(60).accepted for p in funded + stocked)
+        for i in range(150):
+            o, t = f"o-{i}", f"t-{i}"
+            lines = {p: rng.randint(1, 3) for p in rng.sample(sorted(products), rng.randint(1, 3))}
+            amount = rng.randint(100, 900)
+            orders[o] = _order(o, t, lines, amount)
+            transfer = _transfer(t, rng.choice(customers), amount)
+            if i % 10 == 0:  # placed at the end, after its transfer has ended
+                bank.send("bank.RequestTransfer", transfer)
+                late.append(orders[o])
+            elif rng.random() < 0.3:
+                bank.send("bank.RequestTransfer", transfer)
+                client.send("shop.PlaceOrder", orders[o])
+            else:
+                client.send("shop.PlaceOrder", orders[o])
+                bank.send("bank.RequestTransfer", transfer)
+            if i in (30, 70, 110):
+                client.flush()
+                bank.flush()
+                shop_processor.kill()
+                shop_processor = shop.processor(ready=False)
+            if i == 50:
+                bank.flush()
+                bank_processor.kill()
+                bank_processor = shop.bank.processor(ready=False)
+            if i == 90:
+                reactor.kill()
+                reactor = shop.reactor(ready=False)
+        bank.flush()
+
+        def late_transfers_ended() -> bool:
+            events = read_events(shop.bank.kafka, shop.bank.topics.events)
+            ended = {e.aggregate_id for e in events if e.type in BANK_ENDS}
+            return all(order["transfer_id"] in ended for order in late)
+
+        _eventually(late_transfers_ended, 120, "the late orders' transfers ended")
+        for order in late:
+            client.send("shop.PlaceOrder", order)
+        client.flush()
+
+    def settled() -> tuple[list[StoredEvent], list[StoredEvent]] | None:
+        shop_events = read_events(shop.bank.kafka, shop.topics.events)
+        stock = _fold_stock(shop_events)
+        if len(_terminal(shop_events)) < len(orders) or any(s["held"] for s in stock.values()):
+            return None
+        return shop_events, read_events(shop.bank.kafka, shop.bank.topics.events)
+
+    _eventually(settled, 240, "every order confirmed or cancelled, no stock held")
+    time.sleep(3)  # a late reservation of a cancelled order is released right after it
+    shop_events, bank_events = _eventually(settled, 60, "no stock held")
+    check_event_log(shop_events)
+    check_event_log(bank_events)
+
+    # Money: only deposits brought money in; transfers moved it, exactly once each.
+    balances = fold_balances(bank_events)
+    assert all(b >= 0 for b in balances.values())
+    assert sum(balances.values()) == 2000 * len(customers)
+    completed = {e.aggregate_id for e in bank_events if e.type == "bank.TransferCompleted"}
+    failed = {e.aggregate_id for e in bank_events if e.type == "bank.TransferFailed"}
+    assert completed and failed and completed | failed == {f"t-{i}" for i in range(150)}
+    assert balances[TILL] == sum(
+        orders[o]["amount"] for o in orders if orders[o]["transfer_id"] in completed
+    )
+
+    # Orders: confirmed exactly when paid and stocked; a failed transfer cancels.
+    terminal = _terminal(shop_events)
+    confirmed = {o for o, kind in terminal.items() if kind == "shop.OrderConfirmed"}
+    assert confirmed and all(orders[o]["transfer_id"] in completed for o in confirmed)
+    assert all(
+        terminal[o] == "shop.OrderCancelled" for o in orders if orders[o]["transfer_id"] in failed
+    )
+
+    # Stock: every unit added is available or sold (none held), and sold = confirmed lines.
+    sold: dict[str, int] = defaultdict(int)
+    for o in confirmed:
+        for line in orders[o]["lines"]:
+            sold[line["product_id"]] += line["quantity"]
+    stock = _fold_stock(shop_events)
+    for product, added in products.items():
+        row = stock[product]
+        assert row["added"] == added
+        assert row["available"] + row["sold"] == added, (product, row)
+        assert row["sold"] == sold[product], (product, row)
+    assert sum(e.type == "shop.OrderPlaced" for e in shop_events) == len(orders)
+    # Every path was taken: out of stock, and transfers that ended before their order existed.
+    reasons = {
+        e.data["reason"].partition(":")[0] for e in shop_events if e.type == "shop.OrderCancelled"
+    }
+    assert reasons == {"out_of_stock", "payment_failed"}
+    known = {
+        e.data["order_id"]
+        for e in shop_events
+        if e.type == "shop.PaymentAwaited" and e.data["outcome"]
+    }
+    assert known == {order["order_id"] for order in late}
