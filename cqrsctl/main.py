@@ -13,6 +13,7 @@ from cqrsctl import (
     demo_cmd,
     dlq_cmd,
     gateway_cmd,
+    new_cmd,
     read_side_cmd,
     run_cmd,
     schemas_cmd,
@@ -71,6 +72,7 @@ read_side_cmd.register(app)
 gateway_cmd.register(app)
 tail_cmd.register(app)
 dlq_cmd.register(app)
+new_cmd.register(app)
 
 
 def main() -> None:
