@@ -85,8 +85,13 @@ def reactor(
         if not (sep and name and topic_prefix):
             fail(f"--source {item!r}: expected CONTEXT=PREFIX, e.g. bank=bank")
         sources[name] = topic_prefix
-    settings = settings_or_fail(postgres=False)
     registry = default_registry()
+    try:
+        if not registry.context(context).foreign_event_types():
+            fail(f"context {context!r} reacts to no event of another context")
+    except UnknownContext as exc:
+        fail(str(exc))
+    settings = settings_or_fail(postgres=False)
     config = ReactorConfig(
         context=context,
         kafka=settings.kafka.client_config(),

@@ -11,7 +11,9 @@ from shop.order import ORDER
 from shop.payment import PAYMENT
 from shop.process import ORDER_PROCESS
 from shop.stock import STOCK, Stock
+from typer.testing import CliRunner
 
+from cqrsctl.main import app
 from processors.domain import Command, CommandOutcome, Event, Rejected
 from processors.registry import default_registry
 from processors.testing import given
@@ -220,3 +222,17 @@ def test_a_line_out_of_stock_cancels_the_order_and_releases_the_others():
     assert order.status == "CANCELLED"
     assert (_stock_of(states, "apple").available, _stock_of(states, "apple").reserved) == (2, {})
     assert _stock_of(states, "pear").available == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--context", "bank"], "context 'bank' reacts to no event of another context"),
+        (["--context", "nope"], "no bounded context 'nope'"),
+        (["--context", "shop", "--source", "bank"], "expected CONTEXT=PREFIX"),
+    ],
+)
+def test_run_reactor_refuses_what_it_cannot_run_in_one_line(args: list[str], message: str):
+    result = CliRunner().invoke(app, ["run", "reactor", *args, "--health-port", "0"])
+    assert result.exit_code == 2
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
