@@ -9,8 +9,10 @@ at least once per event and makes that safe with a *guard* the runtime keeps in 
 - `Guard.WATERMARK`: the row gathers events of many aggregates, so versions say nothing;
   instead it keeps the partition and offset of the last source event applied (fields
   `source_partition`, `source_offset`). Offsets only order events of one partition, so such
-  a row must take events from ONE source partition: its key includes `meta.partition`, and
-  a reader sums the rows of all partitions (see docs/read-side.md).
+  a row takes events from ONE source partition: the runtime appends the partition to the
+  projection's key (`row_key`) and `source_partition` to its `key_fields`, so `key` states
+  only the business grouping, and a reader sums the rows of all partitions (see
+  docs/read-side.md).
 
 `apply(row, event, meta)` returns the new row (`row` is None for a new key); the runtime sets
 the guard fields afterwards, so `apply` only states the business rule.
@@ -93,10 +95,9 @@ class Projection:
         guard_field = VERSION_FIELD if self.guard is Guard.VERSION else OFFSET_FIELD
         object.__setattr__(self, "guard_field", guard_field)
         if self.guard is Guard.WATERMARK and PARTITION_FIELD not in self.key_fields:
-            raise ValueError(
-                f"projection {self.name}: a watermark row is per source partition, so "
-                f"key_fields must include {PARTITION_FIELD!r}"
-            )
+            # A watermark row is per source partition: the runtime keys it so (row_key), and
+            # the partition is part of the row's primary key.
+            object.__setattr__(self, "key_fields", (*self.key_fields, PARTITION_FIELD))
 
     @property
     def table_name(self) -> str:
@@ -105,6 +106,12 @@ class Projection:
     @property
     def query_column(self) -> str:
         return self.query_field or self.key_fields[0]
+
+    def row_key(self, event: Event, meta: EventMeta) -> str:
+        """The key of the row `event` touches: `key`, and for a watermark projection the
+        source partition after it, so `key` states only the business grouping."""
+        key = self.key(event, meta)
+        return key if self.guard is Guard.VERSION else f"{key}:{meta.partition}"
 
     def handles(self, event_type: str) -> bool:
         return event_type in self.event_types
@@ -118,7 +125,7 @@ class Projection:
         if int(row[PARTITION_FIELD]) != meta.partition:
             raise ProjectionError(
                 f"projection {self.name}: row from partition {row[PARTITION_FIELD]} got an "
-                f"event of partition {meta.partition}; its key must include meta.partition"
+                f"event of partition {meta.partition}; rows are keyed by row_key, not key"
             )
         return int(row[OFFSET_FIELD]) >= meta.offset
 

@@ -105,7 +105,7 @@ def project_batch(
             if not projection.handles(event.type):
                 continue
             try:
-                key = projection.key(event, meta)
+                key = projection.row_key(event, meta)
                 rows = touched.setdefault(meta.partition, {})
                 entry = rows.get(key)
                 if entry is None:

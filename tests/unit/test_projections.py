@@ -83,9 +83,12 @@ def test_a_redelivered_event_is_skipped_by_the_version_guard():
 
 def test_daily_totals_are_per_currency_utc_day_and_source_partition():
     event = deposited(700, 700)
-    assert DAILY_TOTALS.key(event, meta(2, 5, partition=3)) == "EUR:2024-05-01:3"
+    # The projection keys by currency and day; the runtime adds the source partition.
+    assert DAILY_TOTALS.key(event, meta(2, 5, partition=3)) == "EUR:2024-05-01"
+    assert DAILY_TOTALS.row_key(event, meta(2, 5, partition=3)) == "EUR:2024-05-01:3"
     next_day = meta(2, 5, partition=3, time=T0 + dt.timedelta(seconds=1))
-    assert DAILY_TOTALS.key(event, next_day) == "EUR:2024-05-02:3"
+    assert DAILY_TOTALS.row_key(event, next_day) == "EUR:2024-05-02:3"
+    assert DAILY_TOTALS.key_fields == ("currency", "day", "source_partition")
     row = DAILY_TOTALS.step(None, event, meta(2, 5, partition=3))
     row = DAILY_TOTALS.step(row, withdrawn(200, 500), meta(3, 9, partition=3))
     assert row == {
@@ -104,21 +107,23 @@ def test_daily_totals_are_per_currency_utc_day_and_source_partition():
 
 def test_a_watermark_row_refuses_events_of_another_partition():
     row = DAILY_TOTALS.step(None, deposited(1, 1), meta(2, 5, partition=3))
-    with pytest.raises(ProjectionError, match=r"must include meta\.partition"):
+    with pytest.raises(ProjectionError, match=r"rows are keyed by row_key"):
         DAILY_TOTALS.step(row, deposited(1, 2), meta(3, 6, partition=4))
 
 
-def test_a_watermark_projection_must_key_by_partition():
-    with pytest.raises(ValueError, match="source_partition"):
-        Projection(
-            name="bad",
-            row_schema="bank.DailyTotalRow",
-            event_types=frozenset({"bank.Deposited"}),
-            key=lambda e, m: "x",
-            apply=lambda r, e, m: {},
-            key_fields=("currency", "day"),
-            guard=Guard.WATERMARK,
-        )
+def test_the_runtime_keys_a_watermark_projection_by_source_partition():
+    totals = Projection(
+        name="totals",
+        row_schema="bank.DailyTotalRow",
+        event_types=frozenset({"bank.Deposited"}),
+        key=lambda e, m: "EUR",
+        apply=lambda r, e, m: {},
+        key_fields=("currency",),
+        guard=Guard.WATERMARK,
+    )
+    assert totals.key_fields == ("currency", "source_partition")
+    assert totals.row_key(deposited(1, 1), meta(2, 5, partition=4)) == "EUR:4"
+    assert ACCOUNTS.row_key(deposited(1, 1), meta(2, 5, partition=4)) == "a1"
 
 
 def test_event_log_rows_carry_the_envelope_and_the_payload_as_json():

@@ -51,7 +51,7 @@ ACCOUNTS = Projection(
 
 def _daily_key(event: Event, meta: EventMeta) -> str:
     day = epoch_day(meta.time).isoformat()
-    return f"{event.data['amount']['currency']}:{day}:{meta.partition}"
+    return f"{event.data['amount']['currency']}:{day}"
 
 
 def _apply_daily(row: Record | None, event: Event, meta: EventMeta) -> Record:
@@ -74,7 +74,7 @@ DAILY_TOTALS = Projection(
     event_types=MOVEMENTS,
     key=_daily_key,
     apply=_apply_daily,
-    key_fields=("currency", "day", "source_partition"),
+    key_fields=("currency", "day"),  # the runtime adds source_partition
     guard=Guard.WATERMARK,
     table="daily_totals_by_partition",
     query_field="currency",
