@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,7 @@ import pytest
 
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
+from processors.topic_reader import read_topic
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
 from sinks.db import connect
@@ -280,6 +281,15 @@ def test_money_and_stock_are_conserved_with_kill_9_of_the_processors(shop: ShopR
     assert balances[TILL] == sum(
         orders[o]["amount"] for o in orders if orders[o]["transfer_id"] in completed
     )
+
+    # The reactor, killed once, issued each transfer's SettlePayment exactly once: its
+    # commands and its consumed offsets commit together.
+    settles = Counter(
+        dict(msg.headers())["ce_id"].decode()
+        for msg in read_topic(shop.bank.kafka, shop.topics.commands)
+        if dict(msg.headers()).get("ce_type") == b"shop.SettlePayment"
+    )
+    assert settles == {f"pm:payment:t-{i}:settle": 1 for i in range(150)}
 
     # Orders: confirmed exactly when paid and stocked; a failed transfer cancels.
     terminal = _terminal(shop_events)
