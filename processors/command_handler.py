@@ -32,14 +32,15 @@ class PartitionState:
     """What a processor owns for one assigned partition."""
 
     aggregates: dict[tuple[str, str], AggregateEntry] = field(default_factory=dict)
-    # Dedup window: command id -> the encoded result first published for it (None while
+    # Dedup window: command dedup key -> the encoded result first published for it (None while
     # the result is being built in the current batch).
     results: OrderedDict[str, bytes | None] = field(default_factory=OrderedDict)
 
 
 @dataclass(frozen=True, slots=True)
 class CommandMessage:
-    """A command as it came off `<ctx>.commands`, already decoded."""
+    """A command as it came off `<ctx>.commands` (or, `internal`, off
+    `<ctx>.internal-commands`), already decoded. `principal`: its `ce_principal` header."""
 
     partition: int
     offset: int
@@ -49,6 +50,19 @@ class CommandMessage:
     data: Mapping[str, Any]
     correlation_id: str | None
     expected_version: int | None
+    principal: str | None = None
+    internal: bool = False
+
+    @property
+    def dedup_key(self) -> str:
+        return dedup_key(self.command_id, self.internal)
+
+
+def dedup_key(command_id: str, internal: bool) -> str:
+    """A command's key in the dedup window. The ids of the two commands topics are kept
+    apart: a client that sends a public command with the id a process manager will use
+    does not turn that process manager's command into a duplicate."""
+    return f"internal\x00{command_id}" if internal else command_id
 
 
 @dataclass(slots=True)
@@ -92,6 +106,7 @@ class CommandHandler:
             t for agg in self.context.aggregates for t in agg.command_types
         )
         self._aggregate_names = [agg.name for agg in self.context.aggregates]
+        self._internal_types = self.context.internal_command_types
 
     # -- ownership -------------------------------------------------------------------------
 
@@ -123,23 +138,24 @@ class CommandHandler:
                 owned.results.pop(command_id, None)
         self.begin_batch()
 
-    def remember_result(self, partition: int, command_id: str, encoded: bytes) -> None:
+    def remember_result(self, partition: int, key: str, encoded: bytes) -> None:
         results = self.owned[partition].results
-        results[command_id] = encoded
+        results[key] = encoded
         while len(results) > self.dedup_window:
             results.popitem(last=False)
 
-    def first_result(self, partition: int, command_id: str) -> bytes | None:
-        return self.owned[partition].results.get(command_id)
+    def first_result(self, partition: int, key: str) -> bytes | None:
+        return self.owned[partition].results.get(key)
 
     # -- deciding --------------------------------------------------------------------------
 
     def handle(self, msg: CommandMessage) -> Outcome:
         owned = self.owned[msg.partition]
-        if msg.command_id in owned.results:
+        key = msg.dedup_key
+        if key in owned.results:
             return Duplicate(msg)
-        owned.results[msg.command_id] = None
-        self._undo_results.append((msg.partition, msg.command_id))
+        owned.results[key] = None
+        self._undo_results.append((msg.partition, key))
         return self._decide(owned, msg)
 
     def _reject(self, msg: CommandMessage, reason: str, detail: str, version: int = 0) -> Decided:
@@ -170,6 +186,12 @@ class CommandHandler:
             agg = self.registry.aggregate_for_command(msg.command_type)
         except UnknownMessageType as exc:
             return self._reject(msg, "unknown_command", str(exc))
+        if msg.command_type in self._internal_types and not msg.internal:
+            detail = (
+                f"{msg.command_type} is an internal command of context {self.context.name}: "
+                "only its process managers issue it"
+            )
+            return self._reject(msg, "internal_command", detail)
         nul_field = _field_with_nul(msg.data)
         if nul_field is not None:
             # Avro allows NUL in strings, Postgres text and jsonb do not: one such command
@@ -230,8 +252,11 @@ class CommandHandler:
         so their commands are issued exactly once."""
         issued: list[IssueCommand] = []
         command_id = decided.message.command_id
+        # Only a command the processor itself issued (on the internal topic) reports back to
+        # a process manager: a client cannot borrow a process manager's command ids.
+        internal = decided.message.internal
         for pm in self._process_managers:
-            if pm.owns_command(command_id):
+            if internal and pm.owns_command(command_id):
                 accepted = decided.status == ACCEPTED
                 issued += pm.react(CommandOutcome(command_id, accepted, decided.reason))
             for event in decided.events:

@@ -1,11 +1,14 @@
 """The transactional command processor: the imperative shell around the deciders.
 
-One consumer group on `<ctx>.commands`; each instance owns the aggregates of the partitions
-it is assigned. Per batch, in ONE Kafka transaction: the events, the command results, the
-aggregate snapshots, the commands that process managers issue, dead letters, and the consumed
-offsets (`send_offsets_to_transaction` with the consumer's group metadata, so a zombie that
-lost its partitions cannot commit). Either all of it becomes visible to read_committed
-readers, or none of it does.
+One consumer group on `<ctx>.commands` (clients' commands) and `<ctx>.internal-commands`
+(the commands process managers issue, written only by the processor); each instance owns the
+aggregates of the partitions it is assigned, the same-numbered partition of both topics (the
+range assignor co-partitions topics of equal partition count). Per batch, in ONE Kafka
+transaction: the events, the command results, the aggregate snapshots, the commands that
+process managers issue, dead letters, and the consumed offsets of both topics
+(`send_offsets_to_transaction` with the consumer's group metadata, so a zombie that lost its
+partitions cannot commit). Either all of it becomes visible to read_committed readers, or
+none of it does.
 """
 
 from __future__ import annotations
@@ -107,6 +110,7 @@ class CommandProcessor:
         )
         self.metrics = ProcessorMetrics(metrics_registry)
         self.source = f"/{config.context}/command-processor"
+        self._inputs = (self.topics.commands, self.topics.internal_commands)
         self._stop = threading.Event()
         self.ready = threading.Event()
         self.last_loop_at = time.monotonic()
@@ -176,7 +180,9 @@ class CommandProcessor:
         try:
             self._start_transactions()
             self._consumer.subscribe(
-                [self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke
+                [self.topics.commands, self.topics.internal_commands],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
             )
             while not self._stop.is_set():
                 self.last_loop_at = time.monotonic()
@@ -230,16 +236,17 @@ class CommandProcessor:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         started = time.monotonic()
-        for tp in partitions:
+        # Partition P of both commands topics: one aggregate partition, restored once.
+        numbers = sorted({tp.partition for tp in partitions})
+        by_topic = {t: {tp.partition for tp in partitions if tp.topic == t} for t in self._inputs}
+        if len({frozenset(ps) for ps in by_topic.values()}) > 1:
+            log.error("commands topics not co-assigned: %s", by_topic)
+        for number in numbers:
             state = restore_partition(
-                self.config.kafka, self.topics, tp.partition, self.handler, self.config.dedup_window
+                self.config.kafka, self.topics, number, self.handler, self.config.dedup_window
             )
-            self.handler.assign(tp.partition, state)
-        log.info(
-            "assigned %s, restored in %.2fs",
-            sorted(tp.partition for tp in partitions),
-            time.monotonic() - started,
-        )
+            self.handler.assign(number, state)
+        log.info("assigned %s, restored in %.2fs", numbers, time.monotonic() - started)
         self.metrics.assigned.set(len(self.handler.owned))
         self.ready.set()
         self.group_watch.progressed()
@@ -255,8 +262,8 @@ class CommandProcessor:
     def _process_batch(self, messages: list[Message]) -> None:
         started = time.monotonic()
         self.handler.begin_batch()
-        first_offsets: dict[int, int] = {}
-        next_offsets: dict[int, int] = {}
+        first_offsets: dict[tuple[str, int], int] = {}
+        next_offsets: dict[tuple[str, int], int] = {}
         try:
             self._producer.begin_transaction()
             stamp = wire.Stamp(self.source)
@@ -264,7 +271,7 @@ class CommandProcessor:
             # Events must be acknowledged before results can name their offsets.
             self._flush()
             self._publish_outcomes(stamp, decided, duplicates)
-            offsets = [TopicPartition(self.topics.commands, p, o) for p, o in next_offsets.items()]
+            offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
             # Bounded: without a timeout librdkafka retries forever, e.g. after a broker
             # restart while the group rebalances; an abort and a replay recover instead.
             # Its timeout is not always honoured (see processors/watchdog.py): hence the
@@ -304,8 +311,8 @@ class CommandProcessor:
         self,
         stamp: wire.Stamp,
         messages: list[Message],
-        first_offsets: dict[int, int],
-        next_offsets: dict[int, int],
+        first_offsets: dict[tuple[str, int], int],
+        next_offsets: dict[tuple[str, int], int],
     ) -> tuple[list[_Decided], list[Duplicate]]:
         decided: list[_Decided] = []
         duplicates: list[Duplicate] = []
@@ -321,12 +328,12 @@ class CommandProcessor:
                 if err.code() != KafkaError._PARTITION_EOF:
                     log.warning("consume error: %s", err)
                 continue
-            partition, offset = msg.partition(), msg.offset()
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
             if partition not in self.handler.owned:
                 continue  # revoked while the batch was in flight
-            first_offsets.setdefault(partition, offset)
-            next_offsets[partition] = offset + 1
-            parsed = wire.parse_command(msg)
+            first_offsets.setdefault((topic, partition), offset)
+            next_offsets[(topic, partition)] = offset + 1
+            parsed = wire.parse_command(msg, internal=topic == self.topics.internal_commands)
             if isinstance(parsed, wire.Undecodable):
                 self._dead_letter(stamp, msg, parsed)
                 continue
@@ -368,7 +375,7 @@ class CommandProcessor:
             if any(pos[2] < 0 for pos in positions):
                 raise KafkaException(KafkaError(KafkaError._FAIL, "event delivery failed"))
             result = wire.encode_result(d, positions)
-            self.handler.remember_result(msg.partition, msg.command_id, result)
+            self.handler.remember_result(msg.partition, msg.dedup_key, result)
             produce(
                 self.topics.results,
                 result,
@@ -382,7 +389,13 @@ class CommandProcessor:
                     outputs.snapshot,
                 )
             for target, partition, value, headers in outputs.issued:
-                produce(self.topics.commands, value, target, partition=partition, headers=headers)
+                produce(
+                    self.topics.internal_commands,
+                    value,
+                    target,
+                    partition=partition,
+                    headers=headers,
+                )
         for (partition, (name, key)), (agg, value) in snapshots.items():
             if value is None:  # encoded (and size-checked) once per batch, here
                 entry = self.handler.owned[partition].aggregates[(name, key)]
@@ -391,7 +404,7 @@ class CommandProcessor:
             produce(self.topics.aggregates, value, key_text, partition=partition)
         for dup in duplicates:
             msg = dup.message
-            first = self.handler.first_result(msg.partition, msg.command_id)
+            first = self.handler.first_result(msg.partition, msg.dedup_key)
             if first is None:  # cannot happen: a duplicate's original is decided first
                 continue
             produce(
@@ -409,7 +422,7 @@ class CommandProcessor:
             self.topics.dlq, value, key, partition=msg.partition(), headers=headers
         )
 
-    def _recover(self, exc: KafkaException, first_offsets: dict[int, int]) -> None:
+    def _recover(self, exc: KafkaException, first_offsets: dict[tuple[str, int], int]) -> None:
         """Abort, roll memory back, and rewind to the batch's first offsets. A producer that
         cannot abort was fenced or failed fatally: another instance owns our partitions now,
         so stop and let the supervisor start a fresh incarnation."""
@@ -423,7 +436,7 @@ class CommandProcessor:
         log.warning("transaction aborted: %s", err)
         self._abort_and_rewind(first_offsets)
 
-    def _abort_and_rewind(self, first_offsets: dict[int, int]) -> None:
+    def _abort_and_rewind(self, first_offsets: dict[tuple[str, int], int]) -> None:
         try:
             with self._bounded("abort_transaction"):
                 self._producer.abort_transaction(30)
@@ -431,9 +444,9 @@ class CommandProcessor:
         except KafkaException as abort_exc:
             self._stop.set()
             raise SystemExit(f"command processor stopped: {abort_exc}") from abort_exc
-        for partition, offset in first_offsets.items():
+        for (topic, partition), offset in first_offsets.items():
             if partition in self.handler.owned:
-                self._consumer.seek(TopicPartition(self.topics.commands, partition, offset))
+                self._consumer.seek(TopicPartition(topic, partition, offset))
 
     def _renew_producer(self) -> None:
         """A fresh producer after every abort. With librdkafka (transaction protocol v1)

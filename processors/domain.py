@@ -77,6 +77,11 @@ class AggregateType(Generic[S]):
         @ACCOUNT.evolves("AccountOpened")
         def opened(state, data): ...  # -> the next state
 
+    A command type that only the context's process managers may issue is declared with
+    `@ACCOUNT.decides("RecordTransferDebit", internal=True)`: clients cannot send it (the
+    processor refuses it on the public commands topic, reason `internal_command`; see
+    docs/write-side.md). Every other command type is public.
+
     A short type name is qualified with the aggregate's namespace (`OpenAccount` ->
     `bank.OpenAccount`). The command and event type sets are those of the declared functions,
     so the registry routes by them and nothing repeats them. A new aggregate starts at
@@ -104,6 +109,7 @@ class AggregateType(Generic[S]):
         self.state_schema = state_schema or f"{name}State"
         self._deciders: dict[str, Decider[S]] = {}
         self._evolvers: dict[str, Evolver[S]] = {}
+        self._internal: set[str] = set()
 
     def __repr__(self) -> str:
         return f"AggregateType({self.name!r})"
@@ -114,14 +120,19 @@ class AggregateType(Generic[S]):
         """`OpenAccount` -> `bank.OpenAccount`; a name with a dot is already full."""
         return type_name if "." in type_name else f"{self.namespace}.{type_name}"
 
-    def decides(self, command_type: str) -> Callable[[Decider[S]], Decider[S]]:
-        """Declare the function that decides one command type: `(data, state) -> Decision`."""
+    def decides(
+        self, command_type: str, *, internal: bool = False
+    ) -> Callable[[Decider[S]], Decider[S]]:
+        """Declare the function that decides one command type: `(data, state) -> Decision`.
+        `internal=True`: only the context's process managers may issue this command type."""
         full = self.full_name(command_type)
 
         def register(function: Decider[S]) -> Decider[S]:
             if full in self._deciders:
                 raise ValueError(f"{self.name}: command {full} is decided twice")
             self._deciders[full] = function
+            if internal:
+                self._internal.add(full)
             return function
 
         return register
@@ -142,6 +153,16 @@ class AggregateType(Generic[S]):
     @property
     def command_types(self) -> frozenset[str]:
         return frozenset(self._deciders)
+
+    @property
+    def internal_command_types(self) -> frozenset[str]:
+        """The command types only process managers may issue (`decides(..., internal=True)`)."""
+        return frozenset(self._internal)
+
+    @property
+    def public_command_types(self) -> frozenset[str]:
+        """The command types clients may send."""
+        return frozenset(self._deciders.keys() - self._internal)
 
     @property
     def event_types(self) -> frozenset[str]:
@@ -298,6 +319,17 @@ class BoundedContext:
                 if namespace != self.name:
                     found.setdefault(namespace, set()).add(event_type)
         return {name: frozenset(types) for name, types in sorted(found.items())}
+
+    @property
+    def public_command_types(self) -> frozenset[str]:
+        """The command types clients may send, on `<ctx>.commands`."""
+        return frozenset(t for agg in self.aggregates for t in agg.public_command_types)
+
+    @property
+    def internal_command_types(self) -> frozenset[str]:
+        """The command types only this context's process managers issue; the processor
+        takes them from `<ctx>.internal-commands` only, which only it may write."""
+        return frozenset(t for agg in self.aggregates for t in agg.internal_command_types)
 
     def __post_init__(self) -> None:
         if self.package is None:

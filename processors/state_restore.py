@@ -33,9 +33,9 @@ def restore_partition(
         agg = handler.registry.aggregate(agg_name)
         state.aggregates[(agg_name, agg_id)] = AggregateEntry(agg.from_record(record), version)
     for msg in read_partition(kafka, topics.results, partition, tail=dedup_window, stable=True):
-        command_id = wire.result_command_id(msg)
-        if command_id is not None and msg.value() is not None:
-            state.results[command_id] = msg.value()
+        key = wire.result_dedup_key(msg)
+        if key is not None and msg.value() is not None:
+            state.results[key] = msg.value()
             if len(state.results) > dedup_window:
                 state.results.popitem(last=False)
     return state

@@ -42,6 +42,11 @@ class ContextTopics:
         return f"{self.prefix}.commands"
 
     @property
+    def internal_commands(self) -> str:
+        """Commands the processor's process managers issue; only the processor writes it."""
+        return f"{self.prefix}.internal-commands"
+
+    @property
     def events(self) -> str:
         return f"{self.prefix}.events"
 
@@ -64,8 +69,9 @@ class ContextTopics:
 def declared_topics(
     ctx: BoundedContext, prefix: str | None = None, projections: tuple[str, ...] | None = None
 ) -> list[TopicSpec]:
-    """Every topic of a context. Commands, events, results and aggregates share one partition
-    count, so an aggregate's records land on the same partition number everywhere. Projection
+    """Every topic of a context. Commands (public and internal), events, results and
+    aggregates share one partition count, so an aggregate's records land on the same
+    partition number everywhere. Projection
     topics (default: the context's declared projections) have that count too: the projector
     writes what it derives from events partition P to partition P of each projection topic,
     which keeps the sink's per-partition checkpoints exact (docs/read-side.md)."""
@@ -75,6 +81,7 @@ def declared_topics(
     n = ctx.partitions
     specs = [
         TopicSpec(names.commands, n, dict(ONE_WEEK)),
+        TopicSpec(names.internal_commands, n, dict(ONE_WEEK)),
         TopicSpec(names.events, n, dict(DELETE_FOREVER)),
         TopicSpec(names.results, n, dict(ONE_WEEK)),
         TopicSpec(names.aggregates, n, dict(COMPACTED)),

@@ -13,7 +13,13 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from processors.command_handler import ACCEPTED, AggregateEntry, CommandMessage, Decided
+from processors.command_handler import (
+    ACCEPTED,
+    AggregateEntry,
+    CommandMessage,
+    Decided,
+    dedup_key,
+)
 from processors.domain import AggregateType, Command, IssueCommand
 from schemas import headers as ce
 from schemas.codec import LATEST, Codec, CodecError, default_codec
@@ -22,6 +28,9 @@ log = logging.getLogger(__name__)
 
 CONTENT_TYPE = b"application/avro"
 SPEC_VERSION = b"1.0"
+# Values of a result's ce_commandtopic header.
+INTERNAL = b"internal"
+PUBLIC = b"public"
 
 MAX_ID_BYTES = 1024
 """The longest aggregate id (the key), command id or correlation id accepted, in UTF-8 bytes.
@@ -73,8 +82,9 @@ class Stamp:
         ]
 
 
-def parse_command(msg: Message) -> CommandMessage | Undecodable:
-    """Decode one message of `<ctx>.commands`, or say why it cannot be a command."""
+def parse_command(msg: Message, internal: bool = False) -> CommandMessage | Undecodable:
+    """Decode one message of `<ctx>.commands` (or, `internal`, of `<ctx>.internal-commands`),
+    or say why it cannot be a command."""
     value = msg.value()
     key = msg.key()
     if value is None:
@@ -100,7 +110,12 @@ def parse_command(msg: Message) -> CommandMessage | Undecodable:
     if not command_id:
         return Undecodable("MissingHeader", f"the command has no {ce.ID} header (its id)")
     correlation = found.get(ce.CORRELATION_ID)
-    for name, text in ((ce.ID, command_id), (ce.CORRELATION_ID, correlation)):
+    principal = found.get(ce.PRINCIPAL)
+    for name, text in (
+        (ce.ID, command_id),
+        (ce.CORRELATION_ID, correlation),
+        (ce.PRINCIPAL, principal),
+    ):
         if text is not None and len(text) > MAX_ID_BYTES:
             return Undecodable(
                 "OversizedId",
@@ -124,15 +139,24 @@ def parse_command(msg: Message) -> CommandMessage | Undecodable:
             data=decoded.record,
             correlation_id=correlation.decode() if correlation else None,
             expected_version=expected_version,
+            principal=principal.decode() if principal else None,
+            internal=internal,
         )
     except (UnicodeDecodeError, ValueError) as exc:
         return Undecodable("MalformedHeader", f"bad command header: {exc}")
 
 
+def _with_principal(headers: Headers, cmd: CommandMessage) -> Headers:
+    if cmd.principal is not None:
+        headers.append((ce.PRINCIPAL, cmd.principal.encode()))
+    return headers
+
+
 def event_headers(
     stamp: Stamp, event_type: str, cmd: CommandMessage, version: int, prefix: str
 ) -> list[tuple[str, bytes]]:
-    return [
+    """An event carries the principal of the command that caused it (`ce_principal`)."""
+    headers = [
         *stamp.common,
         (ce.ID, f"{prefix}:{cmd.key}:{version}".encode()),
         (ce.TYPE, event_type.encode()),
@@ -141,24 +165,31 @@ def event_headers(
         (ce.CAUSATION_ID, cmd.command_id.encode()),
         (ce.AGGREGATE_VERSION, str(version).encode()),
     ]
+    return _with_principal(headers, cmd)
 
 
 def result_headers(stamp: Stamp, cmd: CommandMessage) -> list[tuple[str, bytes]]:
-    """The causation id names the command, so a client can match results without decoding."""
-    return [
+    """The causation id names the command, so a client can match results without decoding.
+    `ce_commandtopic` says which commands topic the command came from (public or internal):
+    a restarted processor keeps the two topics' command ids apart in its dedup window."""
+    headers = [
         *stamp.common,
         (ce.ID, f"{cmd.command_id}:result".encode()),
         (ce.TYPE, b"cqrs.CommandResult"),
         (ce.SUBJECT, cmd.key.encode()),
         (ce.CORRELATION_ID, (cmd.correlation_id or cmd.command_id).encode()),
         (ce.CAUSATION_ID, cmd.command_id.encode()),
+        (ce.COMMAND_TOPIC, INTERNAL if cmd.internal else PUBLIC),
     ]
+    return _with_principal(headers, cmd)
 
 
 def issued_command_headers(
     stamp: Stamp, issued: IssueCommand, aggregate_id: str, cause: CommandMessage
 ) -> list[tuple[str, bytes]]:
-    return [
+    """A process manager's command carries the principal of the command that triggered it,
+    so every event of a saga names who started it."""
+    headers = [
         *stamp.common,
         (ce.ID, issued.command_id.encode()),
         (ce.TYPE, issued.command.type.encode()),
@@ -166,6 +197,7 @@ def issued_command_headers(
         (ce.CORRELATION_ID, (cause.correlation_id or cause.command_id).encode()),
         (ce.CAUSATION_ID, cause.command_id.encode()),
     ]
+    return _with_principal(headers, cause)
 
 
 def record_size(key: bytes | str | None, value: bytes | None, headers: Iterable[Any]) -> int:
@@ -235,6 +267,15 @@ def result_command_id(msg: Message) -> str | None:
         if k == ce.CAUSATION_ID and v is not None:
             return v.decode()
     return None
+
+
+def result_dedup_key(msg: Message) -> str | None:
+    """The dedup-window key of the command a result answers (see `dedup_key`)."""
+    command_id = result_command_id(msg)
+    if command_id is None:
+        return None
+    internal = any(k == ce.COMMAND_TOPIC and v == INTERNAL for k, v in msg.headers() or ())
+    return dedup_key(command_id, internal)
 
 
 def encode_result(d: Decided, positions: list[tuple[str, int, int]]) -> bytes:

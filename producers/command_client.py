@@ -272,8 +272,8 @@ class CommandClient:
     ) -> PendingCommand:
         """Produce a command. With `wait_for="<projection>"`, the returned command's
         `result()` returns only once that projection's rows in Postgres show the command's
-        effect (read your writes; needs `read_model_dsn`). `principal` (who sends it) goes
-        on the `ce_principal` header."""
+        effect (read your writes; needs `read_model_dsn`). `principal` (the `ce_principal`
+        header) names who sends it; the processor carries it onto the command's events."""
         read_your_writes = self._read_your_writes(wait_for) if wait_for else None
         aggregate_id, value = self.prepare(command_type, data)
         command_id = command_id or self._new_id()
@@ -294,7 +294,8 @@ class CommandClient:
         if expected_version is not None:
             headers.append((ce.EXPECTED_VERSION, str(expected_version).encode()))
         if principal:
-            headers.append((ce.PRINCIPAL, principal.encode("utf-8", "surrogatepass")))
+            _check_id("principal", principal)
+            headers.append((ce.PRINCIPAL, principal.encode()))
         size = wire.record_size(aggregate_id, value, headers)
         if size > self._max_record_bytes:
             # librdkafka would refuse it too, but as "Broker: Message size too large".

@@ -32,9 +32,11 @@ CORRELATION_ID = "ce_correlationid"
 CAUSATION_ID = "ce_causationid"
 AGGREGATE_VERSION = "ce_aggregateversion"
 EXPECTED_VERSION = "ce_expectedversion"
-# CloudEvents extension attribute `principal`: who sent the command (the gateway sets it
-# from the authenticated token).
+# Who caused the command and so its events: a CloudEvents extension attribute `principal`,
+# set by the gateway from the verified token (or by a Kafka client for itself).
 PRINCIPAL = "ce_principal"
+# On command results: which commands topic the command came from, `public` or `internal`.
+COMMAND_TOPIC = "ce_commandtopic"
 
 REQUIRED = (SPECVERSION, ID, TYPE, SOURCE, TIME, SUBJECT)
 _KNOWN = frozenset(
@@ -75,7 +77,8 @@ class CloudEventHeaders:
     `id`: the command id (commands) or the event's own unique id (events). `type`: the Avro
     full name of the value's record. `subject`: the aggregate id. `aggregate_version`
     (events): the aggregate's version after the event. `expected_version` (commands,
-    optional): the version the sender expects the aggregate to be at.
+    optional): the version the sender expects the aggregate to be at. `principal`: who
+    caused the command (commands) or the command that caused the event (events).
     """
 
     id: str
@@ -87,6 +90,7 @@ class CloudEventHeaders:
     causation_id: str | None = None
     aggregate_version: int | None = None
     expected_version: int | None = None
+    principal: str | None = None
     content_type: str = AVRO_CONTENT_TYPE
     # Other ce_* attributes found when reading (name without the prefix -> value), kept so a
     # forwarder (e.g. to the DLQ) can pass them on.
@@ -111,6 +115,8 @@ class CloudEventHeaders:
             headers.append((AGGREGATE_VERSION, str(self.aggregate_version).encode()))
         if self.expected_version is not None:
             headers.append((EXPECTED_VERSION, str(self.expected_version).encode()))
+        if self.principal is not None:
+            headers.append((PRINCIPAL, self.principal.encode()))
         for name, value in self.extensions.items():
             headers.append((f"ce_{name}", value.encode()))
         return headers
@@ -147,6 +153,7 @@ class CloudEventHeaders:
             causation_id=values.get(CAUSATION_ID),
             aggregate_version=_optional_version(values, AGGREGATE_VERSION),
             expected_version=_optional_version(values, EXPECTED_VERSION),
+            principal=values.get(PRINCIPAL),
             content_type=values.get(CONTENT_TYPE, AVRO_CONTENT_TYPE),
             extensions=extensions,
         )

@@ -158,7 +158,10 @@ def group_topics(kafka: Mapping[str, Any], context: str, prefix: str | None) -> 
         topics.projection(p.name) for p in default_registry().context(context).projections
     ]
     return {
-        "processor": (f"{topics.prefix}.command-processor", [topics.commands]),
+        "processor": (
+            f"{topics.prefix}.command-processor",
+            [topics.commands, topics.internal_commands],
+        ),
         "projector": (projector_app_id(topics.prefix), [topics.events]),
         "sink": (sink_group_id(topics.prefix), projections),
     }

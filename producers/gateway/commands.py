@@ -89,9 +89,8 @@ class CommandGateway:
         self.config = config
         self.context: BoundedContext = registry.context(config.context)
         self.catalog = catalog
-        self.command_types = frozenset(
-            t for agg in self.context.aggregates for t in agg.command_types
-        )
+        # Clients may send only the public command types: an internal one is not found here.
+        self.command_types = self.context.public_command_types
         self.projections = tuple(p.name for p in self.context.projections)
         self.id_fields = {
             t: agg.id_field for agg in self.context.aggregates for t in agg.command_types

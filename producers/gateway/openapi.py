@@ -251,7 +251,7 @@ def build_openapi(
         },
     ]
     for agg in ctx.aggregates:
-        for command_type in sorted(agg.command_types):
+        for command_type in sorted(agg.public_command_types):
             entry = catalog.latest(command_type)
             schemas[command_type] = to_json_schema(entry.schema)
             paths[f"/commands/{command_type}"] = {

@@ -238,6 +238,7 @@ def read_events(kafka: dict[str, Any], topic: str) -> list[TimedEvent]:
                 int(h[ce.AGGREGATE_VERSION]),
                 h[ce.CAUSATION_ID],
                 decoded.record,
+                h.get(ce.PRINCIPAL),
                 ce.parse_time(h[ce.TIME]),
             )
         )

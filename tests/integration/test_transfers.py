@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 
+from confluent_kafka import Message, Producer
+
+from processors.registry import default_registry
+from processors.topic_reader import read_topic
+from schemas import headers as ce
+from schemas.codec import default_codec
 from tests.integration.write_side import (
     BankRig,
     StoredEvent,
@@ -15,6 +22,7 @@ from tests.integration.write_side import (
     open_account,
     read_events,
 )
+from tests.support.topics import read_until
 
 
 def _transfer(t: str, src: str, dst: str, amount: int) -> dict:
@@ -125,3 +133,133 @@ def test_money_is_conserved_after_a_mixed_run_with_kills(bank: BankRig):
     completed = sum(e.type == "bank.TransferCompleted" for e in events)
     bounced = sum(e.type == "bank.TransferFailed" and e.data["compensated"] for e in events)
     assert completed > 0 and bounced > 0
+
+
+def _forged_headers(command_id: str, command_type: str, subject: str) -> list[tuple[str, bytes]]:
+    """Every header a client could copy from the processor's own internal commands."""
+    headers = ce.CloudEventHeaders(
+        id=command_id,
+        type=command_type,
+        source="/bank/command-processor",
+        subject=subject,
+        time=ce.now(),
+        correlation_id="c-t-forge",
+        causation_id="c-t-forge",
+        principal="system:bank.transfer",
+        extensions={"commandtopic": "internal"},
+    ).to_kafka()
+    return [*headers, ("cqrs_internal", b"true")]
+
+
+def test_forged_internal_commands_are_refused_and_money_is_conserved(bank: BankRig):
+    bank.processor()
+    codec = default_codec()
+    with bank.client() as client:
+        for a in ("fa", "fb"):
+            assert client.send("bank.OpenAccount", open_account(a)).result(30).accepted
+        assert client.send("bank.Deposit", movement("fa", 1000)).result(30).accepted
+        # Each transfer step sent by a client, with the id the saga uses for it. A forged
+        # FailTransfer{compensated} would otherwise refund money never debited.
+        forged = [
+            # The saga's own id for the step, over the command client.
+            client.send(
+                "bank.FailTransfer",
+                {"transfer_id": "t-f", "reason": "forged", "compensated": True},
+                command_id="pm:transfer:t-f:fail",
+            ),
+            client.send(
+                "bank.RecordTransferDebit",
+                {"transfer_id": "t-f"},
+                command_id="pm:transfer:t-f:debited",
+            ),
+            client.send(
+                "bank.CompleteTransfer",
+                {"transfer_id": "t-f"},
+                command_id="pm:transfer:t-f:complete",
+            ),
+        ]
+        # A client borrowing the saga's debit id for a public Withdraw: its own money, and
+        # the saga learns nothing from it.
+        borrowed = client.send(
+            "bank.Withdraw",
+            {**movement("fa", 1), "transfer_id": "t-f"},
+            command_id="pm:transfer:t-f:debit",
+        )
+        assert borrowed.result(30).accepted
+        assert client.send("bank.RequestTransfer", _transfer("t-f", "fa", "fb", 300)).result(30)
+        for pending in forged:
+            result = pending.result(30)
+            assert (result.status, result.reason) == ("REJECTED", "internal_command")
+            assert "internal command" in result.detail
+    # Forged with every header the processor sets, straight onto the public topic.
+    producer = Producer(bank.kafka)
+    value = codec.encode(
+        "bank.FailTransfer", {"transfer_id": "t-f", "reason": "forged", "compensated": True}
+    )
+    producer.produce(
+        bank.topics.commands,
+        value,
+        b"t-f",
+        headers=_forged_headers("pm:transfer:t-f:refund", "bank.FailTransfer", "t-f"),
+    )
+    assert producer.flush(30) == 0
+    results = read_until(
+        bank.kafka,
+        bank.topics.results,
+        lambda ms: any(_causation(m) == "pm:transfer:t-f:refund" for m in ms),
+        partitions=default_registry().context("bank").partitions,
+    )
+    raw = next(m for m in results if _causation(m) == "pm:transfer:t-f:refund")
+    decoded = codec.decode(raw.value())
+    assert (decoded["status"], decoded["reason"]) == ("REJECTED", "internal_command")
+    events = _wait_settled(bank, {"t-f"})
+    forged_ids = {
+        "pm:transfer:t-f:fail",
+        "pm:transfer:t-f:debited",
+        "pm:transfer:t-f:complete",
+        "pm:transfer:t-f:refund",
+    }
+    # The saga ran its own course: debit, credit, complete, each caused by its own
+    # internal command; no forged command caused an event.
+    transfer = [e.type for e in events if e.aggregate_id == "t-f"]
+    assert transfer == ["bank.TransferRequested", "bank.TransferDebited", "bank.TransferCompleted"]
+    caused = {e.causation_id for e in events}
+    assert not (caused & forged_ids - {"pm:transfer:t-f:debited", "pm:transfer:t-f:complete"})
+    balances = fold_balances(events)
+    assert (balances["fa"], balances["fb"]) == (1000 - 1 - 300, 300)
+    assert sum(balances.values()) == 1000 - 1
+
+
+def test_the_principal_is_carried_onto_events_results_and_the_saga(bank: BankRig):
+    bank.processor()
+    with bank.client() as client:
+        for a in ("pa", "pb"):
+            sent = client.send("bank.OpenAccount", open_account(a), principal="alice@example")
+            assert sent.result(30).accepted
+        client.send("bank.Deposit", movement("pa", 50), principal="bob").result(30)
+        request = _transfer("t-p", "pa", "pb", 20)
+        assert client.send("bank.RequestTransfer", request, principal="carol").result(30).accepted
+        client.send("bank.Deposit", movement("pb", 1)).result(30)  # no principal
+    events = _wait_settled(bank, {"t-p"})
+    who = [(e.aggregate_id, e.type, e.principal) for e in events]
+    assert ("pa", "bank.AccountOpened", "alice@example") in who
+    assert ("pa", "bank.Deposited", "bob") in who
+    # Every event of the transfer, on the transfer and on both accounts, names carol.
+    saga = [w for w in who if w[1] != "bank.AccountOpened" and w[2] != "bob"]
+    assert Counter(saga) == Counter(
+        [
+            ("t-p", "bank.TransferRequested", "carol"),
+            ("pa", "bank.Withdrawn", "carol"),
+            ("t-p", "bank.TransferDebited", "carol"),
+            ("pb", "bank.Deposited", "carol"),
+            ("t-p", "bank.TransferCompleted", "carol"),
+            ("pb", "bank.Deposited", None),
+        ]
+    )
+    results = read_topic(bank.kafka, bank.topics.results)
+    principals = {_causation(m): dict(m.headers() or ()).get(ce.PRINCIPAL) for m in results}
+    assert b"carol" in principals.values() and b"alice@example" in principals.values()
+
+
+def _causation(msg: Message) -> str | None:
+    return next((v.decode() for k, v in msg.headers() or () if k == ce.CAUSATION_ID), None)

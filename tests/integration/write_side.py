@@ -80,6 +80,7 @@ class StoredEvent:
     version: int
     causation_id: str
     data: dict[str, Any]
+    principal: str | None  # ce_principal
 
 
 def read_events(kafka: dict[str, Any], topic: str) -> list[StoredEvent]:
@@ -98,6 +99,7 @@ def read_events(kafka: dict[str, Any], topic: str) -> list[StoredEvent]:
                 int(h[ce.AGGREGATE_VERSION]),
                 h[ce.CAUSATION_ID],
                 data,
+                h.get(ce.PRINCIPAL),
             )
         )
     return events

@@ -168,3 +168,23 @@ def test_each_step_moves_the_transfer_on():
         {"transfer_id": "t", "from_account_id": "a", "amount": EUR, **fail},
     )
     assert transfer(REQUESTED, debited).when("FailTransfer", fail).then(failed).status == "FAILED"
+
+
+def test_fail_refunds_only_what_the_transfer_debited_whatever_the_command_says():
+    claims = {"transfer_id": "t", "reason": "forged", "compensated": True}
+    not_debited = Event(
+        "bank.TransferFailed",
+        {"transfer_id": "t", "from_account_id": "a", "amount": EUR, **claims, "compensated": False},
+    )
+    transfer(REQUESTED).when("FailTransfer", claims).then(not_debited)
+    # And so the saga issues no refund for it.
+    assert TRANSFER_SAGA.react(not_debited) == []
+
+
+def test_transfer_steps_are_internal_commands():
+    assert TRANSFER.internal_command_types == {
+        "bank.RecordTransferDebit",
+        "bank.CompleteTransfer",
+        "bank.FailTransfer",
+    }
+    assert TRANSFER.public_command_types == {"bank.RequestTransfer"}

@@ -41,6 +41,8 @@ def message(command_type: str, data: dict, command_id: str, **kw) -> CommandMess
         data=data,
         correlation_id=None,
         expected_version=kw.pop("expected_version", None),
+        principal=kw.pop("principal", None),
+        internal=kw.pop("internal", False),
     )
 
 
@@ -128,10 +130,42 @@ def test_transfer_request_makes_the_saga_issue_the_debit_in_the_same_step(handle
     # The debit's outcome (rejected: account a does not exist) feeds back to the saga.
     debit = decided.issued[0]
     outcome = handler.handle(
-        message(debit.command.type, dict(debit.command.data), debit.command_id)
+        message(debit.command.type, dict(debit.command.data), debit.command_id, internal=True)
     )
     assert outcome.reason == "account_not_found"
     assert [i.command.type for i in outcome.issued] == ["bank.FailTransfer"]
+
+
+def test_an_internal_command_type_from_a_client_is_refused(handler: CommandHandler):
+    handler.handle(open_("a"))
+    handler.handle(deposit("a", 10, "c-dep"))
+    request = {
+        "transfer_id": "t1",
+        "from_account_id": "a",
+        "to_account_id": "b",
+        "amount": {"amount": 3, "currency": "EUR"},
+    }
+    handler.handle(message("bank.RequestTransfer", request, "c-t"))
+    fail = {"transfer_id": "t1", "reason": "forged", "compensated": True}
+    # Even with the id the saga would use, on the public topic it is refused, no event.
+    forged = handler.handle(message("bank.FailTransfer", fail, "pm:transfer:t1:fail"))
+    assert (forged.status, forged.reason) == (REJECTED, "internal_command")
+    assert "internal command" in forged.detail
+    assert (forged.events, forged.issued) == ([], [])
+
+
+def test_a_client_cannot_borrow_a_process_manager_command_id(handler: CommandHandler):
+    handler.handle(open_("a"))
+    handler.handle(deposit("a", 10, "c-dep"))
+    # A public Withdraw with the saga's debit id: decided as the client's own withdrawal,
+    # but its outcome does not drive the saga (no RecordTransferDebit issued).
+    data = {"account_id": "a", "amount": {"amount": 3, "currency": "EUR"}, "transfer_id": "t9"}
+    borrowed = handler.handle(message("bank.Withdraw", data, "pm:transfer:t9:debit"))
+    assert borrowed.status == ACCEPTED
+    assert borrowed.issued == []
+    # The saga's own command with that id, on the internal topic, is not a duplicate of it.
+    own = handler.handle(message("bank.Withdraw", data, "pm:transfer:t9:debit", internal=True))
+    assert not isinstance(own, Duplicate)
 
 
 def test_a_nul_character_in_any_string_is_rejected_before_deciding(handler: CommandHandler):

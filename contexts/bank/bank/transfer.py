@@ -5,8 +5,13 @@ into the next command.
     RequestTransfer ─▶ TransferRequested ─▶ Withdraw(from)            id pm:transfer:<t>:debit
     debit accepted  ─▶ RecordTransferDebit ─▶ TransferDebited ─▶ Deposit(to)   …:credit
     credit accepted ─▶ CompleteTransfer ─▶ TransferCompleted
-    debit rejected  ─▶ FailTransfer(compensated=false) ─▶ TransferFailed
-    credit rejected ─▶ FailTransfer(compensated=true) ─▶ TransferFailed ─▶ Deposit(from)  …:refund
+    debit rejected  ─▶ FailTransfer ─▶ TransferFailed(compensated=false)
+    credit rejected ─▶ FailTransfer ─▶ TransferFailed(compensated=true) ─▶ Deposit(from)  …:refund
+
+RecordTransferDebit, CompleteTransfer and FailTransfer are internal commands: only this
+process manager issues them, through the processor's `bank.internal-commands` topic, and the
+processor refuses them from clients. Whether a failed transfer is refunded follows from the
+Transfer's state (DEBITED), never from a field a sender sets.
 
 Each command id is derived from the transfer id and the step, so when the process manager
 sees a trigger again after a crash it issues the same id, and the command processor's
@@ -84,22 +89,25 @@ def request_transfer(data: RequestTransfer, state: Transfer) -> Decision:
     return [Event("bank.TransferRequested", {**route, "amount": dict(data["amount"])})]
 
 
-@TRANSFER.decides("RecordTransferDebit")
+@TRANSFER.decides("RecordTransferDebit", internal=True)
 def record_debit(data: TransferStep, state: Transfer) -> Decision:
     if rejected := _step(data, state, (REQUESTED,)):
         return rejected
     return [Event("bank.TransferDebited", _route(state))]
 
 
-@TRANSFER.decides("CompleteTransfer")
+@TRANSFER.decides("CompleteTransfer", internal=True)
 def complete(data: TransferStep, state: Transfer) -> Decision:
     if rejected := _step(data, state, (DEBITED,)):
         return rejected
     return [Event("bank.TransferCompleted", {"transfer_id": state.transfer_id})]
 
 
-@TRANSFER.decides("FailTransfer")
+@TRANSFER.decides("FailTransfer", internal=True)
 def fail(data: FailTransfer, state: Transfer) -> Decision:
+    """The refund (`compensated`) follows from the transfer's own state: money was debited
+    only if the transfer is DEBITED. The command's `compensated` field is ignored (kept in
+    the schema so FailTransfer.v1 stays the one version senders and readers know)."""
     if rejected := _step(data, state, (REQUESTED, DEBITED)):
         return rejected
     failed = {
@@ -107,7 +115,7 @@ def fail(data: FailTransfer, state: Transfer) -> Decision:
         "from_account_id": state.from_account_id,
         "amount": dict(state.amount),
         "reason": data["reason"],
-        "compensated": data["compensated"],
+        "compensated": state.status == DEBITED,
     }
     return [Event("bank.TransferFailed", failed)]
 
