@@ -132,9 +132,12 @@ def test_every_acl_names_a_declared_topic() -> None:
 def test_the_processor_may_write_its_topics_in_transactions_under_its_own_ids() -> None:
     config = ProcessorConfig(context="bank", kafka={}, instance_id="bank-processor-0")
     user = "cqrs-processor"
-    assert allowed(user, "topic", BANK.commands, "Read")
-    for topic in (BANK.events, BANK.results, BANK.aggregates, BANK.dlq, BANK.commands):
+    for topic in (BANK.commands, BANK.internal_commands):
+        assert allowed(user, "topic", topic, "Read"), topic
+    for topic in (BANK.events, BANK.results, BANK.aggregates, BANK.dlq, BANK.internal_commands):
         assert allowed(user, "topic", topic, "Write"), topic
+    # Clients' commands are the clients' to write: the processor only reads them.
+    assert not allowed(user, "topic", BANK.commands, "Write")
     for topic in (BANK.aggregates, BANK.results):  # state restore
         assert allowed(user, "topic", topic, "Read"), topic
     assert allowed(user, "group", config.group_id, "Read")
@@ -143,14 +146,39 @@ def test_the_processor_may_write_its_topics_in_transactions_under_its_own_ids() 
     assert not allowed(user, "topic", BANK.projection("accounts"), "Write")
 
 
-def test_the_client_may_send_commands_and_read_results_only() -> None:
+def test_the_client_may_send_public_commands_and_read_results_and_projections_only() -> None:
     user = "cqrs-client"
     assert allowed(user, "topic", BANK.commands, "Write")
     assert allowed(user, "topic", BANK.results, "Read")
     assert allowed(user, "group", f"{BANK.results}.client-0123", "Read")
-    for topic in (BANK.events, BANK.aggregates, BANK.results, BANK.dlq):
-        assert not allowed(user, "topic", topic, "Write"), topic
-    assert not allowed(user, "topic", BANK.events, "Read")
+    for p in default_registry().context("bank").projections:
+        assert allowed(user, "topic", BANK.projection(p.name), "Read"), p.name
+    assert allowed(user, "group", "bank.client-reports", "Read")
+    # Of every topic the code declares, it writes the public commands topic alone, and
+    # reads results and projections alone.
+    for topic in code_topics():
+        writes = allowed(user, "topic", topic, "Write")
+        assert writes == (topic == BANK.commands), topic
+        reads = allowed(user, "topic", topic, "Read")
+        assert reads == (topic == BANK.results or topic.startswith(BANK.projection(""))), topic
+    # The internal commands topic is denied outright, so a broader allow cannot open it.
+    assert any(
+        a.get("type") == "deny"
+        and a["resource"]["name"] == BANK.internal_commands
+        and "Write" in a["operations"]
+        for a in acls(user)
+    )
+    assert not allowed(user, "group", ProcessorConfig("bank", {}).group_id, "Read")
+    assert not any(a["resource"]["type"] == "transactionalId" for a in acls(user))
+
+
+def test_only_the_processor_may_write_internal_commands() -> None:
+    writers = [
+        u["metadata"]["name"]
+        for u in of_kind(render_overlay("prod"), "KafkaUser")
+        if allowed(u["metadata"]["name"], "topic", BANK.internal_commands, "Write")
+    ]
+    assert writers == ["cqrs-processor"]
 
 
 def test_only_the_processor_may_write_events() -> None:
