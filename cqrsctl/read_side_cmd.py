@@ -311,6 +311,7 @@ def history(
                         "type": e.type,
                         "time": _cell(e.time),
                         "event_id": e.event_id,
+                        "principal": e.principal,
                         "data": _json_value(e.data),
                     }
                     for e in found.events
@@ -328,9 +329,11 @@ def history(
     state.add_row("version", str(found.version))
     console.print(title)
     console.print(state)
-    events = Table("version", "type", "time", "event id", "data", title="events")
+    events = Table("version", "type", "time", "principal", "event id", "data", title="events")
     for e in found.events:
-        events.add_row(str(e.version), e.type, _cell(e.time), e.event_id, _cell(e.data))
+        events.add_row(
+            str(e.version), e.type, _cell(e.time), _cell(e.principal), e.event_id, _cell(e.data)
+        )
     console.print(events)
 
 

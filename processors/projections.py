@@ -60,6 +60,7 @@ class EventMeta:
     offset: int
     correlation_id: str | None = None
     causation_id: str | None = None
+    principal: str | None = None  # ce_principal: who caused the event's command
 
 
 @dataclass(frozen=True)
@@ -167,7 +168,7 @@ def event_log(row_schema: str, event_types: frozenset[str]) -> Projection:
 
     Keyed by (aggregate type, aggregate id, version), which is unique even when two
     aggregate types use the same id. The row schema must have the fields of
-    `bank.EventLogRow`."""
+    `bank.EventLogRow` (its latest version, with `principal`)."""
 
     def key(event: Event, meta: EventMeta) -> str:
         return f"{meta.aggregate_type}:{meta.aggregate_id}:{meta.version}"
@@ -182,6 +183,7 @@ def event_log(row_schema: str, event_types: frozenset[str]) -> Projection:
             "time": meta.time,
             "correlation_id": meta.correlation_id,
             "causation_id": meta.causation_id,
+            "principal": meta.principal,
             "source_partition": meta.partition,
             "source_offset": meta.offset,
             "payload_json": payload_json(event.data),

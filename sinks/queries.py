@@ -52,6 +52,7 @@ class HistoryEvent:
     event_id: str
     correlation_id: str | None
     data: dict[str, Any]
+    principal: str | None = None  # who caused it (its command's ce_principal)
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,15 @@ def load_history(
     if as_of is not None and as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware (e.g. UTC)")
     rows = conn.execute(
-        "SELECT version, type, time, event_id, correlation_id, payload_json FROM event_log"
+        "SELECT version, type, time, event_id, correlation_id, payload_json, principal"
+        " FROM event_log"
         " WHERE aggregate_type = %s AND aggregate_id = %s"
         " AND (%s::bigint IS NULL OR version <= %s::bigint)"
         " AND (%s::timestamptz IS NULL OR time <= %s::timestamptz)"
         " ORDER BY version",
         (aggregate.name, aggregate_id, version, version, as_of, as_of),
     ).fetchall()
-    events = [HistoryEvent(v, t, tm, eid, corr, payload) for v, t, tm, eid, corr, payload in rows]
+    events = [HistoryEvent(*row) for row in rows]
     versions = [e.version for e in events]
     if versions != list(range(1, len(versions) + 1)):
         raise IncompleteHistory(

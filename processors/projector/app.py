@@ -299,6 +299,7 @@ class Projector:
             offset=message.offset,
             correlation_id=envelope.correlation_id,
             causation_id=envelope.causation_id,
+            principal=envelope.principal,
         )
         return SourceEvent(Event(decoded.schema.name, decoded.record), meta)
 

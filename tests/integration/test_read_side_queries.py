@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import os
 import random
 import shutil
@@ -189,6 +190,28 @@ def test_history_as_of_and_version_agree_with_a_fold(pipeline: ReadSideRig):
     assert failed == "error: give --as-of or --version, not both\n"
     failed = cli(pipeline, "history", "nobody", code=1)
     assert failed.startswith("error: no events of bank.Account nobody")
+
+
+def test_event_log_and_history_show_who_caused_each_event(pipeline: ReadSideRig):
+    account = "who-1"
+    with pipeline.client() as client:
+        data = {"account_id": account, "owner": "o", "currency": "EUR"}
+        opened = client.send("bank.OpenAccount", data, wait_for="event_log", principal="alice")
+        assert opened.result(30).accepted
+        deposit = {"account_id": account, "amount": money(5)}
+        assert client.send("bank.Deposit", deposit, wait_for="event_log").result(30).accepted
+    rows = (
+        pipeline.pg()
+        .execute(
+            "SELECT version, principal FROM event_log WHERE aggregate_id = %s ORDER BY version",
+            (account,),
+        )
+        .fetchall()
+    )
+    assert rows == [(1, "alice"), (2, None)]
+    out = cli(pipeline, "history", account, "--output", "json")
+    assert [e["principal"] for e in json.loads(out)["events"]] == ["alice", None]
+    assert "alice" in cli(pipeline, "history", account)
 
 
 def test_query_prints_a_projection_row(pipeline: ReadSideRig):

@@ -28,6 +28,7 @@ def meta(version: int, offset: int, *, partition: int = 0, time: dt.datetime = T
         offset=offset,
         correlation_id="corr-1",
         causation_id=f"cmd-{version}",
+        principal="alice",
     )
 
 
@@ -141,6 +142,7 @@ def test_event_log_rows_carry_the_envelope_and_the_payload_as_json():
         "time": T0,
         "correlation_id": "corr-1",
         "causation_id": "cmd-2",
+        "principal": "alice",
         "source_partition": 1,
         "source_offset": 5,
     }

@@ -83,6 +83,7 @@ BANK_RECORDS = {
         "causation_id",
         "source_partition",
         "source_offset",
+        "principal",
     ],
 }
 
