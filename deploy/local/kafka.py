@@ -30,6 +30,7 @@ START_TIMEOUT = 120.0
 INTERNAL_TOPIC_PARTITIONS = 8
 SCRAM_MECHANISM = "SCRAM-SHA-512"
 SCRAM_ITERATIONS = 8192
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
 _SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 
 _quiet = logging.getLogger("deploy.local.kafka.librdkafka")
@@ -63,7 +64,8 @@ def scram_credential(
 
 
 def _listeners(state: StackState) -> dict[str, str]:
-    """Listener settings: PLAINTEXT always, SASL_PLAINTEXT and SASL_SSL when ports are set."""
+    """Listener settings: PLAINTEXT always, SASL_PLAINTEXT and SASL_SSL when ports are set;
+    an ACL authorizer when the state names super users."""
     host = "127.0.0.1"
     served = {"PLAINTEXT": state.kafka_port}
     if state.kafka_sasl_port:
@@ -91,6 +93,12 @@ def _listeners(state: StackState) -> dict[str, str]:
     if state.kafka_sasl_ssl_port:
         settings["ssl.keystore.type"] = "PEM"
         settings["ssl.keystore.location"] = str(state.kafka_ssl_keystore)
+    if state.kafka_acl_super_users is not None:
+        # The broker's own traffic (PLAINTEXT, the controller) is User:ANONYMOUS.
+        supers = ["ANONYMOUS", *state.kafka_acl_super_users]
+        settings["authorizer.class.name"] = STANDARD_AUTHORIZER
+        settings["super.users"] = ";".join(f"User:{name}" for name in supers)
+        settings["allow.everyone.if.no.acl.found"] = "false"
     return settings
 
 

@@ -48,6 +48,10 @@ class StackState:
     kafka_sasl_port: int | None = None
     kafka_sasl_ssl_port: int | None = None
     kafka_ssl_keystore: str | None = None  # PEM file: the broker's private key and cert chain
+    # Authorize with ACLs (KRaft's StandardAuthorizer) when set: these SASL users, and the
+    # PLAINTEXT listener's anonymous principal, are super users; everyone else may do only
+    # what ACLs allow. Off (None) by default: no authorizer.
+    kafka_acl_super_users: list[str] | None = None
 
     @property
     def bootstrap_servers(self) -> str:

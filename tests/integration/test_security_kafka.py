@@ -2,13 +2,17 @@
 broker stays PLAINTEXT for speed), started by deploy/local's code with a SASL_PLAINTEXT and a
 SASL_SSL listener, SCRAM-SHA-512 credentials created when its storage is formatted, and a
 throwaway CA made with openssl. Clients are configured from the environment alone, through
-deploy/settings.py, as the Kubernetes manifests configure the workers."""
+deploy/settings.py, as the Kubernetes manifests configure the workers. The broker authorizes
+with ACLs: the processor's user is a super user, the client's user has the ACLs of the
+Kubernetes manifests."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,8 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+import yaml
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
 from prometheus_client import CollectorRegistry
 
 from deploy import settings as env_names
@@ -30,10 +43,15 @@ from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
+from schemas.codec import default_codec
 from tests.integration.workers import Worker
 from tests.integration.write_side import movement, open_account, read_events
 
 USER = "cqrs-processor"
+CLIENT = "cqrs-client"  # bound by the ACLs of deploy/k8s/base/kafka/users.yaml
+USERS_YAML = (
+    Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "kafka" / "users.yaml"
+)
 PG_PASSWORD = "pg-" + secrets.token_hex(8)
 
 
@@ -42,6 +60,7 @@ class SecureBroker:
     state: StackState
     password: str
     ca: Path
+    client_password: str = ""
 
     def env(self, protocol: str = "SASL_PLAINTEXT", password: str | None = None) -> dict:
         ssl = protocol == "SASL_SSL"
@@ -113,19 +132,22 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBro
         kafka_sasl_port=sasl,
         kafka_sasl_ssl_port=sasl_ssl,
         kafka_ssl_keystore=str(keystore),
+        # The processor's user may do anything; the client's only what its ACLs allow.
+        kafka_acl_super_users=[USER],
     )
     password = secrets.token_urlsafe(18)
+    client_password = secrets.token_urlsafe(18)
     saved = os.environ.get(kafka.ENV_KAFKA_HEAP)
     os.environ[kafka.ENV_KAFKA_HEAP] = "-Xms128m -Xmx384m"  # a second JVM on a small machine
     try:
-        state.kafka_pid = kafka.start(state, scram_users={USER: password})
+        state.kafka_pid = kafka.start(state, scram_users={USER: password, CLIENT: client_password})
     finally:
         if saved is None:
             os.environ.pop(kafka.ENV_KAFKA_HEAP, None)
         else:
             os.environ[kafka.ENV_KAFKA_HEAP] = saved
     try:
-        yield SecureBroker(state, password, ca)
+        yield SecureBroker(state, password, ca, client_password)
     finally:
         kafka.stop(state, timeout=20)
 
@@ -252,3 +274,92 @@ def test_sasl_ssl_with_the_ca_from_env_works_and_without_it_fails_the_handshake(
     assert any(
         e.code() == KafkaError._SSL or "certificate verify failed" in e.str() for e in seen
     ), seen
+
+
+_RESOURCE_TYPES = {
+    "topic": ResourceType.TOPIC,
+    "group": ResourceType.GROUP,
+    "transactionalId": ResourceType.TRANSACTIONAL_ID,
+    "cluster": ResourceType.BROKER,
+}
+
+
+def manifest_acls(user: str) -> list[AclBinding]:
+    """The ACLs deploy/k8s/base/kafka/users.yaml gives `user`, as the broker's bindings."""
+    docs = [d for d in yaml.safe_load_all(USERS_YAML.read_text()) if d]
+    (doc,) = [d for d in docs if d["metadata"]["name"] == user]
+    bindings = []
+    for acl in doc["spec"]["authorization"]["acls"]:
+        res = acl["resource"]
+        pattern = (
+            ResourcePatternType.PREFIXED
+            if res.get("patternType") == "prefix"
+            else (ResourcePatternType.LITERAL)
+        )
+        permission = AclPermissionType[acl.get("type", "allow").upper()]
+        for operation in acl["operations"]:
+            bindings.append(
+                AclBinding(
+                    _RESOURCE_TYPES[res["type"]],
+                    res.get("name", "kafka-cluster"),
+                    pattern,
+                    f"User:{user}",
+                    "*",
+                    AclOperation[re.sub(r"(?<!^)(?=[A-Z])", "_", operation).upper()],
+                    permission,
+                )
+            )
+    return bindings
+
+
+def test_the_client_principal_cannot_write_internal_commands(secure_kafka: SecureBroker):
+    """The manifest's ACLs for cqrs-client, on a real broker with an ACL authorizer: it may
+    write the public commands topic, and its write to the internal one is refused."""
+    admin_config = {"bootstrap.servers": secure_kafka.state.bootstrap_servers}  # super user
+    create_topics(admin_config, declared_topics(default_registry().context("bank")))
+    admin = AdminClient(admin_config)
+    wanted = manifest_acls(CLIENT)
+    for future in admin.create_acls(wanted).values():
+        future.result(30)
+    # The controller commits them at once; the broker's authorizer has them a moment later.
+    everything = AclBindingFilter(
+        ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+        AclPermissionType.ANY,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(admin.describe_acls(everything).result(10)) < len(wanted):
+        assert time.monotonic() < deadline, "the broker did not apply the ACLs in 60 s"
+        time.sleep(0.2)
+    client = {
+        **load_settings(secure_kafka.env()).kafka.client_config(),
+        "sasl.username": CLIENT,
+        "sasl.password": secure_kafka.client_password,
+    }
+    topics = ContextTopics("bank")
+    body = default_codec().encode(
+        "bank.FailTransfer", {"transfer_id": "t-1", "reason": "forged", "compensated": True}
+    )
+    delivered: dict[str, KafkaError | None] = {}
+    producer = Producer({**client, "partitioner": "murmur2_random"})
+    for topic in (topics.commands, topics.internal_commands):
+        producer.produce(
+            topic,
+            body,
+            b"t-1",
+            on_delivery=lambda err, msg, topic=topic: delivered.__setitem__(topic, err),
+        )
+    assert producer.flush(60) == 0
+    # The public topic takes it (the processor then refuses the type: internal_command).
+    assert delivered[topics.commands] is None
+    refused = delivered[topics.internal_commands]
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    # Nothing reached the internal topic: read as the super user.
+    checker = Consumer({**admin_config, "group.id": f"check-{uuid.uuid4().hex[:6]}"})
+    try:
+        ends = [
+            checker.get_watermark_offsets(TopicPartition(topics.internal_commands, p), 10)[1]
+            for p in range(default_registry().context("bank").partitions)
+        ]
+    finally:
+        checker.close()
+    assert ends == [0] * len(ends)
