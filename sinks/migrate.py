@@ -1,4 +1,5 @@
-"""SQL migrations of the read side, applied by the sink on start (idempotently).
+"""SQL migrations of the read side, applied idempotently by `cqrsctl migrate` (or by the sink
+on start, unless `--no-migrate`), as a role that may create tables: the migration role.
 
 Files: `sinks/migrations/cqrs/NNNN_*.sql` (the runtime's own tables), then the context's
 own `NNNN_*.sql` from the migrations folder its `BoundedContext` declares (its read models,
@@ -8,7 +9,8 @@ checksum; a file changed after it was applied is an error (write a
 new one instead). A transaction-level advisory lock serialises sinks starting together.
 
 Files may name `{schema}`, `{reader}` and `{writer}`; they are replaced by quoted
-identifiers (psycopg's sql.Identifier), never by string pasting. A literal brace in a file
+identifiers (psycopg's sql.Identifier), never by string pasting; `{reader_name}` and
+`{writer_name}` by the role names as quoted literals. A literal brace in a file
 is written twice (`'{{}}'::jsonb`).
 """
 
@@ -103,6 +105,8 @@ def _render(text: str, schema: str) -> sql.Composed:
         schema=sql.Identifier(schema),
         reader=sql.Identifier(reader),
         writer=sql.Identifier(writer),
+        reader_name=sql.Literal(reader),
+        writer_name=sql.Literal(writer),
     )
 
 

@@ -293,6 +293,77 @@ def test_the_reader_only_reads_and_the_sink_role_cannot_drop(
                 admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(login)))
 
 
+def test_migrations_run_as_an_owner_without_createrole_when_the_roles_are_declared(
+    stack: StackState,
+):
+    """As on CloudNativePG: the migration role owns the database's schema and may not create
+    roles; the group roles exist beforehand (spec.managed.roles). The sink's login, in the
+    writer role, writes rows and cannot run DDL; the query login, in the reader role, reads
+    the read-model schema and nothing outside it."""
+    schema = f"own_{uuid.uuid4().hex[:8]}"
+    owner, sinker, alice = f"{schema}_migrator", f"{schema}_sink", f"{schema}_alice"
+    reader, writer = roles(schema)
+    other = f"{schema}_other"
+    dsn_as = {
+        login: make_conninfo(stack.postgres_dsn, user=login, options=f"-csearch_path={schema}")
+        for login in (owner, sinker, alice)
+    }
+    with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN NOCREATEROLE NOSUPERUSER").format(sql.Identifier(owner))
+        )
+        admin.execute(
+            sql.SQL("GRANT CREATE ON DATABASE postgres TO {}").format(sql.Identifier(owner))
+        )
+        # Another schema with data the query role must not see.
+        admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(other)))
+        admin.execute(sql.SQL("CREATE TABLE {}.secrets (x int)").format(sql.Identifier(other)))
+        admin.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO PUBLIC").format(sql.Identifier(other)))
+    try:
+        # Without the roles declared, it says what to do, in one line, and grants nothing.
+        with pytest.raises(psycopg.errors.RaiseException, match="may not create roles"):
+            migrate(dsn_as[owner], schema, BANK)
+        with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
+            for group in (reader, writer):
+                admin.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(group)))
+            for login, group in ((sinker, writer), (alice, reader)):
+                admin.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN IN ROLE {}").format(
+                        sql.Identifier(login), sql.Identifier(group)
+                    )
+                )
+        migrate(dsn_as[owner], schema, BANK)
+        row = ("a", "Ann", "EUR", 5, "OPEN", 1, dt.datetime.now(dt.UTC))
+        with psycopg.connect(dsn_as[sinker], autocommit=True) as c:
+            c.execute("INSERT INTO accounts VALUES (%s, %s, %s, %s, %s, %s, %s)", row)
+            c.execute("UPDATE accounts SET balance = 6")
+            for ddl in (
+                "CREATE TABLE mine (x int)",
+                "ALTER TABLE accounts ADD COLUMN x int",
+                "DROP TABLE event_log",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute(ddl)
+        with psycopg.connect(dsn_as[alice], autocommit=True) as c:
+            assert c.execute("SELECT balance FROM accounts").fetchall() == [(6,)]
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(sql.SQL("SELECT * FROM {}.secrets").format(sql.Identifier(other)))
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("CREATE TABLE mine (x int)")
+    finally:
+        with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
+            admin.execute("SET lock_timeout = '10s'")
+            for name in (schema, other):
+                admin.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name))
+                )
+            admin.execute(
+                sql.SQL("REVOKE CREATE ON DATABASE postgres FROM {}").format(sql.Identifier(owner))
+            )
+            for role in (sinker, alice, owner, reader, writer):
+                admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
 def test_migrations_apply_once_also_when_sinks_start_together(stack: StackState, pg_schema: str):
     schema = f"{pg_schema}_new"  # does not exist yet: the racers create it
     dsn = make_conninfo(stack.postgres_dsn, options=f"-csearch_path={schema}")
@@ -308,6 +379,7 @@ def test_migrations_apply_once_also_when_sinks_start_together(stack: StackState,
     # each file applied once, by whichever sink got the lock first
     assert sorted(label for applied in results for label in applied) == [
         "bank/0001_read_models.sql",
+        "bank/0002_event_log_principal.sql",
         "cqrs/0001_checkpoints.sql",
         "cqrs/0002_sink_offsets.sql",
     ]
@@ -355,6 +427,7 @@ def test_a_sink_without_migrations_says_so_in_one_line(pg_schema: str, pg_dsn_fo
         "applied  cqrs/0001_checkpoints.sql",
         "applied  cqrs/0002_sink_offsets.sql",
         "applied  bank/0001_read_models.sql",
+        "applied  bank/0002_event_log_principal.sql",
         f"schema {pg_schema} is up to date; roles {pg_schema}_reader (read) and "
         f"{pg_schema}_writer (sink)",
     ]

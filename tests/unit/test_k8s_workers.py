@@ -16,6 +16,7 @@ import typer
 from cqrsctl.main import app
 from deploy import settings
 from processors.registry import default_registry
+from sinks.migrate import roles as read_model_roles
 from tests.unit.k8s_render import OVERLAYS, REPO, of_kind, render_overlay
 
 APP_PACKAGES = ("cqrsctl", "deploy", "processors", "producers", "schemas", "sinks")
@@ -327,17 +328,44 @@ def test_prod_has_a_disruption_budget_for_every_worker() -> None:
         assert pdb["spec"]["maxUnavailable"] == 1
 
 
-def test_the_query_role_is_read_only_and_the_sink_owns_the_database() -> None:
-    (pg,) = of_kind(render_overlay("prod"), "Cluster")
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_postgres_roles_are_declared_and_least_privilege(overlay: str) -> None:
+    docs = render_overlay(overlay)
+    (pg,) = of_kind(docs, "Cluster")
     roles = {r["name"]: r for r in pg["spec"]["managed"]["roles"]}
-    query = roles["cqrs_query"]
-    assert query["login"] and query["inRoles"] == ["pg_read_all_data"]
-    assert not {"superuser", "createdb", "createrole"} & {k for k, v in query.items() if v is True}
-    assert pg["spec"]["bootstrap"]["initdb"]["owner"] == "cqrs_sink"
-    env = env_of("prod", container(workload("prod", "sink")))
-    secret = f"{pg['metadata']['name']}-app"
-    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "username"}
-    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret, "key": "password"}
+    # The group roles grants.sql grants to exist before any migration: the database owner
+    # CNPG creates has no CREATEROLE. The read-model schema is `public` (no search_path in
+    # the DSN).
+    reader, writer = read_model_roles("public")
+    assert not roles[reader]["login"] and not roles[writer]["login"]
+    assert roles["cqrs_query"]["inRoles"] == [reader]
+    assert roles["cqrs_sink"]["inRoles"] == [writer]
+    for login in ("cqrs_query", "cqrs_sink"):
+        role = roles[login]
+        assert role["login"] and role["passwordSecret"]["name"]
+        powers = {"superuser", "createdb", "createrole", "replication", "bypassrls"}
+        assert not powers & {k for k, v in role.items() if v is True}, login
+        assert "pg_read_all_data" not in role["inRoles"]
+    # The migration role owns the database; only the migration Job logs in as it.
+    owner = pg["spec"]["bootstrap"]["initdb"]["owner"]
+    assert owner == "cqrs_migrator" and owner not in roles
+    owner_secret = f"{pg['metadata']['name']}-app"
+    sink = container(workload(overlay, "sink"))
+    env = env_of(overlay, sink)
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "cqrs-pg-sink", "key": "username"}
+    assert "--no-migrate" in sink["args"]
+    (job,) = [j for j in of_kind(docs, "Job") if j["metadata"]["name"] == "bank-migrate"]
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    assert migrate["args"][:2] == ["migrate", "--context=bank"]
+    job_env = {e["name"]: e for e in migrate["env"]}
+    assert job_env["PGUSER"]["valueFrom"]["secretKeyRef"]["name"] == owner_secret
+    for role in WORKERS:
+        refs = {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in env_of(overlay, container(workload(overlay, role))).values()
+            if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+        }
+        assert owner_secret not in refs, role
 
 
 def test_sources_scanned_exist() -> None:
