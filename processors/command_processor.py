@@ -39,7 +39,8 @@ from processors.group_watch import GroupWatch
 from processors.metrics import ProcessorMetrics
 from processors.registry import Registry
 from processors.state_restore import restore_partition
-from processors.topics import ContextTopics
+from processors.topic_admin import TopicsNotReady, check_declared_topics
+from processors.topics import ContextTopics, TopicSpec
 from processors.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,7 @@ class CommandProcessor:
         # (confluent-kafka-python#358, #265), seen as exit -11 after a refused password.
         try:
             self._start_transactions()
+            self._check_inputs()
             self._consumer.subscribe(
                 [self.topics.commands, self.topics.internal_commands],
                 on_assign=self._on_assign,
@@ -218,6 +220,16 @@ class CommandProcessor:
                     f"command processor stopped: cannot start Kafka transactions: {error.str()}"
                     f"{cause}; check the Kafka settings (servers, security protocol, credentials)"
                 ) from None
+
+    def _check_inputs(self) -> None:
+        """Both commands topics exist with the context's partition count: a missing internal
+        topic would leave process managers' commands undeliverable, and a different count
+        would break the co-partitioning that keeps one writer per aggregate."""
+        specs = [TopicSpec(name, self.partitions) for name in self._inputs]
+        try:
+            check_declared_topics(self.config.kafka, specs)
+        except (TopicsNotReady, KafkaException) as exc:
+            raise SystemExit(f"command processor stopped: {exc}") from None
 
     def _close(self) -> None:
         self._consumer.close()

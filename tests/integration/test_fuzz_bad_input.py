@@ -88,6 +88,7 @@ KNOWN_REASONS = {
     "invalid_output",
     "id_in_use",
     "invalid_text",
+    "internal_command",  # a fuzzed transfer step sent by a client
 }
 
 _codec = default_codec()
