@@ -220,4 +220,4 @@ def test_topics_list_of_a_complete_context_exits_0(
 
     assert done.returncode == 0, done.stdout + done.stderr
     rows = json.loads(done.stdout)
-    assert len(rows) == 8 and {row["status"] for row in rows} == {"ok"}
+    assert len(rows) == 9 and {row["status"] for row in rows} == {"ok"}

@@ -147,6 +147,14 @@ def test_bad_requests_are_4xx_naming_what_was_wrong(gateway: GatewayRig) -> None
         assert http.get("/projections/nope").status_code == 404
         assert http.get("/aggregates/bank.Nope/x").status_code == 404
         assert http.get("/commands/bank.Deposit").status_code == 405
+        # An internal command type is not offered, whatever the Idempotency-Key says.
+        forged = http.post(
+            "/commands/bank.FailTransfer",
+            json={"transfer_id": "t-x", "reason": "forged", "compensated": True},
+            headers={"Idempotency-Key": "pm:transfer:t-x:fail"},
+        )
+        assert (forged.status_code, forged.json()["error"]) == (404, "unknown_command_type")
+        assert "bank.FailTransfer" not in forged.json()["message"].partition("known:")[2]
         # No command above reached Kafka: the only events are none at all.
     assert read_events(gateway.pipeline.kafka, f"{gateway.pipeline.prefix}.events") == []
 
