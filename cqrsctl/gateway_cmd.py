@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from cqrsctl.console import UNAVAILABLE, fail, settings_or_fail
-from cqrsctl.run_cmd import run
+from cqrsctl.run_cmd import LOG_FORMAT_OPTION, configure_logs, run
 from deploy.settings import (
     ENV_GATEWAY_AUDIENCE,
     ENV_GATEWAY_AUTH,
@@ -99,14 +99,13 @@ def gateway(
         False, "--print-openapi", help="Print the OpenAPI document and exit."
     ),
     log_level: str = typer.Option("INFO"),
+    log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """The HTTP gateway: POST /commands/{type}, GET /aggregates/..., GET /projections/...,
     OpenAPI at /openapi.json (docs/gateway.md)."""
     from producers.gateway.config import GatewayConfig
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logs(log_level, log_format, context=context, role="gateway")
     _access_log_as_json_lines()
     try:
         default_registry().context(context)
@@ -282,6 +281,8 @@ def _serve(
         host=host,
         port=port,
         log_level=log_level.lower(),
+        # None: uvicorn's own loggers propagate to ours, so they follow --log-format.
+        log_config=None,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=10,

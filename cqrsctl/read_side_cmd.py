@@ -25,14 +25,8 @@ from cqrsctl.console import (
     print_json,
     settings_or_fail,
 )
-from cqrsctl.run_cmd import run
+from cqrsctl.run_cmd import LOG_FORMAT_OPTION, configure_logs, run
 from processors.registry import UnknownContext, default_registry
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
 
 
 def _instance_id(given: str | None) -> str | None:
@@ -70,6 +64,7 @@ def projector(
         -1, help="Replication of the changelog topics Faust creates; -1 = broker default."
     ),
     log_level: str = typer.Option("INFO"),
+    log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """The projector: `<ctx>.events` -> Faust tables -> `<ctx>.projection.<name>`."""
     from processors.faust_app import broker_default_replication, quiet_library_logs, run_worker
@@ -77,7 +72,7 @@ def projector(
     from processors.projector.app import Projector, ProjectorConfig, projector_app_id
     from processors.projector.local_state import LocalState
 
-    _logging(log_level)
+    configure_logs(log_level, log_format, context=context, role="projector")
     quiet_library_logs(logging.getLevelName(log_level.upper()))
     settings = settings_or_fail(postgres=False)  # Kafka only
     ctx = _context(context)
@@ -133,6 +128,7 @@ def sink(
     ),
     session_timeout: float = typer.Option(10.0, min=6.0, help="Consumer group session, s."),
     log_level: str = typer.Option("INFO"),
+    log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """The sink: `<ctx>.projection.*` -> Postgres tables, checkpoints and NOTIFY."""
     import psycopg
@@ -143,7 +139,7 @@ def sink(
     from sinks.migrate import check_migrated
     from sinks.migrate import migrate as apply_migrations
 
-    _logging(log_level)
+    configure_logs(log_level, log_format, context=context, role="sink")
     settings = settings_or_fail()
     ctx = _context(context)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 
@@ -10,9 +9,27 @@ import typer
 
 from cqrsctl.console import fail, settings_or_fail
 from processors.health import heartbeat_alive, serve_health
+from processors.logs import InvalidLogFormat, setup_logging
 from processors.registry import UnknownContext, default_registry
 
 run = typer.Typer(help="Run a worker role in the foreground.", no_args_is_help=True)
+
+LOG_FORMAT_OPTION = typer.Option(
+    "text",
+    "--log-format",
+    envvar="CQRS_LOG_FORMAT",
+    help="text: `time level logger message` lines; json: one JSON object per line "
+    "(docs/operations.md).",
+)
+
+
+def configure_logs(level: str, log_format: str, *, context: str, role: str) -> None:
+    """Log lines of this worker in `log_format` at `level`; one-line error (exit 2) on a
+    format or level that does not exist."""
+    try:
+        setup_logging(level, log_format, context=context, role=role)
+    except (InvalidLogFormat, ValueError) as exc:
+        fail(str(exc))
 
 
 def _instance_id() -> str:
@@ -31,13 +48,12 @@ def processor(
     health_port: int = typer.Option(8081, help="Port of /healthz, /readyz and /metrics; 0 = off."),
     batch_size: int = typer.Option(2000, min=1, help="Most commands per transaction."),
     log_level: str = typer.Option("INFO"),
+    log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """The transactional command processor."""
     from processors.command_processor import CommandProcessor, ProcessorConfig
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logs(log_level, log_format, context=context, role="processor")
     settings = settings_or_fail(postgres=False)
     registry = default_registry()
     try:
@@ -72,13 +88,12 @@ def reactor(
     ),
     health_port: int = typer.Option(8084, help="Port of /healthz, /readyz and /metrics; 0 = off."),
     log_level: str = typer.Option("INFO"),
+    log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """The reactor: another context's events -> this context's process managers -> commands."""
     from processors.reactor import NothingToReact, Reactor, ReactorConfig
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logs(log_level, log_format, context=context, role="reactor")
     sources = {}
     for item in source:
         name, sep, topic_prefix = item.partition("=")

@@ -97,9 +97,11 @@ class PipelineSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     extra_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
     log_level: str = "INFO"
+    log_format: str = "text"
 
     def args(self, role: str) -> list[str]:
         args = ["--context", self.context, "--log-level", self.log_level]
+        args += ["--log-format", self.log_format]
         if self.prefix:
             args += ["--prefix", self.prefix]
         if role == "processor":
