@@ -102,9 +102,16 @@ def up(
     ),
     context: str = typer.Option("bank", help="Bounded context of --pipeline."),
     timeout: float = typer.Option(120.0, min=1, help="Seconds the workers may take to be ready."),
+    observability: bool = typer.Option(
+        False,
+        "--observability",
+        help="Also start Prometheus (Debian's package) on 127.0.0.1, scraping every "
+        "worker of --pipeline (data in <state>/prometheus; `down` stops it).",
+    ),
 ) -> None:
     """Start the local Kafka broker and Postgres (reuses them when already running); with
-    --pipeline, a working pipeline you can send commands to and query."""
+    --pipeline, a working pipeline you can send commands to and query; with
+    --observability, a Prometheus scraping its workers."""
     from deploy.local import stack
     from processors.registry import UnknownContext, default_registry
 
@@ -113,14 +120,22 @@ def up(
             default_registry().context(context)
         except UnknownContext as exc:
             fail(str(exc))
+    if observability:
+        from deploy.local import prometheus
+
+        prometheus.binary()  # fails now, before anything starts, when it is missing
     started = time.monotonic()
     state = stack.up(state_dir)
     typer.echo(f"kafka:    {state.bootstrap_servers} (pid {state.kafka_pid})")
     typer.echo(f"postgres: {mask_dsn(state.postgres_dsn)} (pid {state.postgres_pid})")
     if not pipeline:
+        if observability:
+            _up_prometheus(state)
         typer.echo(f"state:    {state.state_dir} (ready in {time.monotonic() - started:.1f} s)")
         return
     _up_pipeline(state, context, timeout)
+    if observability:
+        _up_prometheus(state)
     typer.echo(f"state:    {state.state_dir} (ready in {time.monotonic() - started:.1f} s)")
     _print_next_steps(context, state_dir)
 
@@ -132,6 +147,16 @@ def _up_pipeline(state: Any, context: str, timeout: float) -> None:
     verb = "started" if started else "already running"
     for worker in workers:
         typer.echo(f"{worker.role + ':':<9} pid {worker.pid} {verb}, log {worker.log}")
+
+
+def _up_prometheus(state: Any) -> None:
+    from deploy.local import background, prometheus
+
+    workers = background.running(state.state_dir)
+    prom, started = prometheus.start(state.state_dir, workers)
+    verb = "started" if started else "reloaded"
+    jobs = ", ".join(sorted({w.role for w in workers})) or "no worker yet"
+    typer.echo(f"prometheus: {prom.url} (pid {prom.pid}) {verb}, scraping {jobs}")
 
 
 def _print_next_steps(context: str, state_dir: str | None) -> None:
@@ -159,12 +184,14 @@ def down(
 ) -> None:
     """Stop the workers and the local stack that `up` started, and delete its data
     (unless --keep-data)."""
-    from deploy.local import background, stack
+    from deploy.local import background, prometheus, stack
     from deploy.local.state import state_dir as resolve
 
     stopped = background.stop(state_dir)
     if stopped:
         typer.echo(f"stopped the workers: {', '.join(stopped)}")
+    if prometheus.stop(state_dir, keep_data=keep_data):
+        typer.echo("stopped prometheus")
     if stack.down(state_dir, keep_data=keep_data):
         kept = " (data kept)" if keep_data else " and deleted its data"
         typer.echo(f"stopped the local stack in {resolve(state_dir)}{kept}")
@@ -179,7 +206,7 @@ def status(
 ) -> None:
     """Where the broker and the database listen and whether they are healthy; with
     `up --pipeline`, also each worker's health and consumer lag. Exit 1 if a part is not."""
-    from deploy.local import background, stack
+    from deploy.local import background, prometheus, stack
     from deploy.local.state import state_dir as resolve
 
     report = stack.status(state_dir)
@@ -193,7 +220,19 @@ def status(
         first = workers[0]
         servers = {"bootstrap.servers": report[0].address}
         lag = background.consumer_lag(servers, first.context, first.prefix)
-    healthy = all(p.healthy for p in report) and all(h == "healthy" for h in health.values())
+    prom = prometheus.recorded(state_dir)
+    prom_health = None
+    if prom is not None:
+        prom_health = (
+            ("healthy" if prometheus.healthy(prom) else "unhealthy")
+            if prometheus.running(prom)
+            else "not running"
+        )
+    healthy = (
+        all(p.healthy for p in report)
+        and all(h == "healthy" for h in health.values())
+        and prom_health in (None, "healthy")
+    )
     if output is OutputFormat.json:
         print_json(
             {
@@ -219,10 +258,20 @@ def status(
                     }
                     for w in workers
                 ],
+                "prometheus": None
+                if prom is None
+                else {"url": prom.url, "pid": prom.pid, "health": prom_health, "log": prom.log},
             }
         )
     else:
         _print_status(resolve(state_dir), report, workers, health, lag)
+        if prom is not None:
+            color = "green" if prom_health == "healthy" else "red"
+            out_console().print(
+                f"  {'prometheus':<12} [{color}]{prom_health:<9}[/]  pid {prom.pid:<8} {prom.url}",
+                soft_wrap=True,
+                highlight=False,
+            )
     if not healthy:
         raise typer.Exit(FAILED)
 
