@@ -28,12 +28,12 @@ test: install
 install: $(INSTALLED)
 
 install-bench: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]' -e contexts/bank -e contexts/shop
+	$(BIN)/python -m pip install --quiet -e '.[dev,charts,bench]' -e contexts/bank -e contexts/shop
 
 # The runtime and the reference contexts (contexts/bank and contexts/shop, packages of their own).
 $(INSTALLED): pyproject.toml contexts/bank/pyproject.toml contexts/shop/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]' -e contexts/bank -e contexts/shop
+	$(BIN)/python -m pip install --quiet -e '.[dev,charts]' -e contexts/bank -e contexts/shop
 	touch $@
 
 up: install

@@ -88,6 +88,12 @@ def demo(
     report_json: Path = typer.Option(
         None, "--report-json", help="Also write the report's figures to this file (JSON)."
     ),
+    charts: Path = typer.Option(
+        None,
+        "--charts",
+        help="Also write PNG charts of throughput, latency and consumer lag over the run "
+        "into this folder (needs the `charts` extra: matplotlib).",
+    ),
 ) -> None:
     """Run the whole pipeline on a bank workload and show the read model."""
     console = out_console()
@@ -95,6 +101,13 @@ def demo(
         if not _stop_kept(console):
             console.print("no demo workers were left running")
         return
+    if charts is not None:
+        from cqrsctl.run_charts import ChartsUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ChartsUnavailable as exc:
+            fail(str(exc))
     import psycopg
     from confluent_kafka import KafkaException
 
@@ -114,6 +127,7 @@ def demo(
             keep_running,
             timeout,
             report_json,
+            charts,
         )
     except WorkerFailed as failed:
         console.print(failed.log_tail, markup=False, highlight=False, style="dim")
@@ -137,6 +151,7 @@ def _run(
     keep_running: bool,
     timeout: float,
     report_json: Path | None,
+    charts: Path | None = None,
 ) -> None:
     from bench.driver import DriveError, Driver
     from bench.workload import WorkloadSpec, expected_outcome, iter_commands
@@ -186,6 +201,12 @@ def _run(
         pids = ", ".join(f"{role} {pid}" for role, pid in pipeline.pids().items())
         console.print(f"workers ready ({pids}); logs in {spec.log_dir}")
 
+        sampler = None
+        if charts is not None:
+            from cqrsctl.run_charts import LagSampler
+
+            ports = {role: w.health_port for role, w in pipeline.workers.items()}
+            sampler = LagSampler(ports).start()
         work = WorkloadSpec(accounts=accounts, commands=commands, seed=seed)
         tag = f"d{secrets.token_hex(2)}"
         read_schema = resolve_schema(settings.postgres_dsn, schema)
@@ -236,6 +257,12 @@ def _run(
                         if time.monotonic() - drive.last_result > timeout:
                             raise
         visible = time.monotonic()
+        if sampler is not None and charts is not None:
+            from cqrsctl.run_charts import write_charts
+
+            sampler.stop()
+            written = write_charts(charts, drive.sent_at, drive.result_at, sampler.samples)
+            console.print(f"charts: {', '.join(str(p) for p in written)}", soft_wrap=True)
         model = expected_outcome(iter_commands(work))
         figures = _report(console, drive, visible, model, settings.postgres_dsn, read_schema, tag)
         if report_json is not None:

@@ -92,3 +92,25 @@ def test_a_worker_that_dies_is_one_line_and_its_log_tail(ctx_name: str):
     assert errors[0].startswith("error: sink: exited with code"), errors[0]
     assert "Traceback" not in done.stderr
     assert "pg_x" in done.stdout  # the sink's own last log lines say why
+
+
+def test_demo_charts_are_png_images_of_the_run(ctx_name: str, pg_schema: str, tmp_path: Path):
+    import matplotlib.image
+
+    folder = tmp_path / "charts"
+    done = run_demo(
+        [
+            *("--accounts", "20", "--commands", "200", "--seed", "3"),
+            *("--prefix", ctx_name, "--schema", pg_schema, "--charts", str(folder)),
+        ]
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["lag.png", "latency.png", "throughput.png"]
+    for name in names:
+        data = (folder / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        pixels = matplotlib.image.imread(folder / name)  # decodes: a whole, valid image
+        assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+        assert pixels.std() > 0.01, f"{name} is blank"
+    assert f"charts:{folder / 'throughput.png'}" in "".join(done.stdout.split())
