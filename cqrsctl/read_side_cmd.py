@@ -99,7 +99,7 @@ def projector(
     if health_port:
         serve_health(health_port, heartbeat_alive(lambda: worker.liveness.last_beat), worker.ready)
     try:
-        run_worker(worker.app, log_level)
+        run_worker(worker.app, log_level, quiet=log_format.lower() == "json")
     except SystemExit as stopped:
         if stopped.code in (0, None):
             local.mark_clean()

@@ -258,14 +258,18 @@ def exit_now(message: str, code: int = 3) -> None:
     os._exit(code)
 
 
-def run_worker(app: faust.App, loglevel: str) -> None:
-    """Run `app` in the foreground until SIGTERM/SIGINT (Faust's worker handles both)."""
+def run_worker(app: faust.App, loglevel: str, *, quiet: bool = False) -> None:
+    """Run `app` in the foreground until SIGTERM/SIGINT (Faust's worker handles both).
+    `quiet`: no start-up banner and spinner on stdout (only log lines, e.g. JSON ones)."""
     from faust.worker import Worker
 
     # Our own logging.basicConfig stays the only handler (else every line prints twice).
-    Worker(
-        app, loglevel=loglevel, redirect_stdouts=False, override_logging=False
-    ).execute_from_commandline()
+    worker = Worker(
+        app, loglevel=loglevel, redirect_stdouts=False, override_logging=False, quiet=quiet
+    )
+    if quiet:
+        worker.spinner = None  # Faust draws it on stdout whatever `quiet` says
+    worker.execute_from_commandline()
 
 
 def internal_topics(app_id: str, tables: list[str], partitions: int) -> list[TopicSpec]:
