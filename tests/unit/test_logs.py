@@ -119,3 +119,20 @@ def test_the_formatter_and_filter_alone() -> None:
     assert RedactSecrets([SECRET]).filter(record)
     entry = json.loads(JsonFormatter({"role": "gateway"}).format(record))
     assert entry == {**entry, "message": "pw ***", "role": "gateway", "logger": "x"}
+
+
+def test_a_worker_refuses_an_unknown_log_format_in_one_line_with_exit_2() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "cqrsctl.main", "run", "processor", "--log-format", "yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "CQRS_STATE_DIR": "/nonexistent"},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --log-format must be one of text, json, got 'yaml'"
+    ]
