@@ -1,6 +1,7 @@
 """The Apache Kafka broker's jars, resolved from Maven Central into a cache outside the repo.
 
-`pom.xml` beside this file pins the version. Maven copies the runtime jars into a scratch
+`pom.xml` beside this file pins the broker's version; `tools-pom.xml` pins Kafka's command-line
+tools (JmxTool), resolved into a folder of their own so that the broker's stays unchanged. Maven copies the runtime jars into a scratch
 folder which is renamed into place only when complete, and a marker file records which
 pom produced it, so an interrupted copy or a changed pin is resolved again.
 """
@@ -22,6 +23,7 @@ from deploy.local.errors import StackError
 ENV_CACHE_DIR = "CQRS_CACHE_DIR"
 ENV_MAVEN_REPO = "CQRS_MAVEN_REPO"
 POM = Path(__file__).with_name("pom.xml")
+TOOLS_POM = Path(__file__).with_name("tools-pom.xml")
 MARKER = ".complete"
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
@@ -43,7 +45,17 @@ def _pom_digest(pom: Path) -> str:
 
 def jars_dir(pom: Path = POM) -> Path:
     """The folder with the broker's jars, resolving them with Maven on first use."""
-    target = cache_dir() / f"kafka-{kafka_version(pom)}"
+    return _resolved(pom, f"kafka-{kafka_version(pom)}", "kafka_2.13-*.jar")
+
+
+def tools_jars_dir(pom: Path = TOOLS_POM) -> Path:
+    """The folder with Kafka's tools (`org.apache.kafka.tools.*`) and everything they need on
+    the classpath, resolving them with Maven on first use."""
+    return _resolved(pom, f"kafka-tools-{kafka_version(pom)}", "kafka-tools-[0-9]*.jar")
+
+
+def _resolved(pom: Path, name: str, expect: str) -> Path:
+    target = cache_dir() / name
     digest = _pom_digest(pom)
     if _is_complete(target, digest):
         return target
@@ -52,7 +64,7 @@ def jars_dir(pom: Path = POM) -> Path:
     with open(target.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _is_complete(target, digest):
-            _resolve(pom, target, digest)
+            _resolve(pom, target, digest, expect)
     return target
 
 
@@ -61,7 +73,7 @@ def _is_complete(target: Path, digest: str) -> bool:
     return marker.is_file() and marker.read_text().strip() == digest
 
 
-def _resolve(pom: Path, target: Path, digest: str) -> None:
+def _resolve(pom: Path, target: Path, digest: str, expect: str) -> None:
     mvn = binaries.mvn()
     scratch = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
     cmd = [
@@ -83,8 +95,8 @@ def _resolve(pom: Path, target: Path, digest: str) -> None:
             raise StackError(
                 f"Maven could not resolve the Kafka jars (exit {done.returncode}):\n" + out
             )
-        if not any(scratch.glob("kafka_2.13-*.jar")):
-            raise StackError(f"Maven finished but no Kafka jar appeared in {scratch}")
+        if not any(scratch.glob(expect)):
+            raise StackError(f"Maven finished but no {expect} appeared in {scratch}")
         (scratch / MARKER).write_text(digest + "\n")
         if target.exists():
             shutil.rmtree(target)
