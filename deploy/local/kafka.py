@@ -150,6 +150,23 @@ logger.request.level = WARN
 """
 
 
+def jmx_options(port: int | None) -> list[str]:
+    """JVM options that serve the broker's MBeans over JMX/RMI on 127.0.0.1:`port` only (no
+    authentication, no TLS: loopback only, for local measurement); none when `port` is None.
+    The RMI registry and the connector share the one port, so nothing listens elsewhere."""
+    if not port:
+        return []
+    return [
+        f"-Dcom.sun.management.jmxremote.port={port}",
+        f"-Dcom.sun.management.jmxremote.rmi.port={port}",
+        "-Dcom.sun.management.jmxremote.host=127.0.0.1",
+        "-Dcom.sun.management.jmxremote.local.only=true",
+        "-Dcom.sun.management.jmxremote.authenticate=false",
+        "-Dcom.sun.management.jmxremote.ssl=false",
+        "-Djava.rmi.server.hostname=127.0.0.1",
+    ]
+
+
 def prepare(state: StackState, scram_users: Mapping[str, str] | None = None) -> None:
     """Write the broker's config and format its storage, once per state folder; the storage
     gets a SCRAM-SHA-512 credential for each of `scram_users` (name -> password)."""
@@ -195,7 +212,8 @@ def start(
     """
     prepare(state, scram_users)
     ports = (state.kafka_port, state.kafka_controller_port)
-    ports += tuple(p for p in (state.kafka_sasl_port, state.kafka_sasl_ssl_port) if p)
+    optional = (state.kafka_sasl_port, state.kafka_sasl_ssl_port, state.kafka_jmx_port)
+    ports += tuple(p for p in optional if p)
     for port in ports:
         if not wait_port_free(port, 15.0):
             raise StackError(
@@ -209,6 +227,7 @@ def start(
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",
         "-Djava.awt.headless=true",
+        *jmx_options(state.kafka_jmx_port),
         f"-Dlog4j2.configurationFile={kafka_dir / 'log4j2.properties'}",
         f"-Dkafka.logs.dir={Path(state.kafka_log).parent}",
         "-cp",

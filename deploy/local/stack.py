@@ -59,9 +59,9 @@ def _new_state(directory: Path, started_by: str) -> StackState:
     kafka_dir = directory / "kafka"
     pg_dir = directory / "postgres"
     ports = set()
-    while len(ports) < 3:
+    while len(ports) < 4:
         ports.add(free_port())
-    kafka_port, controller_port, pg_port = sorted(ports)
+    kafka_port, controller_port, pg_port, jmx_port = sorted(ports)
     return StackState(
         state_dir=str(directory),
         started_by=started_by,
@@ -76,6 +76,7 @@ def _new_state(directory: Path, started_by: str) -> StackState:
         postgres_data_dir=str(pg_dir / "data"),
         postgres_socket_dir=str(pg_dir / "run"),
         postgres_log=str(pg_dir / "postgres.log"),
+        kafka_jmx_port=jmx_port,
     )
 
 

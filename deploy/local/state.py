@@ -52,6 +52,15 @@ class StackState:
     # PLAINTEXT listener's anonymous principal, are super users; everyone else may do only
     # what ACLs allow. Off (None) by default: no authorizer.
     kafka_acl_super_users: list[str] | None = None
+    # The broker's JMX (RMI) port, on 127.0.0.1 only and without authentication: the
+    # benchmark reads the broker's own metrics there. None: JMX off.
+    kafka_jmx_port: int | None = None
+
+    @property
+    def kafka_jmx_url(self) -> str | None:
+        if not self.kafka_jmx_port:
+            return None
+        return f"service:jmx:rmi:///jndi/rmi://127.0.0.1:{self.kafka_jmx_port}/jmxrmi"
 
     @property
     def bootstrap_servers(self) -> str:
