@@ -57,6 +57,7 @@ from psycopg import sql
 from rich.console import Console
 
 from bench.driver import ACCEPTED, Drive, Driver
+from bench.economy import Reading, StackMeter, cost_per_command, print_economy
 from bench.report import median_figures, percentiles, print_comparison
 from bench.workload import (
     DEFAULT_ACCOUNTS,
@@ -414,6 +415,34 @@ def _cpu_now(pipeline: Pipeline) -> dict[str, float]:
     return {role: cpu_seconds(pid) for role, pid in pipeline.pids().items()}
 
 
+def _meter(target: Target) -> StackMeter | None:
+    return StackMeter.for_target(target.kafka["bootstrap.servers"])
+
+
+def _stack_usage(
+    meter: StackMeter | None,
+    counters_before: Reading | None,
+    cpu_before: Reading | None,
+    prefix: str,
+    commands: int,
+) -> dict[str, Any]:
+    """The broker's and Postgres' share of a phase: CPU from `cpu_before` (read when the
+    phase's clock started), the broker's counters from `counters_before` (read before the
+    phase's workers started: JmxTool takes seconds) until now."""
+    if meter is None or counters_before is None or cpu_before is None:
+        return {"unmeasured": "not the local stack: its processes and JMX are not readable"}
+    after = meter.reading()
+    usage = meter.usage(cpu_before, after, prefix, commands)
+    counted = meter.usage(counters_before, after, prefix, commands)
+    if "broker" in counted:
+        usage["broker"] = counted["broker"]
+    return usage
+
+
+def _reading(meter: StackMeter | None, counters: bool = True) -> Reading | None:
+    return None if meter is None else meter.reading(counters=counters)
+
+
 def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str], None]) -> dict:
     """Stage by stage over a pre-loaded commands topic: the processor alone, then the
     projector and sink together over the events it wrote."""
@@ -425,9 +454,12 @@ def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str]
         client.go()
         preload = client.finish(None, STALL_TIMEOUT_S * 5)
         end = _end_offsets(target.kafka, topics.commands, partitions)
+        meter = _meter(target)
+        counters_before = _reading(meter)
         pipeline.start(["processor"])
         pipeline.wait_ready(START_TIMEOUT_S)
         started, cpu_before = time.monotonic(), _cpu_now(pipeline)
+        stack_before = _reading(meter, counters=False)
         group = f"{name}.command-processor"
         admin = AdminClient(target.kafka)  # one client: a new one per poll costs a connection
         say("drain: processor running")
@@ -446,16 +478,20 @@ def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str]
             time.sleep(0.05)
         write_s = time.monotonic() - started
         processor_usage = _worker_usage(pipeline, cpu_before)
+        write_stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
         last = _last_events(target.kafka, topics.events, partitions)
         projections = [p.name for p in default_registry().context(CONTEXT).projections]
         with CheckpointRecorder(target.dsn, name, projections) as recorder:
+            counters_before = _reading(meter)
             pipeline.start(["projector", "sink"])
             pipeline.wait_ready(START_TIMEOUT_S, roles=["projector", "sink"])
             started, cpu_before = time.monotonic(), _cpu_now(pipeline)
+            stack_before = _reading(meter, counters=False)
             say("drain: projector and sink running")
             visible = recorder.wait_past(last, STALL_TIMEOUT_S, pipeline.check)
         read_s = visible - started
         usage = _worker_usage(pipeline, cpu_before)
+        read_stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
     return {
         "write_cmds_per_s": spec.total / write_s,
         "read_cmds_per_s": spec.total / read_s,
@@ -467,6 +503,7 @@ def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str]
             "sink": usage["cpu_s"].get("sink"),
         },
         "peak_rss_mb": {**processor_usage["peak_rss_mb"], **usage["peak_rss_mb"]},
+        "phases": {"write": write_stack, "read": read_stack},
     }
 
 
@@ -487,6 +524,8 @@ def run_live(
         pipeline.wait_ready(START_TIMEOUT_S)
         with CheckpointRecorder(target.dsn, name, projections) as recorder:
             client = ClientProcess(target, name, spec, "results", rate, window).start()
+            meter = _meter(target)
+            stack_before = _reading(meter)
             cpu_before = _cpu_now(pipeline)
             how = f"paced at {rate:,.0f}/s" if rate else f"window {window}"
             say(f"{name}: sending {spec.total:,} commands ({how})")
@@ -498,6 +537,7 @@ def run_live(
                 drive.last_event_offsets(), STALL_TIMEOUT_S, pipeline.check
             )
             usage = _worker_usage(pipeline, cpu_before)
+            stack = _stack_usage(meter, stack_before, stack_before, name, spec.total)
             visible_latency = [
                 recorder.visible_at(p, o) - s
                 for s, p, o, outcome in zip(
@@ -523,8 +563,9 @@ def run_live(
         "wall_s": {"results": drive.last_result - first, "e2e": visible - first},
         "write_latency_ms": ms_percentiles(drive.result_latencies()),
         "visible_latency_ms": ms_percentiles(visible_latency),
-        "cpu_s": {"client": sent["cpu_s"], **usage["cpu_s"]},
+        "cpu_s": {"client": sent["cpu_s"], **usage["cpu_s"], **stack.get("cpu_s", {})},
         "peak_rss_mb": {"client": sent["peak_rss_mb"], **usage["peak_rss_mb"]},
+        **{k: v for k, v in stack.items() if k != "cpu_s"},
     }
 
 
@@ -629,6 +670,7 @@ def summarise(
         out["write_cmds_per_s"] = drain["write_cmds_per_s"]
     elif full is not None:
         out["write_cmds_per_s"] = full["write_cmds_per_s"]
+    _add_costs(out, spec.total)
     out["peak_rss_mb"] = peaks
     out["correct"] = not problems
     out["problems"] = problems
@@ -636,6 +678,51 @@ def summarise(
     out["loadavg_after"] = list(os.getloadavg())
     out["machine"] = machine()
     return out
+
+
+WRITE_PROCESSES = ("processor", "broker", "postgres")
+READ_PROCESSES = ("projector", "sink", "broker", "postgres")
+
+
+def _add_costs(out: dict[str, Any], commands: int) -> None:
+    """CPU µs per command of every process, their total and cores / total, per phase."""
+    drain = out.get("drain")
+    if drain is not None:
+        phases = drain.get("phases", {})
+        for phase, processes, rate in (
+            ("write", WRITE_PROCESSES, drain.get("write_cmds_per_s")),
+            ("read", READ_PROCESSES, drain.get("read_cmds_per_s")),
+        ):
+            cpu = {**drain.get("cpu_s", {}), **phases.get(phase, {}).get("cpu_s", {})}
+            phases.setdefault(phase, {})["cost"] = cost_per_command(cpu, commands, processes, rate)
+    for key in ("full", "paced"):
+        section = out.get(key)
+        if section is not None:
+            rate = section.get("e2e_cmds_per_s")
+            section["cost"] = cost_per_command(section.get("cpu_s", {}), commands, None, rate)
+
+
+def economy_rows(
+    figures: Mapping[str, Any],
+) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(label, cost) and (label, broker figures) for each phase that has them."""
+    costs: list[tuple[str, Any]] = []
+    brokers: list[tuple[str, Any]] = []
+    phases = (figures.get("drain") or {}).get("phases", {})
+    sections = [
+        ("drain: processor alone", phases.get("write")),
+        ("drain: projector + sink", phases.get("read")),
+        ("full load: end to end", figures.get("full")),
+        ("paced: end to end", figures.get("paced")),
+    ]
+    for label, section in sections:
+        if not section:
+            continue
+        if "cost" in section:
+            costs.append((label, section["cost"]))
+        if "broker" in section:
+            brokers.append((label, section["broker"]))
+    return costs, brokers
 
 
 def _section(live: Mapping[str, Any]) -> dict[str, Any]:
@@ -699,6 +786,18 @@ def print_ours(figures: Mapping[str, Any], console: Console) -> None:
             cpu(section),
         )
     console.print(table)
+    print_economy(*economy_rows(figures), console)
+    unmeasured = {
+        section.get("unmeasured")
+        for section in (figures.get("full"), figures.get("paced"), *_drain_phases(figures))
+        if section
+    } - {None}
+    for note in sorted(unmeasured):
+        console.print(f"not measured: {note}")
+
+
+def _drain_phases(figures: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(((figures.get("drain") or {}).get("phases") or {}).values())
 
 
 def main(

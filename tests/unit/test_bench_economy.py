@@ -1,0 +1,209 @@
+"""The benchmark's per-process economy, its pure parts: /proc stat lines, process trees
+(exited children included), JmxTool's report, and the per-command arithmetic."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.broker_metrics import (
+    BrokerCounters,
+    BrokerMetricsError,
+    broker_per_command,
+    counters_from,
+    parse_jmxtool_csv,
+)
+from bench.economy import cost_per_command, economy_table
+from bench.process_cpu import (
+    ProcError,
+    ProcStat,
+    bound_cmds_per_s,
+    parse_stat,
+    total_us,
+    tree_cpu_seconds,
+    tree_ticks,
+)
+
+# A real line's shape; the name holds a space and a parenthesis, as process names may.
+STAT = (
+    "4242 (java (main) x) S 4200 4242 4242 0 -1 4194560 9000 0 12 0 "
+    "1500 250 30 7 20 0 57 0 123456 5000000000 90000 18446744073709551615"
+)
+
+
+def test_parse_stat_counts_fields_after_the_last_parenthesis():
+    stat = parse_stat(STAT)
+    assert stat == ProcStat(pid=4242, ppid=4200, utime=1500, stime=250, cutime=30, cstime=7)
+    assert stat.own_ticks == 1750
+    assert stat.reaped_children_ticks == 37
+
+
+@pytest.mark.parametrize("line", ["", "4242 java S 1 2 3", "4242 (java) S 1 2"])
+def test_parse_stat_rejects_what_is_not_a_stat_line(line: str):
+    with pytest.raises(ValueError):
+        parse_stat(line)
+
+
+def test_parse_stat_reads_this_process():
+    stat = parse_stat(Path(f"/proc/{os.getpid()}/stat").read_text())
+    assert stat.pid == os.getpid()
+    assert stat.ppid == os.getppid()
+
+
+def _stat(pid: int, ppid: int, own: int, reaped: int = 0) -> ProcStat:
+    return ProcStat(pid, ppid, utime=own, stime=0, cutime=reaped, cstime=0)
+
+
+def test_tree_ticks_sums_root_descendants_and_their_reaped_children_only():
+    stats = [
+        _stat(1, 0, 1000),  # init: not in the tree
+        _stat(10, 1, 5, reaped=40),  # the root: 40 ticks of backends that exited
+        _stat(11, 10, 7),
+        _stat(12, 10, 3, reaped=2),
+        _stat(13, 12, 1),  # a grandchild
+        _stat(20, 1, 500),  # a sibling of the root
+    ]
+    assert tree_ticks(stats, 10) == 5 + 40 + 7 + 3 + 2 + 1
+    with pytest.raises(ProcError):
+        tree_ticks(stats, 99)
+
+
+def test_tree_cpu_counts_a_child_that_exited_between_two_readings(tmp_path: Path):
+    """A real process tree: a child that burns CPU and exits before the second reading is
+    still counted (its time moves into the parent's reaped time)."""
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass\n"
+    parent_code = (
+        "import subprocess, sys, time\n"
+        "sys.stdin.readline()\n"
+        f"subprocess.run([sys.executable, '-c', {burn!r}], check=True)\n"
+        "print('done', flush=True)\n"
+        "sys.stdin.readline()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(0.3)
+        before = tree_cpu_seconds(parent.pid)
+        assert parent.stdin is not None and parent.stdout is not None
+        parent.stdin.write("go\n")
+        parent.stdin.flush()
+        assert parent.stdout.readline().strip() == "done"
+        after = tree_cpu_seconds(parent.pid)
+        assert after - before >= 0.25
+    finally:
+        parent.kill()
+        parent.wait()
+
+
+def test_tree_cpu_of_a_process_that_is_gone_is_an_error():
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    with pytest.raises(ProcError):
+        tree_cpu_seconds(gone.pid)
+
+
+JMXTOOL_OUTPUT = """\
+Trying to connect to JMX url: service:jmx:rmi:///jndi/rmi://127.0.0.1:50759/jmxrmi
+time,"1796410920732"
+kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Produce,version=11:Count,"120"
+kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Produce,version=12:Count,"30"
+kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Fetch,version=17:Count,"400"
+kafka.network:type=RequestMetrics,name=RequestsPerSec,request=EndTxn,version=5:Count,"9"
+kafka.server:type=BrokerTopicMetrics,name=MessagesInPerSec,topic=b1.commands:Count,"1000"
+kafka.server:type=BrokerTopicMetrics,name=MessagesInPerSec,topic=b1.events:Count,"800"
+kafka.server:type=BrokerTopicMetrics,name=MessagesInPerSec,topic=other.events:Count,"50"
+kafka.server:type=BrokerTopicMetrics,name=MessagesInPerSec:Count,"1850"
+kafka.server:type=BrokerTopicMetrics,name=MessagesInPerSec:MeanRate,"not a number"
+"""
+
+
+def test_jmxtool_report_parses_names_with_commas_and_skips_chatter():
+    values = parse_jmxtool_csv(JMXTOOL_OUTPUT)
+    key = "kafka.network:type=RequestMetrics,name=RequestsPerSec,request=Produce,version=11:Count"
+    assert values[key] == 120.0
+    assert "time" not in values
+    assert len(values) == 8
+
+
+def test_jmxtool_report_missing_is_an_error():
+    with pytest.raises(BrokerMetricsError):
+        parse_jmxtool_csv("Exception in thread main: connection refused\n")
+
+
+def test_counters_sum_request_versions_and_split_topics():
+    counters = counters_from(parse_jmxtool_csv(JMXTOOL_OUTPUT))
+    assert counters.requests == {"Produce": 150.0, "Fetch": 400.0, "EndTxn": 9.0}
+    assert counters.records_in == {"b1.commands": 1000.0, "b1.events": 800.0, "other.events": 50.0}
+    assert counters.records_in_total == 1850.0
+
+
+def test_broker_per_command_is_the_difference_divided_by_commands_for_the_run_topics():
+    before = BrokerCounters(
+        requests={"Produce": 100.0, "Fetch": 50.0, "EndTxn": 2.0, "Metadata": 7.0},
+        records_in={"b1.commands": 0.0, "other.events": 10.0},
+        records_in_total=10.0,
+    )
+    after = BrokerCounters(
+        requests={"Produce": 300.0, "Fetch": 450.0, "EndTxn": 12.0, "Metadata": 7.0},
+        records_in={
+            "b1.commands": 1000.0,
+            "b1.events": 800.0,
+            "__consumer_offsets": 20.0,
+            "other.events": 60.0,
+        },
+        records_in_total=1890.0,
+    )
+    per = broker_per_command(before, after, "b1", 1000)
+    assert per["requests"] == {"Produce": 0.2, "Fetch": 0.4, "EndTxn": 0.01}  # Metadata: still
+    assert per["records_in"] == {"commands": 1.0, "events": 0.8, "__consumer_offsets": 0.02}
+    assert per["records_in_total"] == pytest.approx(1.88)
+    assert (per["produce_requests"], per["fetch_requests"], per["transactions"]) == (
+        0.2,
+        0.4,
+        0.01,
+    )
+    with pytest.raises(ValueError):
+        broker_per_command(before, after, "b1", 0)
+
+
+def test_cost_per_command_totals_every_process_and_bounds_the_rate_by_the_cores():
+    cpu_s = {
+        "client": 0.09,
+        "processor": 0.08,
+        "projector": 0.25,
+        "sink": 0.07,
+        "broker": 0.5,
+        "postgres": 0.01,
+    }
+    cost = cost_per_command(cpu_s, 1000, measured_cmds_per_s=1500.0, cores=2)
+    assert cost["cpu_us"]["broker"] == pytest.approx(500.0)
+    assert cost["total_cpu_us"] == pytest.approx(1000.0)
+    assert cost["bound_cmds_per_s"] == pytest.approx(2000.0)  # 2 cores / 1 ms per command
+    assert cost["measured_cmds_per_s"] == 1500.0
+
+
+def test_a_process_left_unmeasured_leaves_the_total_and_the_bound_unknown():
+    cost = cost_per_command({"processor": 0.1, "broker": None}, 100, ("processor", "broker"))
+    assert cost["cpu_us"] == {"processor": pytest.approx(1000.0), "broker": None}
+    assert cost["total_cpu_us"] is None
+    assert cost["bound_cmds_per_s"] is None
+    assert total_us({}) is None
+    assert bound_cmds_per_s(0.0, 2) is None
+
+
+def test_economy_table_has_a_row_per_phase_and_the_total_column():
+    cost = cost_per_command({"processor": 0.1, "broker": 0.2, "postgres": 0.0}, 1000, None)
+    table = economy_table([("drain: processor alone", cost)])
+    headers = [column.header for column in table.columns]
+    assert headers[-3:] == ["total", "cores / total, cmd/s", "measured, cmd/s"]
+    assert "broker" in headers and "postgres" in headers
+    assert table.row_count == 1
