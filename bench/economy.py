@@ -108,6 +108,17 @@ class StackMeter:
         return out
 
 
+def postgres_pid_for(dsn: str) -> int | None:
+    """The postmaster's PID when `dsn` is the local stack's Postgres, else None."""
+    try:
+        state = read_state()
+    except ValueError:
+        return None
+    if state is None or state.postgres_dsn != dsn:
+        return None
+    return state.postgres_pid
+
+
 def _or_note(read: Callable[[], float], what: str, errors: list[str]) -> float | None:
     try:
         return read()
@@ -149,12 +160,15 @@ def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def economy_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> Table:
+def economy_table(
+    rows: Sequence[tuple[str, Mapping[str, Any]]], title: str = "CPU µs per command, every process"
+) -> Table:
     """One row per phase: CPU µs per command of every process, the total, cores / total and
     the measured rate."""
-    table = Table(title="CPU µs per command, every process")
+    names = list(dict.fromkeys(name for _, cost in rows for name in cost.get("cpu_us", {})))
+    table = Table(title=title)
     table.add_column("run")
-    for name in PROCESSES:
+    for name in names:
         table.add_column(name, justify="right")
     table.add_column("total", justify="right")
     table.add_column("cores / total, cmd/s", justify="right")
@@ -163,7 +177,7 @@ def economy_table(rows: Sequence[tuple[str, Mapping[str, Any]]]) -> Table:
         per = cost.get("cpu_us", {})
         table.add_row(
             label,
-            *(_us(per[name]) if name in per else "" for name in PROCESSES),
+            *(_us(per[name]) if name in per else "" for name in names),
             _us(cost.get("total_cpu_us")),
             _rate(cost.get("bound_cmds_per_s")),
             _rate(cost.get("measured_cmds_per_s")),

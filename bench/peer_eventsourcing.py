@@ -39,7 +39,7 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnProcess
-from time import monotonic, sleep
+from time import monotonic, process_time, sleep
 from typing import Any
 
 import psycopg
@@ -48,6 +48,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 
+from bench.economy import cost_per_command, economy_table, postgres_pid_for
+from bench.process_cpu import ProcError, tree_cpu_seconds
 from bench.report import median_figures, percentiles, print_comparison
 from bench.workload import (
     DEFAULT_ACCOUNTS,
@@ -132,6 +134,7 @@ def _writer_main(
         app = BankAccounts(env=env)
         conn.send(("ready", None))
         conn.recv()
+        cpu_before = process_time()
         handlers = {
             OPEN_ACCOUNT: lambda d: app.open_account(d["account_id"], d["owner"], d["currency"]),
             DEPOSIT: lambda d: app.deposit(
@@ -169,6 +172,7 @@ def _writer_main(
                     "notification_ids": notification_ids,
                     "rejections": dict(rejections),
                     "peak_rss_mb": _peak_rss_mb(),
+                    "cpu_s": process_time() - cpu_before,
                 },
             )
         )
@@ -192,6 +196,7 @@ def _projector_main(env: dict[str, str], conn: Connection) -> None:
             view_class=PostgresAccountsView,
             env=env,
         ) as runner:
+            cpu_before = process_time()
             conn.send(("ready", None))
             while not conn.poll(0.2):
                 if runner.is_interrupted.is_set():
@@ -210,7 +215,10 @@ def _projector_main(env: dict[str, str], conn: Connection) -> None:
                             f"within {CATCH_UP_TIMEOUT_S:.0f} s"
                         ) from None
             visible_at = runner.projection.visible_at
-        conn.send(("done", {"visible_at": visible_at, "peak_rss_mb": _peak_rss_mb()}))
+        cpu_s = process_time() - cpu_before
+        conn.send(
+            ("done", {"visible_at": visible_at, "peak_rss_mb": _peak_rss_mb(), "cpu_s": cpu_s})
+        )
     except BaseException:
         conn.send(("error", f"projector failed:\n{traceback.format_exc()}"))
         raise
@@ -313,6 +321,7 @@ def run_peer(
     env = library_env(dsn, schema=schema, accounts=accounts, db_functions=db_functions)
     reset_schema(dsn, schema)
     load_before = os.getloadavg()
+    postmaster = postgres_pid_for(dsn)
 
     ctx = multiprocessing.get_context("spawn")  # no fork: the parent may hold threads/pools
     writer_conn, writer_end = ctx.Pipe()
@@ -328,10 +337,12 @@ def run_peer(
         _expect(writer_conn, writer, "ready", START_TIMEOUT_S)
         projector.start()
         _expect(projector_conn, projector, "ready", START_TIMEOUT_S)
+        postgres_before = _postgres_cpu(postmaster)
         writer_conn.send("go")
         written = _expect(writer_conn, writer, "timings", CATCH_UP_TIMEOUT_S * 4)
         projector_conn.send(max(written["notification_ids"]))
         projected = _expect(projector_conn, projector, "visibility times", CATCH_UP_TIMEOUT_S + 60)
+        postgres_after = _postgres_cpu(postmaster)
         for process in (writer, projector):
             process.join(timeout=30)
     finally:
@@ -345,8 +356,19 @@ def run_peer(
     problems = check_correctness(
         spec, written, len(projected["visible_at"]), read_balances(dsn, schema)
     )
+    cpu_s = {
+        "writer": written.get("cpu_s"),
+        "projector": projected.get("cpu_s"),
+        "postgres": None
+        if postgres_before is None or postgres_after is None
+        else postgres_after - postgres_before,
+    }
     return {
         "system": f"eventsourcing {version('eventsourcing')}",
+        "cpu_s": cpu_s,
+        "cost": cost_per_command(
+            cpu_s, spec.total, ("writer", "projector", "postgres"), figures["e2e_cmds_per_s"]
+        ),
         "accounts": accounts,
         "seed": seed,
         **figures,
@@ -358,6 +380,17 @@ def run_peer(
         "loadavg_after": list(os.getloadavg()),
         "settings": {k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"},
     }
+
+
+def _postgres_cpu(postmaster: int | None) -> float | None:
+    """CPU seconds of the postmaster and all its backends so far (None off the local
+    stack)."""
+    if postmaster is None:
+        return None
+    try:
+        return tree_cpu_seconds(postmaster)
+    except ProcError:
+        return None
 
 
 def default_dsn() -> str:
@@ -406,6 +439,8 @@ def main(
     paced = f", paced at {rate:,.0f} commands/s" if rate else ""
     title = f"peer: A={accounts:,} C={commands:,}{paced}, median of {runs} run(s)"
     print_comparison(None, figures, title=title, console=console)
+    if "cost" in figures:
+        console.print(economy_table([("end to end", figures["cost"])], "CPU µs per command"))
     console.print(f"settings: {figures['settings']}")
     console.print(
         "load average (1/5/15 min) before the first run: "

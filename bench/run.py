@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from bench.bench_pipeline import BenchError, machine, print_ours, run_ours
+from bench.economy import economy_table
 from bench.peer_eventsourcing import PeerError, default_dsn, run_peer
 from bench.report import median_figures, print_comparison
 from bench.workload import DEFAULT_ACCOUNTS, DEFAULT_COMMANDS, DEFAULT_SEED, WorkloadError
@@ -102,6 +103,9 @@ def main(
     title = f"A={accounts:,} C={commands:,}, median of {runs} run(s), durable settings"
     print_comparison(ours, theirs, title=title, console=console)
     print_ours(ours, console)
+    if theirs is not None and "cost" in theirs:
+        peer_rows = [("end to end", theirs["cost"])]
+        console.print(economy_table(peer_rows, f"{theirs['system']}: CPU µs per command"))
     for figure, value, met in targets(ours, theirs):
         verdict = "[green]met[/green]" if met else "[red]not met[/red]"
         console.print(f"target {figure}: {value} {verdict}")
