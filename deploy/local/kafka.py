@@ -153,7 +153,9 @@ logger.request.level = WARN
 def jmx_options(port: int | None) -> list[str]:
     """JVM options that serve the broker's MBeans over JMX/RMI on 127.0.0.1:`port` only (no
     authentication, no TLS: loopback only, for local measurement); none when `port` is None.
-    The RMI registry and the connector share the one port, so nothing listens elsewhere."""
+    The RMI registry and the connector share the one port. The JVM also starts its local
+    connector (the attach API's) on a free port; `local.only` makes it refuse every
+    connection that does not come from this machine."""
     if not port:
         return []
     return [

@@ -1,9 +1,10 @@
 """The Apache Kafka broker's jars, resolved from Maven Central into a cache outside the repo.
 
 `pom.xml` beside this file pins the broker's version; `tools-pom.xml` pins Kafka's command-line
-tools (JmxTool), resolved into a folder of their own so that the broker's stays unchanged. Maven copies the runtime jars into a scratch
-folder which is renamed into place only when complete, and a marker file records which
-pom produced it, so an interrupted copy or a changed pin is resolved again.
+tools (JmxTool), resolved into a folder of their own so that the broker's stays unchanged.
+Maven copies the runtime jars into a scratch folder which is renamed into place only when
+complete, and a marker file records which pom produced it, so an interrupted copy or a
+changed pin is resolved again.
 """
 
 from __future__ import annotations
