@@ -165,7 +165,8 @@ def economy_table(
 ) -> Table:
     """One row per phase: CPU µs per command of every process, the total, cores / total and
     the measured rate."""
-    names = list(dict.fromkeys(name for _, cost in rows for name in cost.get("cpu_us", {})))
+    seen = dict.fromkeys(name for _, cost in rows for name in cost.get("cpu_us", {}))
+    names = [n for n in seen if n not in PROCESSES] + [n for n in PROCESSES if n in seen]
     table = Table(title=title)
     table.add_column("run")
     for name in names:

@@ -18,7 +18,7 @@ from bench.broker_metrics import (
     counters_from,
     parse_jmxtool_csv,
 )
-from bench.economy import cost_per_command, economy_table
+from bench.economy import PROCESSES, cost_per_command, economy_table
 from bench.process_cpu import (
     ProcError,
     ProcStat,
@@ -202,8 +202,11 @@ def test_a_process_left_unmeasured_leaves_the_total_and_the_bound_unknown():
 
 def test_economy_table_has_a_row_per_phase_and_the_total_column():
     cost = cost_per_command({"processor": 0.1, "broker": 0.2, "postgres": 0.0}, 1000, None)
-    table = economy_table([("drain: processor alone", cost)])
+    full = cost_per_command({name: 0.1 for name in PROCESSES}, 1000)
+    table = economy_table([("drain: processor alone", cost), ("full load", full)])
     headers = [column.header for column in table.columns]
-    assert headers[-3:] == ["total", "cores / total, cmd/s", "measured, cmd/s"]
-    assert "broker" in headers and "postgres" in headers
-    assert table.row_count == 1
+    assert headers == ["run", *PROCESSES, "total", "cores / total, cmd/s", "measured, cmd/s"]
+    assert table.row_count == 2
+    peer = cost_per_command({"projector": 0.1, "writer": 0.2}, 1000, ("projector", "writer"))
+    headers = [column.header for column in economy_table([("peer", peer)]).columns]
+    assert headers[1:3] == ["writer", "projector"]  # others' first, then ours in their order
