@@ -525,7 +525,8 @@ def run_live(
         with CheckpointRecorder(target.dsn, name, projections) as recorder:
             client = ClientProcess(target, name, spec, "results", rate, window).start()
             meter = _meter(target)
-            stack_before = _reading(meter)
+            counters_before = _reading(meter)  # JmxTool first: its requests cost the broker
+            stack_before = _reading(meter, counters=False)
             cpu_before = _cpu_now(pipeline)
             how = f"paced at {rate:,.0f}/s" if rate else f"window {window}"
             say(f"{name}: sending {spec.total:,} commands ({how})")
@@ -537,7 +538,7 @@ def run_live(
                 drive.last_event_offsets(), STALL_TIMEOUT_S, pipeline.check
             )
             usage = _worker_usage(pipeline, cpu_before)
-            stack = _stack_usage(meter, stack_before, stack_before, name, spec.total)
+            stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
             visible_latency = [
                 recorder.visible_at(p, o) - s
                 for s, p, o, outcome in zip(
