@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.bench_pipeline import _add_costs, economy_rows
 from bench.broker_metrics import (
     BrokerCounters,
     BrokerMetricsError,
@@ -18,7 +19,7 @@ from bench.broker_metrics import (
     counters_from,
     parse_jmxtool_csv,
 )
-from bench.economy import PROCESSES, cost_per_command, economy_table
+from bench.economy import PROCESSES, StackMeter, cost_per_command, economy_table
 from bench.process_cpu import (
     ProcError,
     ProcStat,
@@ -28,6 +29,7 @@ from bench.process_cpu import (
     tree_cpu_seconds,
     tree_ticks,
 )
+from deploy.local.state import StackState, write_state
 
 # A real line's shape; the name holds a space and a parenthesis, as process names may.
 STAT = (
@@ -210,3 +212,72 @@ def test_economy_table_has_a_row_per_phase_and_the_total_column():
     peer = cost_per_command({"projector": 0.1, "writer": 0.2}, 1000, ("projector", "writer"))
     headers = [column.header for column in economy_table([("peer", peer)]).columns]
     assert headers[1:3] == ["writer", "projector"]  # others' first, then ours in their order
+
+
+def _state(tmp_path: Path, jmx_port: int | None) -> StackState:
+    return StackState(
+        state_dir=str(tmp_path),
+        started_by="test",
+        kafka_version="4.1.1",
+        kafka_port=1234,
+        kafka_controller_port=1235,
+        kafka_cluster_id="x",
+        kafka_dir=str(tmp_path / "kafka"),
+        kafka_log="",
+        postgres_port=1236,
+        postgres_dir="",
+        postgres_data_dir="",
+        postgres_socket_dir="",
+        postgres_log="",
+        kafka_pid=11,
+        postgres_pid=12,
+        kafka_jmx_port=jmx_port,
+    )
+
+
+def test_the_meter_is_the_local_stack_s_only_when_it_serves_the_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("CQRS_STATE_DIR", str(tmp_path))
+    assert StackMeter.for_target("127.0.0.1:1234") is None  # no stack recorded
+    write_state(_state(tmp_path, 1237))
+    meter = StackMeter.for_target("127.0.0.1:1234")
+    assert meter == StackMeter(11, 12, "service:jmx:rmi:///jndi/rmi://127.0.0.1:1237/jmxrmi")
+    assert StackMeter.for_target("127.0.0.1:9999") is None  # another broker: not readable
+    write_state(_state(tmp_path, None))
+    meter = StackMeter.for_target("127.0.0.1:1234")
+    assert meter is not None and meter.jmx_url is None
+    assert "no JMX" in (meter.reading().error or "")
+
+
+def test_costs_per_phase_sum_the_processes_that_ran_in_it():
+    out: dict = {
+        "drain": {
+            "write_cmds_per_s": 1000.0,
+            "read_cmds_per_s": 500.0,
+            "cpu_s": {"client": 0.5, "processor": 0.1, "projector": 0.2, "sink": 0.1},
+            "phases": {
+                "write": {"cpu_s": {"broker": 0.3, "postgres": 0.0}},
+                "read": {"cpu_s": {"broker": 0.2, "postgres": 0.1}},
+            },
+        },
+        "full": {
+            "e2e_cmds_per_s": 400.0,
+            "cpu_s": dict.fromkeys(PROCESSES, 0.1),
+        },
+    }
+    _add_costs(out, 1000)
+    write = out["drain"]["phases"]["write"]["cost"]
+    assert set(write["cpu_us"]) == {"processor", "broker", "postgres"}  # the preload's client not
+    assert write["total_cpu_us"] == pytest.approx(400.0)
+    read = out["drain"]["phases"]["read"]["cost"]
+    assert read["total_cpu_us"] == pytest.approx(600.0)
+    assert read["measured_cmds_per_s"] == 500.0
+    assert out["full"]["cost"]["total_cpu_us"] == pytest.approx(600.0)
+    costs, brokers = economy_rows(out)
+    assert [label for label, _ in costs] == [
+        "drain: processor alone",
+        "drain: projector + sink",
+        "full load: end to end",
+    ]
+    assert brokers == []
