@@ -36,7 +36,12 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from deploy.settings import KafkaSettings
 from processors.group_watch import GroupWatch
 from processors.projections import Projection
-from processors.projector.records import BadProgressHeaders, header_map, read_progress
+from processors.projector.records import (
+    BadProgressHeaders,
+    header_map,
+    is_checkpoint,
+    read_progress,
+)
 from processors.registry import Registry
 from processors.topic_admin import check_declared_topics
 from processors.topics import ContextTopics, TopicSpec
@@ -319,7 +324,7 @@ class Sink:
         try:
             partition, checkpoint = read_progress(headers)
             value = message.value()
-            if value is None:
+            if value is None or is_checkpoint(headers):  # None: markers of earlier versions
                 return SinkRecord(projection, partition, checkpoint, None)
             row = self.codec.decode(value, projection.row_schema)
             time_text = headers.get(ce.TIME)

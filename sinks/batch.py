@@ -19,7 +19,7 @@ from processors.projections import Projection
 
 @dataclass(frozen=True, slots=True)
 class SinkRecord:
-    """A decoded record of a projection topic; `row` is None for a progress marker."""
+    """A decoded record of a projection topic; `row` is None for a checkpoint record."""
 
     projection: Projection
     source_partition: int

@@ -51,7 +51,7 @@ from processors.projector.batch import (
     project_batch,
 )
 from processors.projector.metrics import ProjectorMetrics
-from processors.projector.records import KafkaRecord, encode, fit
+from processors.projector.records import KafkaRecord, encode, record_size
 from processors.registry import Registry, UnknownMessageType
 from processors.topic_reader import read_offsets
 from processors.topics import DERIVED_MAX_RECORD_BYTES, TopicSpec
@@ -344,12 +344,12 @@ class Projector:
         """A row over the derived record limit would fail delivery, and the projector would
         fail on the same event after every restart: the read side would stall for good. Such
         a row is refused instead (a failure, like an event the projection cannot apply); a
-        progress marker takes its place so the partition's checkpoint still advances."""
-        fitting, size = fit(record, DERIVED_MAX_RECORD_BYTES)
-        if fitting is record:
+        checkpoint record takes its place so the partition's checkpoint still advances."""
+        size = record_size(record)
+        if size <= DERIVED_MAX_RECORD_BYTES:
             return record
         cause = pub.cause
-        assert cause is not None  # markers have no value
+        assert cause is not None  # checkpoint records are small
         self.metrics.failures.labels("too_large").inc()
         log.error(
             "projection %s refuses row %r: %s bytes, over the %s-byte limit (event %s, %s[%d]@%d)",
@@ -362,7 +362,7 @@ class Projector:
             cause.partition,
             cause.offset,
         )
-        return fitting
+        return encode(pub.as_marker(), self.topics, self.source, self.codec)
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:

@@ -26,6 +26,10 @@ from processors.projections import EventMeta, Projection
 
 log = logging.getLogger(__name__)
 
+# Keys of the checkpoint records on projection topics (processors/projector/records.py); a
+# row key starting with it would share their compaction key, so the runtime refuses it.
+RESERVED_KEY_PREFIX = "__cqrs_checkpoint__:"
+
 
 @dataclass(frozen=True, slots=True)
 class SourceEvent:
@@ -50,6 +54,10 @@ class Publication:
     @property
     def is_marker(self) -> bool:
         return self.key is None
+
+    def as_marker(self) -> Publication:
+        """A progress marker in this publication's place (same partition and checkpoint)."""
+        return Publication(self.projection, self.partition, None, None, None, self.checkpoint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +114,10 @@ def project_batch(
                 continue
             try:
                 key = projection.row_key(event, meta)
+                if key.startswith(RESERVED_KEY_PREFIX):
+                    raise ValueError(
+                        f"row key {key!r} starts with reserved {RESERVED_KEY_PREFIX!r}"
+                    )
                 rows = touched.setdefault(meta.partition, {})
                 entry = rows.get(key)
                 if entry is None:

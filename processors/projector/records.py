@@ -8,8 +8,10 @@ attributes saying where the row came from (docs/read-side.md):
 - `ce_checkpoint`: every row change caused by events of that partition up to this offset
   has been published on this partition at or before this record.
 
-A progress marker (empty key, no value, only the two partition/checkpoint headers) moves the
-checkpoint past events that changed no row of the projection. Compaction drops it later.
+A checkpoint record (`cqrs.ProjectionCheckpoint`, keyed `__cqrs_checkpoint__:<source
+partition>`, with the same CloudEvents headers minus the causation/correlation ids and
+`ce_sourceoffset`) moves the checkpoint past events that changed no row of the projection.
+Consumers tell it from a row by `ce_type`; compaction keeps the latest one per partition.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from processors.projector.batch import Publication
+from processors.projector.batch import RESERVED_KEY_PREFIX, Publication
 from processors.topics import ContextTopics
 from schemas import headers as ce
 from schemas.codec import Codec
@@ -26,7 +28,8 @@ from schemas.codec import Codec
 SOURCE_PARTITION = "ce_sourcepartition"
 SOURCE_OFFSET = "ce_sourceoffset"
 CHECKPOINT = "ce_checkpoint"
-MARKER_KEY = b""
+CHECKPOINT_KEY_PREFIX = RESERVED_KEY_PREFIX  # no row key may start with it
+CHECKPOINT_TYPE = "cqrs.ProjectionCheckpoint"
 CONTENT_TYPE = b"application/avro"
 
 Headers = list[tuple[str, bytes]]
@@ -41,13 +44,17 @@ class KafkaRecord:
     headers: Headers
 
 
+def checkpoint_key(source_partition: int) -> bytes:
+    """The key of the checkpoint records of one source partition."""
+    return f"{CHECKPOINT_KEY_PREFIX}{source_partition}".encode()
+
+
 def encode(pub: Publication, topics: ContextTopics, source: bytes, codec: Codec) -> KafkaRecord:
     topic = topics.projection(pub.projection.name)
     partition = str(pub.partition).encode()
     checkpoint = str(pub.checkpoint).encode()
     if pub.key is None:
-        headers = [(SOURCE_PARTITION, partition), (CHECKPOINT, checkpoint)]
-        return KafkaRecord(topic, pub.partition, MARKER_KEY, None, headers)
+        return _encode_checkpoint(pub, topics, topic, source, codec)
     cause = pub.cause
     assert cause is not None and pub.row is not None
     offset = str(cause.offset).encode()
@@ -72,14 +79,44 @@ def encode(pub: Publication, topics: ContextTopics, source: bytes, codec: Codec)
     return KafkaRecord(topic, pub.partition, key, value, headers)
 
 
-def fit(record: KafkaRecord, limit: int) -> tuple[KafkaRecord, int]:
-    """`record` if its key and value fit in `limit` bytes, else a progress marker in its
-    place (same topic, partition and checkpoint); with the record's size either way."""
-    size = len(record.value or b"") + len(record.key)
-    if size <= limit:
-        return record, size
-    headers = [(k, v) for k, v in record.headers if k in (SOURCE_PARTITION, CHECKPOINT)]
-    return KafkaRecord(record.topic, record.partition, MARKER_KEY, None, headers), size
+def _encode_checkpoint(
+    pub: Publication, topics: ContextTopics, topic: str, source: bytes, codec: Codec
+) -> KafkaRecord:
+    key = checkpoint_key(pub.partition)
+    partition = str(pub.partition).encode()
+    checkpoint = str(pub.checkpoint).encode()
+    headers = [
+        (ce.SPECVERSION, b"1.0"),
+        # Deterministic: publishing the same checkpoint again gives the same record id.
+        (ce.ID, b"%s:%s:%s" % (topic.encode(), key, checkpoint)),
+        (ce.TYPE, CHECKPOINT_TYPE.encode()),
+        (ce.SOURCE, source),
+        (ce.TIME, ce.format_time(ce.now()).encode()),
+        (ce.SUBJECT, key),
+        (ce.CONTENT_TYPE, CONTENT_TYPE),
+        (SOURCE_PARTITION, partition),
+        (CHECKPOINT, checkpoint),
+    ]
+    value = codec.encode(
+        CHECKPOINT_TYPE,
+        {
+            "projection": pub.projection.name,
+            "source_topic": topics.events,
+            "source_partition": pub.partition,
+            "checkpoint": pub.checkpoint,
+        },
+    )
+    return KafkaRecord(topic, pub.partition, key, value, headers)
+
+
+def record_size(record: KafkaRecord) -> int:
+    """The bytes of key and value, which the derived record limit bounds."""
+    return len(record.value or b"") + len(record.key)
+
+
+def is_checkpoint(headers: Mapping[str, str]) -> bool:
+    """Whether a projection-topic record (its headers as text) is a checkpoint record."""
+    return headers.get(ce.TYPE) == CHECKPOINT_TYPE
 
 
 class BadProgressHeaders(ValueError):

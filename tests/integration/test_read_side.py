@@ -207,7 +207,8 @@ def read_side_last(rig: ReadSideRig, topic: str) -> dict:
     from tests.integration.read_side import last_values
 
     values, _ = last_values(rig.kafka, topic)
-    return {k: v for k, v in values.items() if k[1]}  # progress markers have an empty key
+    # checkpoint records are not rows; their last checkpoint depends on batch boundaries
+    return {k: v for k, v in values.items() if not k[1].startswith(b"__cqrs_checkpoint__:")}
 
 
 def _event(type_: str, data: dict, account: str, version: int, prefix: str):

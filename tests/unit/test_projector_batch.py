@@ -171,20 +171,54 @@ def test_local_tables_survive_only_a_clean_stop(tmp_path):
     assert LocalState(tmp_path, tables).prepare() is False  # nothing to discard
 
 
-def test_a_row_over_the_record_limit_becomes_a_marker_with_the_same_checkpoint():
-    from processors.projector.records import CHECKPOINT, SOURCE_PARTITION, encode, fit, header_map
+def test_a_marker_goes_out_as_a_keyed_typed_checkpoint_record():
+    from processors.projector.records import CHECKPOINT, SOURCE_PARTITION, encode, header_map
+    from processors.topics import ContextTopics
+    from schemas.codec import LATEST, default_codec
+
+    codec = default_codec()
+    outcome = run([ev(opened("a1"), 1, 7, partition=3)], Store())
+    pub = next(p for p in outcome.publications if p.projection is DAILY_TOTALS)
+    assert pub.is_marker
+    record = encode(pub, ContextTopics("bank"), b"/bank/projector", codec)
+    assert (record.topic, record.partition) == ("bank.projection.daily_totals", 3)
+    assert record.key == b"__cqrs_checkpoint__:3"
+    headers = header_map(record.headers)
+    assert headers["ce_type"] == "cqrs.ProjectionCheckpoint"
+    assert headers["ce_subject"] == "__cqrs_checkpoint__:3"
+    assert headers["ce_id"] == "bank.projection.daily_totals:__cqrs_checkpoint__:3:7"
+    assert {"ce_specversion", "ce_source", "ce_time", "content-type"} <= set(headers)
+    assert (headers[SOURCE_PARTITION], headers[CHECKPOINT]) == ("3", "7")
+    decoded = codec.decode_message(record.value, LATEST)
+    assert decoded.schema.name == "cqrs.ProjectionCheckpoint"
+    assert decoded.record == {
+        "projection": "daily_totals",
+        "source_topic": "bank.events",
+        "source_partition": 3,
+        "checkpoint": 7,
+    }
+
+
+def test_a_row_over_the_record_limit_becomes_a_checkpoint_record_with_its_checkpoint():
+    from processors.projector.records import CHECKPOINT, encode, header_map, record_size
     from processors.topics import ContextTopics
     from schemas.codec import default_codec
 
     outcome = run([ev(opened("a1"), 1, 7, partition=3)], Store())
     pub = next(p for p in outcome.publications if p.projection is ACCOUNTS and p.key)
-    record = encode(pub, ContextTopics("bank"), b"/bank/projector", default_codec())
-    size = len(record.value) + len(record.key)
-
-    assert fit(record, size) == (record, size)  # at the limit: kept as it is
-    marker, measured = fit(record, size - 1)
-    assert measured == size
+    topics, codec = ContextTopics("bank"), default_codec()
+    record = encode(pub, topics, b"/bank/projector", codec)
+    assert record_size(record) == len(record.value) + len(record.key)
+    marker = encode(pub.as_marker(), topics, b"/bank/projector", codec)
     assert (marker.topic, marker.partition) == (record.topic, record.partition)
-    assert marker.key == b"" and marker.value is None
-    kept = header_map(marker.headers)
-    assert kept == {SOURCE_PARTITION: "3", CHECKPOINT: header_map(record.headers)[CHECKPOINT]}
+    assert marker.key == b"__cqrs_checkpoint__:3"
+    assert header_map(marker.headers)[CHECKPOINT] == header_map(record.headers)[CHECKPOINT]
+
+
+def test_a_row_key_in_the_checkpoint_key_space_is_refused():
+    from dataclasses import replace
+
+    reserved = replace(ACCOUNTS, key=lambda event, meta: "__cqrs_checkpoint__:0")
+    out = run([ev(opened("a1"), 1, 0)], Store(), projections=(reserved,))
+    assert [type(f.error) for f in out.failures] == [ValueError]
+    assert all(p.is_marker for p in out.publications) and not out.stores
