@@ -37,6 +37,7 @@ from deploy.settings import KafkaSettings
 from processors.group_watch import GroupWatch
 from processors.projections import Projection
 from processors.projector.records import (
+    SOURCE_OFFSET,
     BadProgressHeaders,
     header_map,
     is_checkpoint,
@@ -241,7 +242,9 @@ class Sink:
         if not good:
             return
         self._check_contiguous(good)
-        batch = reduce_batch(r for r in map(self._decode, good) if r is not None)
+        records, oldest_event = self._records(good)
+        batch = reduce_batch(records)
+        batch.oldest_event = oldest_event
         offsets: dict[Position, int] = {}
         for m in good:
             position = (m.topic(), m.partition())
@@ -261,7 +264,10 @@ class Sink:
     ) -> None:
         for name, rows in batch.rows.items():
             writer = self.writers[name]
-            cur.executemany(writer.upsert, [writer.params(r) for r in rows.values()])
+            with cur.copy(writer.copy) as copy:
+                for row in rows.values():
+                    copy.write_row(writer.params(row))
+            cur.execute(writer.upsert)
         if batch.checkpoints:
             cur.executemany(
                 UPSERT_CHECKPOINT,
@@ -288,7 +294,14 @@ class Sink:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             # autocommit: each batch is one explicit transaction block
-            self._conn = connect(self.config.dsn, self.config.schema)
+            conn = connect(self.config.dsn, self.config.schema)
+            try:
+                for writer in self.writers.values():
+                    conn.execute(writer.stage)  # this session's staging tables
+            except psycopg.Error:
+                conn.close()
+                raise
+            self._conn = conn
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -316,37 +329,87 @@ class Sink:
                 count,
             )
 
-    def _decode(self, message: Message) -> SinkRecord | None:
-        topic, partition_of_topic, offset = message.topic(), message.partition(), message.offset()
-        projection = self.by_topic[topic]
-        self.metrics.records.labels(projection.name).inc()
-        headers = header_map(message.headers())
-        try:
-            partition, checkpoint = read_progress(headers)
-            value = message.value()
-            if value is None or is_checkpoint(headers):  # None: markers of earlier versions
-                return SinkRecord(projection, partition, checkpoint, None)
-            row = self.codec.decode(value, projection.row_schema)
+    def _records(self, messages: Sequence[Message]) -> tuple[list[SinkRecord], dt.datetime | None]:
+        """Every record's checkpoint, and the row of only the newest record per key and
+        partition, decoded: decoding is most of a record's cost, and an older row of the
+        same key loses anyway. The newest is the one with the highest `ce_sourceoffset`
+        (ties: the later record), because a row published for the event at source offset X
+        holds every change of its key up to X; `reduce_batch` and the guarded upsert still
+        compare the rows themselves. Also the oldest `ce_time` among the rows."""
+        out: list[SinkRecord] = []
+        newest: dict[tuple[str, int, bytes], tuple[int, Message, SinkRecord]] = {}
+        counts: dict[str, int] = {}
+        oldest_time: str | None = None
+        for m in messages:
+            projection = self.by_topic[m.topic()]
+            counts[projection.name] = counts.get(projection.name, 0) + 1
+            headers = header_map(m.headers())
+            try:
+                partition, checkpoint = read_progress(headers)
+                cause = int(headers[SOURCE_OFFSET]) if SOURCE_OFFSET in headers else None
+            except (BadProgressHeaders, ValueError) as exc:
+                self._skip(m, exc)
+                continue
+            if m.value() is None or is_checkpoint(headers):  # None: earlier versions' markers
+                out.append(SinkRecord(projection, partition, checkpoint, None))
+                continue
             time_text = headers.get(ce.TIME)
-            event_time = ce.parse_time(time_text) if time_text else None
-        except (BadProgressHeaders, CodecError, ce.HeaderError) as exc:
-            # Nothing the projector writes looks like this; a stray producer does. Skip it:
-            # the rows come from the events, which the projector can always publish again.
-            self.metrics.undecodable.inc()
-            log.error(
-                "skipping undecodable record %s[%d]@%d: %s", topic, partition_of_topic, offset, exc
-            )
+            if time_text is not None and (oldest_time is None or time_text < oldest_time):
+                oldest_time = time_text  # RFC 3339 in UTC, as the projector writes it
+            progress = SinkRecord(projection, partition, checkpoint, None)
+            if cause is None:  # not the projector's: decode it anyway
+                if (record := self._decode(m, progress)) is not None:
+                    out.append(record)
+                continue
+            slot = (m.topic(), m.partition(), m.key() or b"")
+            held = newest.get(slot)
+            if held is not None and held[0] > cause:
+                out.append(progress)
+                continue
+            if held is not None:  # the older row's checkpoint still counts
+                out.append(held[2])
+            newest[slot] = (cause, m, progress)
+        for _, m, progress in newest.values():
+            if (record := self._decode(m, progress)) is not None:
+                out.append(record)
+        for name, n in counts.items():
+            self.metrics.records.labels(name).inc(n)
+        oldest = None
+        if oldest_time is not None:
+            with contextlib.suppress(ce.HeaderError):
+                oldest = ce.parse_time(oldest_time)
+        return out, oldest
+
+    def _decode(self, message: Message, progress: SinkRecord) -> SinkRecord | None:
+        """`progress` (a record's checkpoint) with the record's row decoded, or None."""
+        partition = progress.source_partition
+        try:
+            row = self.codec.decode(message.value(), progress.projection.row_schema)
+        except CodecError as exc:
+            self._skip(message, exc)
             return None
-        if partition != partition_of_topic:
+        if partition != message.partition():
             log.error(
                 "record %s[%d]@%d names source partition %d; projection topics must have "
                 "the partition count of the events topic",
-                topic,
-                partition_of_topic,
-                offset,
+                message.topic(),
+                message.partition(),
+                message.offset(),
                 partition,
             )
-        return SinkRecord(projection, partition, checkpoint, row, event_time)
+        return SinkRecord(progress.projection, partition, progress.checkpoint, row)
+
+    def _skip(self, message: Message, exc: Exception) -> None:
+        # Nothing the projector writes looks like this; a stray producer does. Skip it: the
+        # rows come from the events, which the projector can always publish again.
+        self.metrics.undecodable.inc()
+        log.error(
+            "skipping undecodable record %s[%d]@%d: %s",
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            exc,
+        )
 
     # -- metrics ---------------------------------------------------------------------------
 

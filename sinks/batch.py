@@ -25,14 +25,13 @@ class SinkRecord:
     source_partition: int
     checkpoint: int
     row: dict[str, Any] | None
-    event_time: dt.datetime | None = None
 
 
 @dataclass
 class SinkBatch:
     rows: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
     checkpoints: dict[tuple[str, int], int] = field(default_factory=dict)
-    oldest_event: dt.datetime | None = None
+    oldest_event: dt.datetime | None = None  # the oldest source event's time, if known
     records: int = 0
 
     def row_count(self) -> int:
@@ -49,10 +48,6 @@ def reduce_batch(records: Iterable[SinkRecord]) -> SinkBatch:
             batch.checkpoints[point] = record.checkpoint
         if record.row is None:
             continue
-        if record.event_time is not None and (
-            batch.oldest_event is None or record.event_time < batch.oldest_event
-        ):
-            batch.oldest_event = record.event_time
         rows = batch.rows.setdefault(projection.name, {})
         key = tuple(record.row[k] for k in projection.key_fields)
         held = rows.get(key)

@@ -1,8 +1,12 @@
 """The SQL the sink runs, derived from a projection's declaration and its row schema.
 
-Columns are the row schema's fields, by name; the table is `projection.table_name`. The
-upsert only overwrites a stored row with a newer one (the guard column: `version`, or
-`source_offset` for watermark rows), so a repeated or older record changes nothing.
+Columns are the row schema's fields, by name; the table is `projection.table_name`. A
+batch's rows go with `COPY` into a temporary staging table of the same columns (one per
+projection and connection, emptied at every commit), then into the table with one
+`INSERT ... SELECT ... ON CONFLICT` that only overwrites a stored row with a newer one (the
+guard column: `version`, or `source_offset` for watermark rows), so a repeated or older
+record changes nothing. The staging table holds at most one row per key (the batch is
+reduced first), as one INSERT may not touch a row twice.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from schemas.catalog import Catalog
 class TableWriter:
     projection: Projection
     columns: tuple[str, ...]
-    upsert: sql.Composed
+    stage: sql.Composed  # creates the connection's staging table, if it has none
+    copy: sql.Composed  # COPY ... FROM STDIN into the staging table
+    upsert: sql.Composed  # the staging table's rows into the table, guarded
 
     def params(self, row: dict[str, Any]) -> tuple[Any, ...]:
         return tuple(row[c] for c in self.columns)
@@ -36,23 +42,32 @@ def table_writer(projection: Projection, catalog: Catalog) -> TableWriter:
     if missing:
         raise ValueError(f"{projection.row_schema} lacks fields {missing} of {projection.name}")
     table = sql.Identifier(projection.table_name)
+    staging = sql.Identifier("pg_temp", f"cqrs_stage_{projection.table_name}")
+    column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
     updates = [c for c in columns if c not in projection.key_fields]
     guard = sql.Identifier(projection.guard_field)
+    stage = sql.SQL(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
+        "(LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    ).format(staging=staging, table=table)
+    copy = sql.SQL("COPY {staging} ({columns}) FROM STDIN").format(
+        staging=staging, columns=column_list
+    )
     upsert = sql.SQL(
-        "INSERT INTO {table} ({columns}) VALUES ({values}) "
+        "INSERT INTO {table} ({columns}) SELECT {columns} FROM {staging} "
         "ON CONFLICT ({keys}) DO UPDATE SET {updates} "
         "WHERE {table}.{guard} < EXCLUDED.{guard}"
     ).format(
         table=table,
-        columns=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        values=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        columns=column_list,
+        staging=staging,
         keys=sql.SQL(", ").join(map(sql.Identifier, projection.key_fields)),
         updates=sql.SQL(", ").join(
             sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updates
         ),
         guard=guard,
     )
-    return TableWriter(projection, columns, upsert)
+    return TableWriter(projection, columns, stage, copy, upsert)
 
 
 # Checkpoints only move forward, and an unchanged one is not rewritten (a replay leaves the

@@ -62,8 +62,16 @@ def test_watermark_rows_are_per_source_partition_and_markers_only_move_checkpoin
 
 def test_the_upsert_is_guarded_by_the_projection_guard_column():
     catalog = default_codec().catalog
-    accounts = table_writer(ACCOUNTS, catalog).upsert.as_string(None)
+    writer = table_writer(ACCOUNTS, catalog)
+    accounts = writer.upsert.as_string(None)
     assert accounts.startswith('INSERT INTO "accounts" ("account_id", "owner"')
+    assert 'SELECT "account_id", "owner"' in accounts
+    assert 'FROM "pg_temp"."cqrs_stage_accounts" ON CONFLICT' in accounts
+    assert writer.copy.as_string(None).startswith(
+        'COPY "pg_temp"."cqrs_stage_accounts" ("account_id", "owner"'
+    )
+    stage = writer.stage.as_string(None)
+    assert '(LIKE "accounts" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS' in stage
     assert 'ON CONFLICT ("account_id") DO UPDATE SET "owner" = EXCLUDED."owner"' in accounts
     assert accounts.endswith('WHERE "accounts"."version" < EXCLUDED."version"')
     totals = table_writer(DAILY_TOTALS, catalog).upsert.as_string(None)
@@ -71,7 +79,7 @@ def test_the_upsert_is_guarded_by_the_projection_guard_column():
     assert 'ON CONFLICT ("currency", "day", "source_partition")' in totals
     assert totals.endswith('."source_offset" < EXCLUDED."source_offset"')
     log = table_writer(EVENT_LOG, catalog)
-    assert "payload_json" in log.columns and "%s" in log.upsert.as_string(None)
+    assert "payload_json" in log.columns and '"cqrs_stage_event_log"' in log.upsert.as_string(None)
 
 
 def test_migrations_run_the_runtime_scope_first():
