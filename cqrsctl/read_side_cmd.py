@@ -69,8 +69,13 @@ def projector(
     """The projector: `<ctx>.events` -> Faust tables -> `<ctx>.projection.<name>`."""
     from processors.faust_app import broker_default_replication, quiet_library_logs, run_worker
     from processors.health import heartbeat_alive, serve_health
-    from processors.projector.app import Projector, ProjectorConfig, projector_app_id
-    from processors.projector.local_state import LocalState
+    from processors.projector.app import (
+        Projector,
+        ProjectorConfig,
+        changelog_topic,
+        projector_app_id,
+    )
+    from processors.projector.local_state import LocalState, kafka_identity
 
     configure_logs(log_level, log_format, context=context, role="projector")
     quiet_library_logs(logging.getLevelName(log_level.upper()))
@@ -95,7 +100,8 @@ def projector(
     worker = Projector(config, default_registry())
     _prepare(worker)
     local = LocalState(config.data_dir, Path(worker.app.conf.tabledir))
-    local.prepare()
+    changelogs = [changelog_topic(topic_prefix, name) for name in worker.tables]
+    local.prepare(kafka_identity(settings.kafka.client_config(), changelogs))
     if health_port:
         serve_health(health_port, heartbeat_alive(lambda: worker.liveness.last_beat), worker.ready)
     try:

@@ -171,6 +171,27 @@ def test_local_tables_survive_only_a_clean_stop(tmp_path):
     assert LocalState(tmp_path, tables).prepare() is False  # nothing to discard
 
 
+def test_local_tables_of_another_cluster_or_other_topics_are_discarded_even_after_a_clean_stop(
+    tmp_path,
+):
+    from processors.projector.local_state import LocalState
+
+    tables = tmp_path / "v1" / "tables"
+    first = {"cluster_id": "c1", "topic_ids": {"x-accounts-changelog": "t1"}}
+    state = LocalState(tmp_path, tables)
+    assert state.prepare(first) is False  # nothing there yet; the identity is recorded
+    (tables / "accounts-0.db").mkdir(parents=True)
+    state.mark_clean()
+    assert state.prepare(first) is False and tables.exists()  # same Kafka, clean stop: kept
+    state.mark_clean()
+    recreated = {"cluster_id": "c1", "topic_ids": {"x-accounts-changelog": "t2"}}
+    assert state.prepare(recreated) is True and not tables.exists()
+    (tables / "accounts-0.db").mkdir(parents=True)
+    state.mark_clean()
+    rebuilt = {**recreated, "cluster_id": "c2"}
+    assert state.prepare(rebuilt) is True and not tables.exists()
+
+
 def test_a_marker_goes_out_as_a_keyed_typed_checkpoint_record():
     from processors.projector.records import CHECKPOINT, SOURCE_PARTITION, encode, header_map
     from processors.topics import ContextTopics
