@@ -34,6 +34,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from deploy.settings import KafkaSettings
+from processors.gc_tuning import tune_gc
 from processors.group_watch import GroupWatch
 from processors.projections import Projection
 from processors.projector.records import (
@@ -166,6 +167,7 @@ class Sink:
             self.config.schema,
         )
         try:
+            tune_gc()
             self._consumer.subscribe(
                 list(self.by_topic),
                 on_assign=self._on_assign,

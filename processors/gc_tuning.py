@@ -1,0 +1,22 @@
+"""Garbage-collector settings for the sink (the projector measured no gain: docs/benchmarks.md).
+
+Every projection record allocates short-lived objects (decoded rows, headers, statement
+parameters) that die within the batch. With CPython's default
+gen-0 threshold (700) the collector runs every few records and, through the older
+generations, walks the whole heap again and again. So, as the command processor does: freeze
+what start-up allocated (modules, schemas: never garbage) and collect gen 0
+every 50,000 allocations instead. Cycles are still collected, just less often.
+"""
+
+from __future__ import annotations
+
+import gc
+
+GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Call once, after start-up."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GEN0_THRESHOLD, 20, 100)
