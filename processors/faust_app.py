@@ -87,6 +87,17 @@ class _ReadCommittedConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ReadCommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        """Faust calls this when a delivered offset jumps past the last one read, with
+        `offset_to` = the delivered message's own offset, and records the gap inclusive of
+        it. That message is then acknowledged as well, so the offset is twice in the
+        acknowledged list; Faust's `_new_offset` commits only the first run of consecutive
+        offsets per commit, and the duplicate splits the runs at every transaction marker:
+        committed offsets advanced one transaction per partition per commit tick, and a
+        restart replayed the rest. The gap is the offsets nobody sees (transaction markers,
+        aborted records): strictly between the two messages."""
+        await super()._add_gap(tp, offset_from, offset_to - 1)
+
     async def on_partitions_revoked(self, revoked: set[Any]) -> None:
         ledger = self.app.fetch_ledger
         if ledger is not None:
