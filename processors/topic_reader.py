@@ -180,7 +180,38 @@ def partition_count(kafka: dict[str, Any], topic: str) -> int:
         consumer.close()
 
 
-def read_topic(kafka: dict[str, Any], topic: str) -> Iterator[Message]:
-    """Every committed record of every partition, partition by partition."""
-    for partition in range(partition_count(kafka, topic)):
-        yield from read_partition(kafka, topic, partition)
+def read_topic(
+    kafka: dict[str, Any], topic: str, timeout_s: float = 120.0, uncommitted: bool = False
+) -> list[Message]:
+    """Every committed record of every partition up to its end as of now, in partition then
+    offset order (`uncommitted`: read_uncommitted, as in `read_partition`).
+
+    All partitions are read through one consumer: a consumer per partition costs a group
+    coordinator lookup and a fetch round trip each."""
+    consumer = _committed_reader(kafka, topic, uncommitted)
+    try:
+        meta = consumer.list_topics(topic, timeout=10).topics[topic]
+        if meta.error is not None:
+            raise ReadError(f"topic {topic}: {meta.error}")
+        pending = set()
+        for partition in meta.partitions:
+            low, high = watermarks(consumer, TopicPartition(topic, partition))
+            if high > low:
+                pending.add(partition)
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
+        found: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while pending:
+            if time.monotonic() > deadline:
+                raise ReadError(f"reading {topic}: partitions {sorted(pending)} not at their end")
+            for msg in consumer.consume(10_000, 0.05):
+                err = msg.error()
+                if err is None:
+                    found.append(msg)
+                elif err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(msg.partition())
+                else:
+                    raise ReadError(f"reading {topic}[{msg.partition()}]: {err}")
+        return sorted(found, key=lambda m: (m.partition(), m.offset()))
+    finally:
+        consumer.close()

@@ -11,17 +11,17 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from processors.topic_reader import read_topic
 from producers.command_client import CommandResult
 from schemas.codec import default_codec
 from tests.faults.load import CheckpointProbe
 from tests.integration.read_side import (
-    TimedEvent,
     fold_accounts,
     pg_accounts,
     pg_daily_totals,
-    read_all,
     sum_daily_totals,
 )
+from tests.integration.write_side import StoredEvent
 
 
 @dataclass
@@ -42,7 +42,7 @@ class CommittedResult:
 def read_results(kafka: dict[str, Any], topic: str) -> list[CommittedResult]:
     codec = default_codec()
     out = []
-    for msg in read_all(kafka, topic):
+    for msg in read_topic(kafka, topic):
         r = codec.decode_message(msg.value()).record
         positions = tuple((e["partition"], e["offset"]) for e in r["events"])
         out.append(CommittedResult(msg.timestamp()[1] / 1000, r["command_id"], positions))
@@ -83,7 +83,7 @@ def check(
     sent_ids: list[str],
     send_errors: int,
     acked: dict[str, CommandResult],
-    events: list[TimedEvent],
+    events: list[StoredEvent],
     pg_conn: Any,
 ) -> Invariants:
     per_command = Counter(e.causation_id for e in events)
@@ -138,7 +138,7 @@ def check(
         event_log_missing=sorted(expected_log - logged),
         duplicate_examples=[
             f"{e.aggregate_id} v{e.version} at {e.partition}@{e.offset} caused by "
-            f"{e.causation_id} ({getattr(e, 'time', '?')})"
+            f"{e.causation_id} ({e.time})"
             for e in events
             if by_version[(e.aggregate_id, e.version)] > 1 or per_command[e.causation_id] > 1
         ][:12],

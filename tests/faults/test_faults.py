@@ -36,8 +36,8 @@ from tests.faults.aiokafka_check import aiokafka_disagreement
 from tests.faults.load import CheckpointProbe, SteadyLoad
 from tests.faults.pipeline import Pipeline, StackWorker
 from tests.faults.report import Fault, check, print_tables, read_results, recoveries
-from tests.integration.read_side import ReadSideRig, metric, read_events
-from tests.integration.write_side import BankRig, movement, open_account
+from tests.integration.read_side import ReadSideRig, metric
+from tests.integration.write_side import BankRig, movement, open_account, read_events
 
 KILLS = int(os.environ.get("CQRS_FAULT_KILLS", "20"))
 RATE = float(os.environ.get("CQRS_FAULT_RATE", "200"))

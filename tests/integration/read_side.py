@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -14,11 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
     ConsumerGroupTopicPartitions,
-    KafkaError,
-    Message,
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
@@ -27,15 +22,13 @@ from bank.account import ACCOUNT
 from bank.projections import PROJECTIONS
 from processors.domain import Event
 from processors.projector.app import changelog_topic, projector_app_id
-from processors.topic_reader import partition_count, read_partition
+from processors.topic_reader import partition_count, read_partition, read_topic
 from producers.command_client import CommandClient, EventPosition
-from schemas import headers as ce
-from schemas.codec import default_codec
 from sinks.app import sink_group_id
 from sinks.checkpoints import CheckpointWaiter
 from sinks.db import connect
 from tests.integration.workers import Worker
-from tests.integration.write_side import BankRig, StoredEvent
+from tests.integration.write_side import BankRig, StoredEvent, read_events
 
 PROJECTION_NAMES = [p.name for p in PROJECTIONS]
 STATEFUL = [p.name for p in PROJECTIONS if p.stateful]
@@ -179,72 +172,6 @@ class ReadSideRig:
             time.sleep(0.5)
 
 
-def read_all(kafka: dict[str, Any], topic: str, timeout: float = 60.0) -> list[Message]:
-    """Every committed record of a topic, all partitions through one consumer (much faster
-    than a consumer per partition)."""
-    consumer = Consumer(
-        {
-            **kafka,
-            "group.id": f"read-all-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 10,
-        }
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10).topics[topic]
-        pending = set()
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high > low:
-                pending.add(p)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in pending])
-        out: list[Message] = []
-        deadline = time.monotonic() + timeout
-        while pending:
-            assert time.monotonic() < deadline, f"{topic}: partitions {pending} not read"
-            for msg in consumer.consume(10_000, 0.2):
-                err = msg.error()
-                if err is None:
-                    out.append(msg)
-                elif err.code() == KafkaError._PARTITION_EOF:
-                    pending.discard(msg.partition())
-                else:
-                    raise AssertionError(f"reading {topic}: {err}")
-        return out
-    finally:
-        consumer.close()
-
-
-@dataclass(frozen=True)
-class TimedEvent(StoredEvent):
-    time: dt.datetime  # ce_time
-
-
-def read_events(kafka: dict[str, Any], topic: str) -> list[TimedEvent]:
-    """Every committed event, in partition then offset order, with its ce_time."""
-    codec = default_codec()
-    events = []
-    for msg in read_all(kafka, topic):
-        h = {k: v.decode() for k, v in msg.headers() or () if v is not None}
-        decoded = codec.decode_message(msg.value())
-        events.append(
-            TimedEvent(
-                msg.partition(),
-                msg.offset(),
-                msg.key().decode(),
-                decoded.writer.name,
-                int(h[ce.AGGREGATE_VERSION]),
-                h[ce.CAUSATION_ID],
-                decoded.record,
-                h.get(ce.PRINCIPAL),
-                ce.parse_time(h[ce.TIME]),
-            )
-        )
-    return sorted(events, key=lambda e: (e.partition, e.offset))
-
-
 def committed_offsets(kafka: dict[str, Any], group: str, topics: list[str]) -> dict:
     admin = AdminClient(kafka)
     parts = [TopicPartition(t, p) for t in topics for p in range(partition_count(kafka, t))]
@@ -283,7 +210,7 @@ def fold_daily_totals(kafka: dict[str, Any], topic: str) -> dict[tuple[str, dt.d
     return sum_daily_totals(read_events(kafka, topic))
 
 
-def sum_daily_totals(events: Iterable[TimedEvent]) -> dict[tuple[str, dt.date], tuple]:
+def sum_daily_totals(events: Iterable[StoredEvent]) -> dict[tuple[str, dt.date], tuple]:
     """The same, of events already read."""
     totals: dict[tuple[str, dt.date], list[int]] = defaultdict(lambda: [0, 0, 0])
     for e in events:
@@ -339,7 +266,7 @@ def last_values(kafka: dict[str, Any], topic: str) -> tuple[dict[tuple[int, byte
     the number of records read."""
     last: dict[tuple[int, bytes], Any] = {}
     n = 0
-    for msg in read_all(kafka, topic):
+    for msg in read_topic(kafka, topic):
         last[(msg.partition(), msg.key())] = msg.value()
         n += 1
     return last, n

@@ -105,6 +105,37 @@ def test_reading_offsets_again_returns_the_committed_records_among_them(
     assert [m.value() for m in read_offsets(kafka_config, topic, {0: {7, 40}})] == [b"e"]
 
 
+def test_reading_a_topic_returns_every_partitions_committed_records_in_order(
+    kafka_config: dict[str, Any], ctx_name: str, create_topics
+) -> None:
+    """The one whole-topic reader of the runtime and the tests: every partition up to its
+    end, aborted records left out (and shown when asked for uncommitted records)."""
+    from processors.topic_reader import read_topic
+
+    topic = f"{ctx_name}.events"
+    create_topics({topic: 3})
+    producer = _transactional_producer(kafka_config, ctx_name)
+    for values, commit in ((["a", "b"], True), (["x"], False), (["c"], True)):
+        producer.begin_transaction()
+        for i, value in enumerate(values):
+            producer.produce(topic, value=value.encode(), partition=(i * 2) % 3)
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    # partition 0: a@0 commit x@2 abort c@4 commit; partition 1: empty; partition 2: b@0 commit
+
+    committed = read_topic(kafka_config, topic)
+    assert [(m.partition(), m.offset(), m.value()) for m in committed] == [
+        (0, 0, b"a"),
+        (0, 4, b"c"),
+        (2, 0, b"b"),
+    ]
+    everything = read_topic(kafka_config, topic, uncommitted=True)
+    assert [m.value() for m in everything] == [b"a", b"x", b"c", b"b"]
+
+
 def test_auto_topic_creation_is_off(kafka_config: dict[str, Any], ctx_name: str) -> None:
     # The project creates every topic with explicit partitions; a typo must not create one.
     producer = Producer({**kafka_config, "message.timeout.ms": 1500})

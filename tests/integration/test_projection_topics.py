@@ -12,9 +12,10 @@ from typing import Any
 import fastavro
 import fastavro.schema
 
+from processors.topic_reader import read_topic
 from schemas import headers as ce
 from schemas.catalog import default_catalog
-from tests.integration.read_side import PROJECTION_NAMES, ReadSideRig, read_all
+from tests.integration.read_side import PROJECTION_NAMES, ReadSideRig
 
 CE_HEADERS = (ce.SPECVERSION, ce.ID, ce.TYPE, ce.SOURCE, ce.TIME, ce.SUBJECT, ce.CONTENT_TYPE)
 ROW_TYPES = {
@@ -70,7 +71,7 @@ def test_projection_topics_hold_only_rows_and_checkpoint_records(read_side: Read
     for name in PROJECTION_NAMES:
         topic = read_side.bank.topics.projection(name)
         kinds = seen.setdefault(name, {"row": 0, "checkpoint": 0})
-        for msg in read_all(read_side.kafka, topic):
+        for msg in read_topic(read_side.kafka, topic):
             where = f"{topic}[{msg.partition()}]@{msg.offset()}"
             key, value = msg.key(), msg.value()
             assert key, f"{where}: empty key"

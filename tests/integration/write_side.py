@@ -3,6 +3,7 @@ processes, and the invariants read back from `<ctx>.events` with read_committed.
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import threading
 import time
@@ -81,9 +82,11 @@ class StoredEvent:
     causation_id: str
     data: dict[str, Any]
     principal: str | None  # ce_principal
+    time: dt.datetime  # ce_time
 
 
 def read_events(kafka: dict[str, Any], topic: str) -> list[StoredEvent]:
+    """Every committed event, in partition then offset order."""
     codec = default_codec()
     events = []
     for msg in read_topic(kafka, topic):
@@ -100,6 +103,7 @@ def read_events(kafka: dict[str, Any], topic: str) -> list[StoredEvent]:
                 h[ce.CAUSATION_ID],
                 data,
                 h.get(ce.PRINCIPAL),
+                ce.parse_time(h[ce.TIME]),
             )
         )
     return events
