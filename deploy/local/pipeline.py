@@ -1,6 +1,7 @@
 """The pipeline's worker processes on this machine: the command processor, the projector and
-the sink, each a child process (`python -m cqrsctl.main run <role> ...`) with its own health
-port and log file. Used by `cqrsctl demo` and the benchmark.
+the sink (and the gateway, the reactor), each a child process (`python -m cqrsctl.main run
+<role> ...`) with its own health port and log file. The one harness of `cqrsctl demo`,
+`cqrsctl up --pipeline`, the benchmark, the integration tests and the fault run.
 
     with Pipeline(PipelineSpec(log_dir=..., data_dir=..., env=...)) as pipeline:
         pipeline.start()          # all three roles
@@ -10,8 +11,13 @@ port and log file. Used by `cqrsctl demo` and the benchmark.
         pipeline.peak_rss_mb()    # VmHWM of each worker, while they run
     # stopped: SIGTERM, then SIGKILL after the grace period
 
+    worker = WorkerProcess("processor", args, log_dir / "p0.log").start()  # one role alone
+    worker.wait_ready(90)     # or WorkerFailed
+    worker.kill()             # SIGKILL, like a power cut; worker.stop() is SIGTERM
+
 A worker that exits is reported as one line naming it and its exit code, plus the tail of
-its log (WorkerFailed.log_tail), never as a traceback of ours.
+its log (WorkerFailed.log_tail, also attached as a note that tracebacks show), never as a
+traceback of ours.
 """
 
 from __future__ import annotations
@@ -78,6 +84,8 @@ class WorkerFailed(RuntimeError):
         self.role = role
         self.log_path = log_path
         self.log_tail = log_tail
+        # Shown under a traceback (a failing test), not by str() (the CLIs' one line).
+        self.add_note(f"last lines of {log_path}:\n{log_tail}")
 
 
 @dataclass(frozen=True)
@@ -114,13 +122,20 @@ class PipelineSpec:
 
 
 class WorkerProcess:
-    """One worker role as a child process."""
+    """One worker role as a child process. `env` is added to this process's environment as
+    it is when `start()` runs."""
 
-    def __init__(self, role: str, args: list[str], log_path: Path, env: Mapping[str, str]):
+    def __init__(
+        self,
+        role: str,
+        args: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.role = role
-        self.args = args
+        self.args = list(args)
         self.log_path = log_path
-        self.env = env
+        self.env = dict(env or {})
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -150,12 +165,31 @@ class WorkerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def ready(self) -> bool:
+        """/readyz answers 200: the worker has its partitions and serves them."""
+        return self._answers("/readyz")
+
+    def healthy(self) -> bool:
+        """/healthz answers 200: the worker's loop is alive (what a liveness probe asks)."""
+        return self._answers("/healthz")
+
+    def _answers(self, path: str) -> bool:
         try:
-            url = f"http://127.0.0.1:{self.health_port}/readyz"
+            url = f"http://127.0.0.1:{self.health_port}{path}"
             with urllib.request.urlopen(url, timeout=1) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def wait_ready(self, timeout: float = 60.0) -> WorkerProcess:
+        """Until /readyz answers; WorkerFailed if the worker exits first or is not ready in
+        `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            self.check()
+            if time.monotonic() > deadline:
+                raise self.failed(f"not ready within {timeout:.0f} s")
+            time.sleep(0.1)
+        return self
 
     def failed(self, message: str) -> WorkerFailed:
         return WorkerFailed(self.role, message, self.log_path, self.log_tail())
@@ -188,6 +222,24 @@ class WorkerProcess:
             self.proc.kill()
             self.proc.wait(10)
         return self.proc.returncode
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; the exit code (None if never started).
+        A stopped (SIGSTOP) worker is continued first: it could not act on the SIGTERM."""
+        if self.alive:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGCONT)
+        self.terminate()
+        return self.wait_stopped(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hook runs, an open transaction stays open."""
+        if self.alive:
+            assert self.proc is not None
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
 
 
 def vm_hwm_mb(pid: int | None = None) -> float | None:

@@ -4,57 +4,19 @@ again, and one whose /healthz stops answering is killed and started again."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
+from deploy.local.pipeline import WorkerProcess
 from deploy.local.state import ENV_STATE_DIR, StackState
 from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
-from tests.integration.workers import Worker
 
 LIVENESS_GRACE_S = 20.0  # /healthz failing this long after it once answered: restart
 RESTART_BACKOFF_S = 1.0
-
-
-class StackWorker(Worker):
-    """A Worker whose process reaches the given stack through its environment."""
-
-    def __init__(
-        self, role: str, args: list[str], log_dir: Path, name: str, env: dict[str, str]
-    ) -> None:
-        super().__init__(role, args, log_dir, name)
-        self.env = env
-        self.seen_healthy = False
-        self.unhealthy_since: float | None = None
-
-    def start(self) -> StackWorker:
-        cmd = [sys.executable, "-m", "cqrsctl.main", "run", self.role, *self.args]
-        cmd += ["--health-port", str(self.health_port)]
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)
-        return self
-
-    def healthy(self) -> bool:
-        return self._answers("/healthz")
-
-    def ready(self) -> bool:
-        return self._answers("/readyz")
-
-    def _answers(self, path: str) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.health_port}{path}"
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                return resp.status == 200
-        except OSError:
-            return False
 
 
 class Pipeline:
@@ -66,12 +28,15 @@ class Pipeline:
         self.log_dir = log_dir
         self.dsn = make_conninfo(state.postgres_dsn, options=f"-csearch_path={schema}")
         self.env = {
-            **os.environ,
             ENV_BOOTSTRAP: state.bootstrap_servers,
             ENV_PG_DSN: self.dsn,
             ENV_STATE_DIR: state.state_dir,
         }
-        self.workers: dict[str, StackWorker] = {}
+        self.workers: dict[str, WorkerProcess] = {}
+        # Per worker name: its current incarnation has answered /healthz once; since when
+        # it has not answered.
+        self.seen_healthy: dict[str, bool] = {}
+        self.unhealthy_since: dict[str, float] = {}
         self.supervised: set[str] = set()
         self.spawns: Counter[str] = Counter()
         self.unplanned_exits: list[tuple[str, int | None]] = []
@@ -92,14 +57,15 @@ class Pipeline:
             return "projector", [*common, "--data-dir", str(self.log_dir / "projector-data")]
         return "sink", [*common, "--schema", self.schema]
 
-    def spawn(self, name: str) -> StackWorker:
+    def spawn(self, name: str) -> WorkerProcess:
         with self._lock:
             role, args = self._args(name)
             self.spawns[name] += 1
-            worker = StackWorker(
-                role, args, self.log_dir, f"{name}-{self.spawns[name]}", self.env
-            ).start()
+            log_path = self.log_dir / f"{name}-{self.spawns[name]}.log"
+            worker = WorkerProcess(role, args, log_path, self.env).start()
             self.workers[name] = worker
+            self.seen_healthy[name] = False
+            self.unhealthy_since.pop(name, None)
             self.supervised.add(name)
             return worker
 
@@ -110,7 +76,7 @@ class Pipeline:
             self.spawn(name)
             return time.time()
 
-    def release(self, name: str) -> StackWorker:
+    def release(self, name: str) -> WorkerProcess:
         """Take a worker out of supervision (the caller freezes or kills it)."""
         with self._lock:
             self.supervised.discard(name)
@@ -150,7 +116,7 @@ class Pipeline:
     def _check(self, name: str) -> None:
         with self._lock:
             # stop() may have given up waiting for this thread (a probe can take seconds):
-            # a worker started now would outlive the run (run 56 left a projector behind).
+            # a worker started now would outlive the run.
             if name not in self.supervised or self._stop.is_set():
                 return
             worker = self.workers[name]
@@ -161,15 +127,19 @@ class Pipeline:
                 self.spawn(name)
                 return
         # Outside the lock: an HTTP probe may take a second.
-        if worker.healthy():
-            worker.seen_healthy = True
-            worker.unhealthy_since = None
-            return
-        if not worker.seen_healthy:
-            return
-        now = time.monotonic()
-        worker.unhealthy_since = worker.unhealthy_since or now
-        if now - worker.unhealthy_since > LIVENESS_GRACE_S:
+        healthy = worker.healthy()
+        with self._lock:
+            if self.workers.get(name) is not worker:
+                return  # replaced meanwhile
+            if healthy:
+                self.seen_healthy[name] = True
+                self.unhealthy_since.pop(name, None)
+                return
+            if not self.seen_healthy[name]:
+                return
+            now = time.monotonic()
+            since = self.unhealthy_since.setdefault(name, now)
+        if now - since > LIVENESS_GRACE_S:
             with self._lock:
                 if (
                     self.workers.get(name) is worker
@@ -186,6 +156,4 @@ class Pipeline:
             self._thread.join(10)
         with self._lock:
             for worker in self.workers.values():
-                if worker.proc is not None and worker.proc.poll() is None:
-                    worker.proc.send_signal(signal.SIGCONT)  # a frozen one cannot stop
                 worker.stop(20)

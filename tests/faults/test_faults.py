@@ -25,6 +25,7 @@ from confluent_kafka import KafkaException
 from rich.console import Console
 
 from deploy.local import stack as local_stack
+from deploy.local.pipeline import WorkerProcess
 from deploy.local.state import StackState
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
@@ -34,7 +35,7 @@ from sinks.checkpoints import ReadModelTimeout
 from sinks.db import connect
 from tests.faults.aiokafka_check import aiokafka_disagreement
 from tests.faults.load import CheckpointProbe, SteadyLoad
-from tests.faults.pipeline import Pipeline, StackWorker
+from tests.faults.pipeline import Pipeline
 from tests.faults.report import Fault, check, print_tables, read_results, recoveries
 from tests.integration.read_side import ReadSideRig, metric
 from tests.integration.write_side import BankRig, movement, open_account, read_events
@@ -247,7 +248,7 @@ def new_client(kafka: dict[str, object], prefix: str) -> CommandClient:
             time.sleep(1)
 
 
-def assigned(worker: StackWorker) -> int:
+def assigned(worker: WorkerProcess) -> int:
     try:
         return int(metric(worker, "cqrs_assigned_partitions"))
     except OSError:

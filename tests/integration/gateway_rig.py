@@ -19,17 +19,18 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from deploy.local.pipeline import WorkerProcess
+from deploy.local.processes import free_port
 from deploy.local.state import StackState
 from sinks.migrate import roles
 from tests.integration.read_side import ReadSideRig
-from tests.integration.workers import Worker, free_port
 from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks, write_json
 
 
 @dataclass
 class GatewayRig:
     pipeline: ReadSideRig
-    worker: Worker
+    worker: WorkerProcess
     url: str
     query_role: str
     token: str | None = None  # sent as the bearer token by `http()`
@@ -45,7 +46,7 @@ def start_gateway(
     *extra: str,
     db_role: str | None = None,
     tls_ca: Path | None = None,
-) -> tuple[Worker, str]:
+) -> tuple[WorkerProcess, str]:
     """The gateway on a free port; with `tls_ca`, it serves HTTPS (pass --tls-cert and
     --tls-key in `extra`) and the check trusts that certificate."""
     port = free_port()
@@ -62,7 +63,8 @@ def start_gateway(
     ]  # fmt: skip
     if db_role is not None:
         args += ["--db-role", db_role]
-    worker = Worker("gateway", args, pipeline.bank.log_dir, f"gateway-{port}").start()
+    worker = WorkerProcess("gateway", args, pipeline.bank.log_dir / f"gateway-{port}.log")
+    worker.start()
     pipeline.workers.append(worker)  # stopped with the pipeline, also when a test fails
     worker.wait_ready(60)
     url = f"{'https' if tls_ca else 'http'}://127.0.0.1:{port}"
@@ -137,7 +139,7 @@ POLICY = {
 
 def start_secured_gateway(
     pipeline: ReadSideRig, query_dsn: str, folder: Path, *extra: str
-) -> tuple[Worker, str, SigningKey]:
+) -> tuple[WorkerProcess, str, SigningKey]:
     """The gateway with `--auth jwt`, its JWKS and policy in files under `folder` (unless
     `extra` names another JWKS source); returns the key that signs good tokens."""
     key = SigningKey.new("gw-key-1")

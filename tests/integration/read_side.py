@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 
 from bank.account import ACCOUNT
 from bank.projections import PROJECTIONS
+from deploy.local.pipeline import WorkerProcess
 from processors.domain import Event
 from processors.projector.app import changelog_topic, projector_app_id
 from processors.topic_reader import partition_count, read_partition, read_topic
@@ -27,7 +28,6 @@ from producers.command_client import CommandClient, EventPosition
 from sinks.app import sink_group_id
 from sinks.checkpoints import CheckpointWaiter
 from sinks.db import connect
-from tests.integration.workers import Worker
 from tests.integration.write_side import BankRig, StoredEvent, read_events
 
 PROJECTION_NAMES = [p.name for p in PROJECTIONS]
@@ -39,7 +39,7 @@ class ReadSideRig:
     bank: BankRig
     dsn: str
     schema: str
-    workers: list[Worker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
     def kafka(self) -> dict[str, Any]:
@@ -53,18 +53,18 @@ class ReadSideRig:
     # partitions back at once.
     _group_args = ("--instance-id", "r0", "--session-timeout", "6")
 
-    def _start(self, role: str, args: list[str], ready: bool) -> Worker:
+    def _start(self, role: str, args: list[str], ready: bool) -> WorkerProcess:
         name = f"{role}-{len(self.workers)}"
-        worker = Worker(role, args, self.bank.log_dir, name).start()
+        worker = WorkerProcess(role, args, self.bank.log_dir / f"{name}.log").start()
         self.workers.append(worker)
         return worker.wait_ready(90) if ready else worker
 
-    def projector(self, ready: bool = True, batch_wait: float = 0.01) -> Worker:
+    def projector(self, ready: bool = True, batch_wait: float = 0.01) -> WorkerProcess:
         data_dir = self.bank.log_dir / "projector-data"  # kept across restarts, like a volume
         args = ["--prefix", self.prefix, "--data-dir", str(data_dir), *self._group_args]
         return self._start("projector", [*args, "--batch-wait", str(batch_wait)], ready)
 
-    def sink(self, ready: bool = True, batch_wait: float = 0.01) -> Worker:
+    def sink(self, ready: bool = True, batch_wait: float = 0.01) -> WorkerProcess:
         args = ["--prefix", self.prefix, "--schema", self.schema, *self._group_args]
         return self._start("sink", [*args, "--batch-wait", str(batch_wait)], ready)
 
@@ -277,7 +277,7 @@ def tables_state(kafka: dict[str, Any], prefix: str) -> dict[str, tuple[dict, in
     return {name: last_values(kafka, changelog_topic(prefix, name)) for name in STATEFUL}
 
 
-def metric(worker: Worker, name: str) -> float:
+def metric(worker: WorkerProcess, name: str) -> float:
     """Sum of a Prometheus counter/gauge across its labels, from the worker's /metrics."""
     import urllib.request
 

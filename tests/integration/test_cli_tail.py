@@ -12,11 +12,11 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from deploy.local.pipeline import WorkerProcess
 from processors.partitioning import partition_for
 from schemas import headers as ce
 from schemas.codec import default_codec
 from tests.integration.cli_run import cqrsctl, json_lines, wait_for
-from tests.integration.workers import Worker
 from tests.integration.write_side import BankRig, movement, open_account
 
 PARTITIONS = 6  # bank's declared partition count
@@ -91,11 +91,10 @@ def test_tail_decodes_real_topics_and_shows_garbage_as_a_decode_error(bank: Bank
     assert snapshot["value"]["state"]["value"]["balance"] == 1000
 
     # A projection topic, written by a real projector.
-    projector = Worker(
+    projector = WorkerProcess(
         "projector",
         ["--prefix", bank.prefix, "--data-dir", str(bank.log_dir / "projector-data")],
-        bank.log_dir,
-        "projector",
+        bank.log_dir / "projector.log",
     ).start()
     bank.workers.append(projector)
     projector.wait_ready(90)

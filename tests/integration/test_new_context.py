@@ -17,8 +17,8 @@ from typing import Any
 
 from psycopg import sql
 
+from deploy.local.pipeline import WorkerProcess
 from sinks.db import connect
-from tests.integration.workers import Worker
 
 
 def cqrsctl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -42,7 +42,7 @@ def test_a_new_context_installs_passes_its_test_and_runs_to_postgres(
     assert made.returncode == 0, made.stderr
     root = tmp_path / name
     pip("install", "--no-deps", "-e", str(root))
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
     try:
         tested = subprocess.run(
             [sys.executable, "-m", "pytest", str(root / "tests"), "-q", "-p", "no:cacheprovider"],
@@ -60,7 +60,7 @@ def test_a_new_context_installs_passes_its_test_and_runs_to_postgres(
             ("projector", ["--data-dir", str(tmp_path / "projector"), "--batch-wait", "0.01"]),
             ("sink", ["--schema", pg_schema, "--batch-wait", "0.01"]),
         ):
-            workers.append(Worker(role, [*common, *extra], tmp_path, role).start())
+            workers.append(WorkerProcess(role, [*common, *extra], tmp_path / f"{role}.log").start())
         for worker in workers:
             worker.wait_ready(90)
         for by in (5, 2):

@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 
 from deploy import settings as env_names
 from deploy.local import kafka, kafka_jars
+from deploy.local.pipeline import WorkerProcess
 from deploy.local.processes import free_port
 from deploy.local.state import StackState
 from deploy.settings import load_settings
@@ -44,7 +45,6 @@ from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
 from schemas.codec import default_codec
-from tests.integration.workers import Worker
 from tests.integration.write_side import movement, open_account, read_events
 
 USER = "cqrs-processor"
@@ -175,11 +175,10 @@ def test_the_write_side_runs_over_sasl_scram_configured_from_env_alone(
 
     for name, value in env.items():  # the worker gets the same variables, nothing else
         monkeypatch.setenv(name, value)
-    worker = Worker(
+    worker = WorkerProcess(
         "processor",
         ["--prefix", prefix, "--instance-id", "sasl-0", "--log-level", "DEBUG"],
-        tmp_path,
-        "processor-sasl",
+        tmp_path / "processor-sasl.log",
     ).start()
     try:
         worker.wait_ready(90)
@@ -233,7 +232,8 @@ def test_a_wrong_password_is_refused_with_a_clear_error(
     # A processor with the wrong password stops, saying why, without printing either one.
     for name, value in secure_kafka.env(password=wrong).items():
         monkeypatch.setenv(name, value)
-    worker = Worker("processor", ["--instance-id", "wrong-0"], tmp_path, "wrong").start()
+    worker = WorkerProcess("processor", ["--instance-id", "wrong-0"], tmp_path / "wrong.log")
+    worker.start()
     assert worker.proc is not None
     assert worker.proc.wait(90) == 1
     log = worker.log_path.read_text(errors="replace")

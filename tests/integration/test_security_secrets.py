@@ -66,9 +66,9 @@ def test_json_logs_of_every_role_are_json_lines_and_carry_no_secret(
     import httpx
     from psycopg.conninfo import make_conninfo
 
-    from deploy.local.pipeline import Pipeline, PipelineSpec
+    from deploy.local.pipeline import Pipeline, PipelineSpec, WorkerProcess
+    from deploy.local.processes import free_port
     from producers.command_client import CommandClient
-    from tests.integration.workers import Worker, free_port
 
     dsn = make_conninfo(stack.postgres_dsn, password=SECRET)
     monkeypatch.setenv(ENV_PG_DSN, dsn)
@@ -82,14 +82,13 @@ def test_json_logs_of_every_role_are_json_lines_and_carry_no_secret(
         env={ENV_PG_DSN: dsn, ENV_SASL_PASSWORD: SECRET},
     )
     port = free_port()
-    gateway = Worker(
+    gateway = WorkerProcess(
         "gateway",
         [
             *("--prefix", ctx_name, "--schema", pg_schema, "--port", str(port)),
             *("--auth", "none", "--log-format", "json"),
         ],
-        tmp_path / "logs",
-        "gateway",
+        tmp_path / "logs" / "gateway.log",
     )
     from deploy.local.pipeline import create_context_topics
 

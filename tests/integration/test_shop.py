@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
+from deploy.local.pipeline import WorkerProcess
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topic_reader import read_topic
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
 from sinks.db import connect
-from tests.integration.workers import Worker
 from tests.integration.write_side import (
     BankRig,
     StoredEvent,
@@ -40,7 +40,7 @@ class ShopRig:
     bank: BankRig
     dsn: str
     schema: str
-    workers: list[Worker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
     def prefix(self) -> str:
@@ -50,17 +50,17 @@ class ShopRig:
     def topics(self) -> ContextTopics:
         return ContextTopics(self.prefix)
 
-    def start(self, role: str, args: list[str], ready: bool = True) -> Worker:
+    def start(self, role: str, args: list[str], ready: bool = True) -> WorkerProcess:
         name = f"{role}-{len(self.workers)}"
-        worker = Worker(role, args, self.bank.log_dir, name).start()
+        worker = WorkerProcess(role, args, self.bank.log_dir / f"{name}.log").start()
         self.workers.append(worker)
         return worker.wait_ready(90) if ready else worker
 
-    def processor(self, ready: bool = True) -> Worker:
+    def processor(self, ready: bool = True) -> WorkerProcess:
         args = ["--context", "shop", "--prefix", self.prefix, "--instance-id", "s0"]
         return self.start("processor", args, ready)
 
-    def reactor(self, ready: bool = True) -> Worker:
+    def reactor(self, ready: bool = True) -> WorkerProcess:
         args = ["--context", "shop", "--prefix", self.prefix, "--instance-id", "r0"]
         return self.start("reactor", [*args, "--source", f"bank={self.bank.prefix}"], ready)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from deploy.local.pipeline import WorkerProcess
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topic_reader import read_topic
@@ -22,7 +23,6 @@ from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient, CommandResult, PendingCommand
 from schemas import headers as ce
 from schemas.codec import default_codec
-from tests.integration.workers import Worker
 
 
 @dataclass
@@ -30,18 +30,17 @@ class BankRig:
     kafka: dict[str, Any]
     prefix: str
     log_dir: Path
-    workers: list[Worker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
 
     @property
     def topics(self) -> ContextTopics:
         return ContextTopics(self.prefix)
 
-    def processor(self, instance_id: str = "p0", ready: bool = True) -> Worker:
-        worker = Worker(
+    def processor(self, instance_id: str = "p0", ready: bool = True) -> WorkerProcess:
+        worker = WorkerProcess(
             "processor",
             ["--context", "bank", "--prefix", self.prefix, "--instance-id", instance_id],
-            self.log_dir,
-            f"processor-{instance_id}-{len(self.workers)}",
+            self.log_dir / f"processor-{instance_id}-{len(self.workers)}.log",
         ).start()
         self.workers.append(worker)
         return worker.wait_ready() if ready else worker
