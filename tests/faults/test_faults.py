@@ -33,12 +33,12 @@ from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient, CommandTimeout
 from sinks.checkpoints import ReadModelTimeout
 from sinks.db import connect
-from tests.faults.aiokafka_check import aiokafka_disagreement
-from tests.faults.load import CheckpointProbe, SteadyLoad
-from tests.faults.pipeline import Pipeline
-from tests.faults.report import Fault, check, print_tables, read_results, recoveries
-from tests.integration.read_side import ReadSideRig, metric
-from tests.integration.write_side import BankRig, movement, open_account, read_events
+from tests.support.faults.aiokafka_check import aiokafka_disagreement
+from tests.support.faults.load import CheckpointProbe, SteadyLoad
+from tests.support.faults.report import Fault, check, print_tables, read_results, recoveries
+from tests.support.faults.supervisor import SupervisedPipeline
+from tests.support.read_side import ReadSideRig, metric
+from tests.support.write_side import BankRig, movement, open_account, read_events
 
 KILLS = int(os.environ.get("CQRS_FAULT_KILLS", "20"))
 RATE = float(os.environ.get("CQRS_FAULT_RATE", "200"))
@@ -299,7 +299,7 @@ def wait_drained(rig: ReadSideRig, probe: CheckpointProbe, stall_s: float = 120.
 
 
 def kill_phase(
-    pipe: Pipeline, rng: random.Random, n: int, kills: list[str], faults: list[Fault]
+    pipe: SupervisedPipeline, rng: random.Random, n: int, kills: list[str], faults: list[Fault]
 ) -> None:
     """SIGKILL `n` ready workers (they hold partitions) at random moments, each restarted
     at once."""
@@ -318,7 +318,7 @@ def kill_phase(
         faults.append(Fault(f"kill {role}", at, restarted))
 
 
-def zombie_phase(pipe: Pipeline, partitions: int, faults: list[Fault]) -> str:
+def zombie_phase(pipe: SupervisedPipeline, partitions: int, faults: list[Fault]) -> str:
     """Two processors; freeze p0 while it holds partitions, let p1 take them, thaw p0."""
     pipe.spawn("p1")
     pipe.wait_ready(["p0", "p1"])
@@ -364,7 +364,7 @@ def test_acknowledged_writes_survive_kills_restarts_and_a_zombie(
     create_topics(kafka, declared_topics(ctx, prefix))
     topics = ContextTopics(prefix)
 
-    pipe = Pipeline(fault_stack, tmp_path, prefix, schema)
+    pipe = SupervisedPipeline(fault_stack, tmp_path, prefix, schema)
     probe = CheckpointProbe(pipe.dsn, "accounts")
     client = new_client(kafka, prefix)
     load = SteadyLoad(client, ACCOUNTS, RATE, SEED)

@@ -11,8 +11,8 @@ from processors.partitioning import partition_for
 from processors.topic_reader import read_topic
 from schemas import headers as ce
 from schemas.codec import default_codec
-from tests.integration.cli_run import cqrsctl, wait_for
-from tests.integration.write_side import BankRig, movement, open_account, read_events
+from tests.support.cli_run import cqrsctl, wait_for
+from tests.support.write_side import BankRig, movement, open_account, read_events
 
 PARTITIONS = 6  # bank's declared partition count
 

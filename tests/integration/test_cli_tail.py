@@ -16,8 +16,8 @@ from deploy.local.pipeline import WorkerProcess
 from processors.partitioning import partition_for
 from schemas import headers as ce
 from schemas.codec import default_codec
-from tests.integration.cli_run import cqrsctl, json_lines, wait_for
-from tests.integration.write_side import BankRig, movement, open_account
+from tests.support.cli_run import cqrsctl, json_lines, wait_for
+from tests.support.write_side import BankRig, movement, open_account
 
 PARTITIONS = 6  # bank's declared partition count
 

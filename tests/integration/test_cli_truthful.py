@@ -18,7 +18,7 @@ from deploy.local.processes import free_port
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, TopicSpec
 from producers.command_client import CommandClient, CommandNotDelivered
-from tests.integration.write_side import movement
+from tests.support.write_side import movement
 
 CQRSCTL = str(Path(sys.executable).with_name("cqrsctl"))
 OPEN = '{"account_id": "acc-1", "owner": "Ada", "currency": "EUR"}'

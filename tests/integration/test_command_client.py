@@ -15,8 +15,8 @@ from processors.topics import ContextTopics, TopicSpec
 from producers.command_client import CommandClient, CommandNotDelivered
 from schemas import headers as ce
 from schemas.codec import default_codec
-from tests.integration.write_side import movement
 from tests.support.topics import read_until
+from tests.support.write_side import movement
 
 
 def test_a_command_kafka_does_not_take_fails_at_once_instead_of_timing_out(

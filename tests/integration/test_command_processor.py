@@ -18,7 +18,7 @@ from processors.partitioning import partition_for
 from processors.topic_reader import read_topic
 from schemas import headers as ce
 from schemas.codec import default_codec
-from tests.integration.write_side import (
+from tests.support.write_side import (
     BankRig,
     check_event_log,
     movement,

@@ -27,7 +27,7 @@ from schemas import headers as ce
 from schemas.catalog import SchemaEntry
 from schemas.codec import MAGIC, default_codec
 from schemas.strategies import records
-from tests.integration.write_side import BankRig, check_event_log, movement, read_events
+from tests.support.write_side import BankRig, check_event_log, movement, read_events
 
 LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
 PARTITIONS = 6

@@ -27,7 +27,7 @@ from tests.integration.test_fuzz_bad_input import (
     account_on_each_partition,
     command_headers,
 )
-from tests.integration.write_side import BankRig, movement, open_account, read_events
+from tests.support.write_side import BankRig, movement, open_account, read_events
 
 _codec = default_codec()
 

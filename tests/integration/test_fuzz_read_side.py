@@ -10,9 +10,9 @@ import json
 import os
 import random
 
-from tests.integration.read_side import ReadSideRig, fold_accounts, pg_accounts
 from tests.integration.test_fuzz_bad_input import NASTY
-from tests.integration.write_side import read_events
+from tests.support.read_side import ReadSideRig, fold_accounts, pg_accounts
+from tests.support.write_side import read_events
 
 SEED = int(os.environ.get("CQRS_FUZZ_SEED", "11"))
 

@@ -12,17 +12,9 @@ import psycopg
 import pytest
 
 from deploy.local.state import StackState
-from tests.integration.gateway_rig import (  # noqa: F401 - fixtures, used by name
-    GatewayRig,
-    gateway_fixture,
-    movement_body,
-    open_account_body,
-    pipeline_fixture,
-    query_role_fixture,
-    start_gateway,
-)
-from tests.integration.read_side import ReadSideRig
-from tests.integration.write_side import read_events
+from tests.support.gateway_rig import GatewayRig, movement_body, open_account_body, start_gateway
+from tests.support.read_side import ReadSideRig
+from tests.support.write_side import read_events
 
 
 def _id(prefix: str) -> str:

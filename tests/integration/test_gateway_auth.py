@@ -28,16 +28,13 @@ from psycopg import sql
 from deploy.local.state import StackState
 from processors.topic_reader import read_topic
 from schemas import headers as ce
-from tests.integration.gateway_rig import (  # noqa: F401 - fixtures, used by name
+from tests.support.gateway_rig import (
     GatewayRig,
-    gateway_fixture,
     movement_body,
     open_account_body,
-    pipeline_fixture,
-    query_role_fixture,
     start_secured_gateway,
 )
-from tests.integration.read_side import ReadSideRig
+from tests.support.read_side import ReadSideRig
 from tests.support.tokens import SigningKey, jwks, self_signed_cert
 
 PROBLEM = "application/problem+json"

@@ -21,12 +21,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.integration.gateway_rig import (  # noqa: F401 - fixtures, used by name
-    GatewayRig,
-    pipeline_fixture,
-    query_role_fixture,
-    secured_gateway_fixture,
-)
+from tests.support.gateway_rig import GatewayRig
 
 EXAMPLES = {GenerationMode.POSITIVE: 15, GenerationMode.NEGATIVE: 5}
 

@@ -9,7 +9,7 @@ import time
 from collections import defaultdict
 
 from producers.command_client import CommandResult, PendingCommand
-from tests.integration.write_side import (
+from tests.support.write_side import (
     BankRig,
     check_accepted_exactly_once,
     check_event_log,

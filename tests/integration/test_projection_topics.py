@@ -15,7 +15,7 @@ import fastavro.schema
 from processors.topic_reader import read_topic
 from schemas import headers as ce
 from schemas.catalog import default_catalog
-from tests.integration.read_side import PROJECTION_NAMES, ReadSideRig
+from tests.support.read_side import PROJECTION_NAMES, ReadSideRig
 
 CE_HEADERS = (ce.SPECVERSION, ce.ID, ce.TYPE, ce.SOURCE, ce.TIME, ce.SUBJECT, ce.CONTENT_TYPE)
 ROW_TYPES = {

@@ -4,8 +4,8 @@ clean stop of the projector leaves its group's offsets within one batch of the e
 
 from __future__ import annotations
 
-from tests.integration.read_side import ReadSideRig, committed_offsets
-from tests.integration.write_side import read_events
+from tests.support.read_side import ReadSideRig, committed_offsets
+from tests.support.write_side import read_events
 
 BATCH_MAX = 2000  # the projector's default --batch-max
 

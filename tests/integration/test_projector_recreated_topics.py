@@ -14,7 +14,7 @@ from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topics import declared_topics
 from schemas.codec import default_codec
-from tests.integration.read_side import ReadSideRig, last_values
+from tests.support.read_side import ReadSideRig, last_values
 
 ACCOUNTS = [f"r-{i}" for i in range(8)]
 

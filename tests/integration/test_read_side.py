@@ -12,7 +12,7 @@ from confluent_kafka import Producer
 from processors.topics import ContextTopics
 from schemas import headers as ce
 from schemas.codec import default_codec
-from tests.integration.read_side import (
+from tests.support.read_side import (
     ReadSideRig,
     committed_offsets,
     fold_accounts,
@@ -204,7 +204,7 @@ def test_the_sink_resumes_from_its_position_in_postgres_not_from_kafka(read_side
 
 
 def read_side_last(rig: ReadSideRig, topic: str) -> dict:
-    from tests.integration.read_side import last_values
+    from tests.support.read_side import last_values
 
     values, _ = last_values(rig.kafka, topic)
     # checkpoint records are not rows; their last checkpoint depends on batch boundaries

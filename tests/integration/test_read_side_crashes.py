@@ -15,7 +15,7 @@ import threading
 import time
 
 from producers.command_client import PendingCommand
-from tests.integration.read_side import (
+from tests.support.read_side import (
     ReadSideRig,
     fold_accounts,
     fold_daily_totals,
@@ -23,7 +23,7 @@ from tests.integration.read_side import (
     pg_daily_totals,
     read_events,
 )
-from tests.integration.write_side import open_account, random_workload, send_steadily
+from tests.support.write_side import open_account, random_workload, send_steadily
 
 COMMANDS = int(os.environ.get("CQRS_READ_SIDE_KILL_COMMANDS", "10000"))
 ACCOUNTS = [f"acct-{i:04d}" for i in range(1000)]

@@ -33,8 +33,8 @@ from processors.topics import declared_topics
 from producers.command_client import CommandClient, InvalidCommand
 from sinks.migrate import MigrationError, migrate, roles
 from sinks.queries import load_history
-from tests.integration.read_side import ReadSideRig
-from tests.integration.write_side import BankRig, read_events
+from tests.support.read_side import ReadSideRig
+from tests.support.write_side import BankRig, read_events
 
 BANK = default_registry().context("bank")
 

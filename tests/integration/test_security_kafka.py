@@ -45,7 +45,7 @@ from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
 from schemas.codec import default_codec
-from tests.integration.write_side import movement, open_account, read_events
+from tests.support.write_side import movement, open_account, read_events
 
 USER = "cqrs-processor"
 CLIENT = "cqrs-client"  # bound by the ACLs of deploy/k8s/base/kafka/users.yaml

@@ -21,7 +21,7 @@ from processors.topic_reader import read_topic
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
 from sinks.db import connect
-from tests.integration.write_side import (
+from tests.support.write_side import (
     BankRig,
     StoredEvent,
     check_event_log,

@@ -13,7 +13,8 @@ from processors.registry import default_registry
 from processors.topic_reader import read_topic
 from schemas import headers as ce
 from schemas.codec import default_codec
-from tests.integration.write_side import (
+from tests.support.topics import read_until
+from tests.support.write_side import (
     BankRig,
     StoredEvent,
     check_event_log,
@@ -22,7 +23,6 @@ from tests.integration.write_side import (
     open_account,
     read_events,
 )
-from tests.support.topics import read_until
 
 
 def _transfer(t: str, src: str, dst: str, amount: int) -> dict:

@@ -14,14 +14,14 @@ from rich.table import Table
 from processors.topic_reader import read_topic
 from producers.command_client import CommandResult
 from schemas.codec import default_codec
-from tests.faults.load import CheckpointProbe
-from tests.integration.read_side import (
+from tests.support.faults.load import CheckpointProbe
+from tests.support.read_side import (
     fold_accounts,
     pg_accounts,
     pg_daily_totals,
     sum_daily_totals,
 )
-from tests.integration.write_side import StoredEvent
+from tests.support.write_side import StoredEvent
 
 
 @dataclass

@@ -1,5 +1,5 @@
-"""Fixtures and checks shared by the write-side tests: private bank topics, processor
-processes, and the invariants read back from `<ctx>.events` with read_committed."""
+"""The write side's rig (private bank topics, processor processes) and the invariants read
+back from `<ctx>.events` with read_committed."""
 
 from __future__ import annotations
 
@@ -8,18 +8,13 @@ import random
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from deploy.local.pipeline import WorkerProcess
-from processors.registry import default_registry
-from processors.topic_admin import create_topics
 from processors.topic_reader import read_topic
-from processors.topics import ContextTopics, declared_topics
+from processors.topics import ContextTopics
 from producers.command_client import CommandClient, CommandResult, PendingCommand
 from schemas import headers as ce
 from schemas.codec import default_codec
@@ -51,16 +46,6 @@ class BankRig:
     def stop_all(self) -> None:
         for worker in self.workers:
             worker.stop()
-
-
-@pytest.fixture
-def bank(kafka_config: dict[str, Any], ctx_name: str, tmp_path: Path) -> Iterator[BankRig]:
-    create_topics(kafka_config, declared_topics(default_registry().context("bank"), ctx_name))
-    rig = BankRig(kafka_config, ctx_name, tmp_path)
-    try:
-        yield rig
-    finally:
-        rig.stop_all()
 
 
 def open_account(account_id: str, currency: str = "EUR") -> dict[str, Any]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from producers.command_client import CommandClient, CommandResult, CommandTimeout, PendingCommand
-from tests.integration.write_side import movement
+from tests.support.write_side import movement
 
 
 @dataclass

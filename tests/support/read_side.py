@@ -6,12 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-import pytest
 from confluent_kafka import (
     ConsumerGroupTopicPartitions,
     TopicPartition,
@@ -28,7 +27,7 @@ from producers.command_client import CommandClient, EventPosition
 from sinks.app import sink_group_id
 from sinks.checkpoints import CheckpointWaiter
 from sinks.db import connect
-from tests.integration.write_side import BankRig, StoredEvent, read_events
+from tests.support.write_side import BankRig, StoredEvent, read_events
 
 PROJECTION_NAMES = [p.name for p in PROJECTIONS]
 STATEFUL = [p.name for p in PROJECTIONS if p.stateful]
@@ -178,15 +177,6 @@ def committed_offsets(kafka: dict[str, Any], group: str, topics: list[str]) -> d
     result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])
     listed = result[group].result(10)
     return {(tp.topic, tp.partition): tp.offset for tp in listed.topic_partitions}
-
-
-@pytest.fixture
-def read_side(bank: BankRig, pg_dsn_for_schema: str, pg_schema: str) -> Iterator[ReadSideRig]:
-    rig = ReadSideRig(bank, pg_dsn_for_schema, pg_schema)
-    try:
-        yield rig
-    finally:
-        rig.stop_all()
 
 
 # -- what the read side must equal ---------------------------------------------------------

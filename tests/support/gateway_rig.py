@@ -2,28 +2,21 @@
 processor, projector and sink processes from the read-side rig, a Postgres login role that
 has only the schema's reader role, and an httpx client.
 
-Fixtures (import the `*_fixture` functions into a test module to use them by name):
-`pipeline`, `query_role`, `gateway`."""
+Its fixtures (`pipeline`, `query_role`, `gateway`, `secured_gateway`) are in
+tests/integration/conftest.py."""
 
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
-import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from deploy.local.pipeline import WorkerProcess
 from deploy.local.processes import free_port
-from deploy.local.state import StackState
-from sinks.migrate import roles
-from tests.integration.read_side import ReadSideRig
+from tests.support.read_side import ReadSideRig
 from tests.support.tokens import AUDIENCE, ISSUER, SigningKey, jwks, write_json
 
 
@@ -78,47 +71,6 @@ def _trust(ca: Path | None) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(ca)) if ca else True
 
 
-@pytest.fixture(name="pipeline")
-def pipeline_fixture(read_side: ReadSideRig) -> ReadSideRig:
-    """Processor, sink (which applies the migrations and grants) and projector, all ready."""
-    read_side.bank.processor()
-    read_side.sink()
-    read_side.projector()
-    return read_side
-
-
-@pytest.fixture(name="query_role")
-def query_role_fixture(stack: StackState, pipeline: ReadSideRig) -> Iterator[tuple[str, str]]:
-    """(role, DSN): a login role whose only privileges are those of `<schema>_reader`."""
-    reader, _ = roles(pipeline.schema)
-    role = f"{pipeline.schema}_gateway"
-    with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-        admin.execute(
-            sql.SQL("GRANT {} TO {}").format(sql.Identifier(reader), sql.Identifier(role))
-        )
-    dsn = make_conninfo(stack.postgres_dsn, user=role)
-    try:
-        yield role, dsn
-    finally:
-        with psycopg.connect(stack.postgres_dsn, autocommit=True) as admin:
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                (role,),
-            )
-            admin.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-
-
-@pytest.fixture(name="gateway")
-def gateway_fixture(pipeline: ReadSideRig, query_role: tuple[str, str]) -> Iterator[GatewayRig]:
-    role, dsn = query_role
-    worker, url = start_gateway(pipeline, dsn, "--timeout", "30")
-    try:
-        yield GatewayRig(pipeline, worker, url, role)
-    finally:
-        worker.stop()  # before the role is dropped
-
-
 def open_account_body(account_id: str, owner: str = "Ada", currency: str = "EUR") -> dict[str, Any]:
     return {"account_id": account_id, "owner": owner, "currency": currency}
 
@@ -154,18 +106,3 @@ def start_secured_gateway(
     tls_ca = Path(extra[extra.index("--tls-cert") + 1]) if "--tls-cert" in extra else None
     worker, url = start_gateway(pipeline, query_dsn, *args, tls_ca=tls_ca)
     return worker, url, key
-
-
-@pytest.fixture(name="secured_gateway")
-def secured_gateway_fixture(
-    pipeline: ReadSideRig, query_role: tuple[str, str], tmp_path: Path
-) -> Iterator[GatewayRig]:
-    """`--auth jwt` with a JWKS file and no rate limit; `token` grants every permission."""
-    role, dsn = query_role
-    worker, url, key = start_secured_gateway(
-        pipeline, dsn, tmp_path, "--timeout", "30", "--rate-limit", "0"
-    )
-    try:
-        yield GatewayRig(pipeline, worker, url, role, token=key.token("ops", roles=["admin"]))
-    finally:
-        worker.stop()

@@ -19,7 +19,7 @@ LIVENESS_GRACE_S = 20.0  # /healthz failing this long after it once answered: re
 RESTART_BACKOFF_S = 1.0
 
 
-class Pipeline:
+class SupervisedPipeline:
     """Named workers ("p0", "p1", "projector", "sink") under supervision."""
 
     def __init__(self, state: StackState, log_dir: Path, prefix: str, schema: str) -> None:
