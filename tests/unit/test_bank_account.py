@@ -113,20 +113,23 @@ def test_state_record_round_trip_and_the_record_is_the_schemas():
     )
 )
 def test_balance_matches_a_plain_model_and_never_goes_negative(ops):
-    """The decider agrees with the simplest possible model of an account."""
+    """The decider agrees with the simplest possible model of an account: each movement is
+    one event carrying the model's running balance, and a withdrawal that would overdraw is
+    rejected."""
     expected = 0
     commands = [OPEN_CMD]
+    wanted: list[object] = [[OPENED]]
     for kind, amount in ops:
         commands.append(deposit(amount) if kind == "deposit" else withdraw(amount))
         if kind == "deposit":
             expected += amount
         elif amount <= expected:
             expected -= amount
+        else:
+            wanted.append("insufficient_funds")
+            continue
+        wanted.append([moved("Deposited" if kind == "deposit" else "Withdrawn", amount, expected)])
     state, decisions = run(commands)
-    assert state.balance == expected
-    assert all(
-        d.data.get("balance", 0) >= 0
-        for ds in decisions
-        if not isinstance(ds, Rejected)
-        for d in ds
-    )
+    assert state.balance == expected >= 0
+    got = [d.reason if isinstance(d, Rejected) else list(d) for d in decisions]
+    assert got == wanted

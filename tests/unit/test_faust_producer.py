@@ -7,6 +7,8 @@ accumulator does. No broker is needed to show what flush waits for."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +18,7 @@ from faust.transport.producer import ProducerBuffer
 
 from deploy.settings import KafkaSettings
 from processors.faust_app import make_app
-from processors.faust_producer import DrainableBuffer, DrainingProducer
+from processors.faust_producer import DrainableBuffer
 
 SLOW_S = 0.3
 
@@ -87,15 +89,52 @@ def test_a_send_the_broker_refused_is_reported():
     assert len(failures) == 4 and "broker said no" in str(failures[0])
 
 
-def test_the_read_side_app_flushes_through_the_draining_producer(tmp_path: Path):
-    app = make_app(
-        "unit.projector",
-        KafkaSettings(bootstrap_servers="127.0.0.1:1"),
-        tmp_path,
-        partitions=1,
+# Run in a child process: a refused changelog write ends the process (os._exit).
+APP_PRODUCER = """
+import asyncio, sys
+from pathlib import Path
+
+from deploy.settings import KafkaSettings
+from processors.faust_app import make_app
+from tests.unit.test_faust_producer import SlowChannel, message
+
+app = make_app(
+    "unit.projector", KafkaSettings(bootstrap_servers="127.0.0.1:1"), Path(sys.argv[1]),
+    partitions=1,
+)
+
+async def main():
+    buffer = app.producer.buffer
+    await buffer.start()
+    fine = SlowChannel()
+    for n in range(4):
+        buffer.put(message(fine, n))
+    await buffer.drain()
+    print("drained", fine.published, flush=True)
+    buffer.put(message(SlowChannel(fail=True), 9))
+    await buffer.drain()
+    await asyncio.sleep(1)
+    print("still running after a refused write", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_the_read_side_apps_producer_drains_and_a_refused_write_stops_the_worker(
+    tmp_path: Path,
+):
+    done = subprocess.run(
+        [sys.executable, "-c", APP_PRODUCER, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).parents[2],
     )
-    assert isinstance(app.producer, DrainingProducer)
-    assert isinstance(app.producer.buffer, DrainableBuffer)
+    assert "drained [0, 1, 2, 3]" in done.stdout, done.stdout + done.stderr
+    assert "still running" not in done.stdout
+    assert done.returncode == 3, done.stderr
+    assert "a table changelog write failed" in done.stderr
+    assert "broker said no" in done.stderr
 
 
 def test_the_threaded_producer_is_refused(tmp_path: Path):
