@@ -83,7 +83,6 @@ class FaultRun:
     topics: ContextTopics
     dsn: str
     schema: str
-    log_dir: Path
     invariants: Invariants
     recoveries: list[Recovery]
     faults: list[Fault]
@@ -199,7 +198,6 @@ def run_faults(stack: StackState, log_dir: Path, plan: FaultPlan) -> FaultRun:
         topics=topics,
         dsn=pipe.dsn,
         schema=schema,
-        log_dir=log_dir,
         invariants=invariants,
         recoveries=found_recoveries,
         faults=faults,
