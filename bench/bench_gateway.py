@@ -239,14 +239,7 @@ def start_gateway(
 ) -> WorkerProcess:
     args = ["--prefix", prefix, "--schema", schema, "--port", str(port), "--log-level", "WARNING"]
     args += ["--auth", "none", "--rate-limit", "0"]  # local mode, unthrottled
-    gateway = WorkerProcess("gateway", args, log_dir / "gateway.log", env).start()
-    deadline = time.monotonic() + 60
-    while not gateway.ready():
-        gateway.check()
-        if time.monotonic() > deadline:
-            raise gateway.failed("not ready within 60 s")
-        time.sleep(0.1)
-    return gateway
+    return WorkerProcess("gateway", args, log_dir / "gateway.log", env).start().wait_ready(60)
 
 
 def main() -> None:
