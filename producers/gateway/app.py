@@ -410,6 +410,8 @@ async def post_command(gw: Gateway, request: Request) -> Response:
     else:
         result = submitted.result
         outcome = "queued" if result is None else result.status.lower()
+        if submitted.result_seconds is not None:
+            gw.metrics.result_seconds.labels(command_type).observe(submitted.result_seconds)
     finally:
         commands_metric = gw.metrics.commands
         commands_metric.labels(command_type, outcome).inc()

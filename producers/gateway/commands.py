@@ -80,6 +80,7 @@ class Submitted:
     command_type: str
     aggregate_id: str
     result: CommandResult | None = None  # set when the request waited for it
+    result_seconds: float | None = None  # from producing the command to its result
 
 
 class CommandGateway:
@@ -164,6 +165,7 @@ class CommandGateway:
         command_id = idempotency_key or self._new_id()
         key = str(record[self.id_fields[command_type]]).encode("utf-8", "surrogatepass")
         delivered = self._expect_delivery(key)
+        sent = time.monotonic()
         try:
             pending = self.client.send(
                 command_type,
@@ -182,9 +184,10 @@ class CommandGateway:
         if wait is None:
             return Submitted(command_id, command_type, pending.aggregate_id)
         result = await self._result(pending, deadline)
+        result_seconds = time.monotonic() - sent
         if wait != WAIT_RESULT and result.accepted:
             await self._read_model(wait, result, deadline)
-        return Submitted(command_id, command_type, pending.aggregate_id, result)
+        return Submitted(command_id, command_type, pending.aggregate_id, result, result_seconds)
 
     def validate(self, command_type: str, body: Any) -> dict[str, Any]:
         if command_type not in self.command_types:

@@ -45,3 +45,10 @@ class GatewayMetrics:
             "and, with ?wait, their result or read model.",
             registry=r,
         )
+        self.result_seconds = Histogram(
+            "gateway_command_result_seconds",
+            "From producing a command to its result arriving (requests with ?wait), by type.",
+            ["type"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
