@@ -8,7 +8,7 @@ time.
     write_charts(DIR, sent_at, result_at, sampler.samples)   # -> the PNG paths
 
 `sent_at` and `result_at` are per-command monotonic times (0 = no result); lag is the sum
-of each role's `cqrs_consumer_lag` gauge. matplotlib is the optional extra `charts`
+of each role's `cqrs_consumer_lag_records` gauge. matplotlib is the optional extra `charts`
 (`pip install -e '.[charts]'`; `make install` installs it).
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-LAG_METRIC = "cqrs_consumer_lag"
+LAG_METRIC = "cqrs_consumer_lag_records"
 CHART_FILES = ("throughput.png", "latency.png", "lag.png")
 
 

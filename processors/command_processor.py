@@ -45,6 +45,7 @@ from processors.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
+LAG_EVERY_S = 1.0
 
 # Errors no retry heals within a start-up: the broker refused who we are.
 _REFUSALS = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
@@ -112,6 +113,9 @@ class CommandProcessor:
         self.metrics = ProcessorMetrics(metrics_registry)
         self.source = f"/{config.context}/command-processor"
         self._inputs = (self.topics.commands, self.topics.internal_commands)
+        # Next offset to decide per owned input partition, for the lag metrics.
+        self._next: dict[tuple[str, int], int] = {}
+        self._lag_at = 0.0
         self._stop = threading.Event()
         self.ready = threading.Event()
         self.last_loop_at = time.monotonic()
@@ -193,6 +197,7 @@ class CommandProcessor:
                 )
                 if messages:
                     self._process_batch(messages)
+                self._update_lag()
                 if self.group_watch.stuck():
                     raise SystemExit(f"command processor stopped: {self.group_watch.why()}")
         finally:
@@ -260,14 +265,43 @@ class CommandProcessor:
             self.handler.assign(number, state)
         log.info("assigned %s, restored in %.2fs", numbers, time.monotonic() - started)
         self.metrics.assigned.set(len(self.handler.owned))
+        self.metrics.lag.rebalances.inc()
         self.ready.set()
         self.group_watch.progressed()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.handler.revoke(tp.partition)
+            self._next.pop((tp.topic, tp.partition), None)
+            self.metrics.lag.forget(tp.topic, tp.partition)
         self.metrics.assigned.set(len(self.handler.owned))
         self.group_watch.progressed()
+
+    def _update_lag(self) -> None:
+        """Lag of every owned input partition, once a second. A partition decided nothing
+        from yet starts at its committed offset (else its first offset, as
+        auto.offset.reset=earliest does)."""
+        now = time.monotonic()
+        if now - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = now
+        owned = [TopicPartition(t, p) for t in self._inputs for p in sorted(self.handler.owned)]
+        unknown = [tp for tp in owned if (tp.topic, tp.partition) not in self._next]
+        if unknown:
+            with contextlib.suppress(KafkaException):
+                for tp in self._consumer.committed(unknown, timeout=1):
+                    low, _ = self._consumer.get_watermark_offsets(tp, cached=True)
+                    start = tp.offset if tp.offset >= 0 else low
+                    if start >= 0:
+                        self._next[(tp.topic, tp.partition)] = start
+        positions: dict[tuple[str, int], tuple[int, int]] = {}
+        for tp in owned:
+            position = (tp.topic, tp.partition)
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0 and position in self._next:
+                positions[position] = (high, self._next[position])
+        # The processor alone writes the internal commands, in transactions.
+        self.metrics.lag.update(positions, {self.topics.internal_commands}, now)
 
     # -- one batch, one transaction --------------------------------------------------------
 
@@ -312,6 +346,7 @@ class CommandProcessor:
             self.handler.rollback()
             self._abort_and_rewind(first_offsets)
             return
+        self._next.update(next_offsets)
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.metrics.batch_size.observe(len(messages))
         # Per (status, reason) once per batch: labels() costs as much as deciding a deposit.

@@ -1,19 +1,108 @@
-"""The consumer-lag gauge every consuming worker (processor aside) exports."""
+"""The consumer metrics every consuming worker exports: lag per assigned partition, in
+records and in seconds, and the consumer group's rebalances.
+
+Lag in records is the partition's end (high watermark, or the last stable offset of a
+read_committed consumer) minus the next offset the worker will process. On a topic that
+only transactions write (`<ctx>.events`, `<ctx>.internal-commands`) the last offset below
+the end is always a commit marker, never a record, so one is taken off there: a caught-up
+partition shows 0.
+
+Lag in seconds is how long the oldest record still to process has been waiting, measured
+with the worker's clock from samples of the end offset (`LagClock`): the record at the
+next offset arrived between the last sample whose end was at or below it and the first
+whose end passed it. The resolution is the sampling interval (about a second); a backlog
+found at start-up counts from the first sample.
+
+`update` takes every partition the worker owns at that moment; the series of any other
+partition (revoked, lost) are removed, so a sum over the workers of a group counts each
+partition once after a rebalance.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Gauge
+import contextlib
+import time
+from collections.abc import Collection, Mapping
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+Partition = tuple[str, int]  # (topic, partition)
+MAX_SAMPLES = 512
+
+
+class LagClock:
+    """When the end offset of one partition grew: `(time, end)` samples, oldest first."""
+
+    def __init__(self, max_samples: int = MAX_SAMPLES) -> None:
+        self.max_samples = max_samples
+        self.samples: list[tuple[float, int]] = []
+
+    def observe(self, now: float, end: int) -> None:
+        if self.samples and end < self.samples[-1][1]:
+            self.samples.clear()  # the partition was truncated or recreated
+        if not self.samples or end > self.samples[-1][1]:
+            self.samples.append((now, end))
+            if len(self.samples) > self.max_samples:
+                # Coarser, never shorter: the oldest sample stays.
+                self.samples = self.samples[::2]
+
+    def waiting_since(self, position: int) -> float | None:
+        """When the record at `position` was first seen below the end; None when none
+        waits. Samples the position has passed are dropped."""
+        drop = 0
+        while drop < len(self.samples) and self.samples[drop][1] <= position:
+            drop += 1
+        del self.samples[:drop]
+        return self.samples[0][0] if self.samples else None
 
 
 class ConsumerLag:
-    """Records not yet processed per assigned partition (high watermark - next offset).
-    With read_committed sources the high watermark counts the last transaction marker, so
-    a caught-up partition of a transactional topic shows 1."""
-
-    def __init__(self) -> None:
-        self.gauge = Gauge(
-            "cqrs_consumer_lag", "Records behind the partition's end", ["topic", "partition"]
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        labels = ["topic", "partition"]
+        self.records = Gauge(
+            "cqrs_consumer_lag_records",
+            "Records behind the partition's end (commit markers not counted)",
+            labels,
+            registry=registry,
         )
+        self.seconds = Gauge(
+            "cqrs_consumer_lag_seconds",
+            "How long the oldest record not yet processed has been waiting (0: caught up)",
+            labels,
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            "cqrs_consumer_rebalances_total",
+            "Partition assignments this worker received from its consumer group",
+            registry=registry,
+        )
+        self._clocks: dict[Partition, LagClock] = {}
 
-    def set(self, topic: str, partition: int, lag: int) -> None:
-        self.gauge.labels(topic, str(partition)).set(max(0, lag))
+    def update(
+        self,
+        positions: Mapping[Partition, tuple[int, int]],
+        transactional: Collection[str] = (),
+        now: float | None = None,
+    ) -> None:
+        """`positions`: (end offset, next offset to process) of every partition the worker
+        owns now; the series of every other partition are removed. `transactional`: topics
+        only transactions write (their last offset is a marker)."""
+        now = time.monotonic() if now is None else now
+        for (topic, partition), (end, position) in positions.items():
+            if topic in transactional and end > position:
+                end -= 1
+            clock = self._clocks.setdefault((topic, partition), LagClock())
+            clock.observe(now, end)
+            since = clock.waiting_since(position)
+            labels = (topic, str(partition))
+            self.records.labels(*labels).set(max(0, end - position))
+            self.seconds.labels(*labels).set(0.0 if since is None else now - since)
+        for gone in set(self._clocks) - set(positions):
+            self.forget(*gone)
+
+    def forget(self, topic: str, partition: int) -> None:
+        """Remove a partition's series (revoked or lost)."""
+        self._clocks.pop((topic, partition), None)
+        for gauge in (self.records, self.seconds):
+            with contextlib.suppress(KeyError):  # no series yet
+                gauge.remove(topic, str(partition))

@@ -241,11 +241,15 @@ class PositionTracker:
         if offset + 1 > self.next_offset.get(key, -1):
             self.next_offset[key] = offset + 1
 
-    def update_lag(self, app: faust.App, lag: ConsumerLag, topics: set[str]) -> None:
+    def update_lag(
+        self, app: faust.App, lag: ConsumerLag, topics: set[str], transactional: set[str]
+    ) -> None:
+        """The lag of every assigned partition of `topics`; revoked partitions' series go."""
         try:
             assigned = app.consumer.assignment()
         except Exception:  # consumer not started yet
             return
+        positions: dict[tuple[str, int], tuple[int, int]] = {}
         for tp in assigned:
             if tp.topic not in topics:
                 continue
@@ -255,9 +259,11 @@ class PositionTracker:
                 continue
             if high is None:
                 continue
-            lag.set(
-                tp.topic, tp.partition, high - self.next_offset.get((tp.topic, tp.partition), 0)
+            positions[(tp.topic, tp.partition)] = (
+                high,
+                self.next_offset.get((tp.topic, tp.partition), 0),
             )
+        lag.update(positions, transactional)
 
 
 def exit_now(message: str, code: int = 3) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from processors.consumer_lag import ConsumerLag
+
 
 class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
@@ -42,3 +44,5 @@ class ProcessorMetrics:
         self.assigned = Gauge(
             "cqrs_assigned_partitions", "Command partitions owned", registry=registry
         )
+        # Lag of both commands topics' owned partitions, and the group's rebalances.
+        self.lag = ConsumerLag(registry)

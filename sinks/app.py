@@ -209,6 +209,7 @@ class Sink:
                 self._last_seen.pop(position, None)
             self._assigned.add(position)
         consumer.assign(partitions)
+        self.metrics.lag.rebalances.inc()
         self.group_watch.progressed()
         log.info(
             "assigned %s",
@@ -221,6 +222,7 @@ class Sink:
             position = (tp.topic, tp.partition)
             self._assigned.discard(position)
             self._next.pop(position, None)
+            self.metrics.lag.forget(*position)
         self.group_watch.progressed()
 
     def _stored_offsets(self, cur: psycopg.Cursor[Any], topics: list[str]) -> dict[Position, int]:
@@ -429,6 +431,7 @@ class Sink:
         if now - self._lag_at < LAG_EVERY_S:
             return
         self._lag_at = now
+        positions: dict[Position, tuple[int, int]] = {}
         for topic, partition in self._assigned:
             next_offset = self._next.get((topic, partition))
             if next_offset is None:
@@ -437,7 +440,8 @@ class Sink:
                 TopicPartition(topic, partition), cached=True
             )
             if high >= 0:
-                self.metrics.lag.set(topic, partition, high - next_offset)
+                positions[(topic, partition)] = (high, next_offset)
+        self.metrics.lag.update(positions, now=now)
 
 
 def _offset_text(offset: int) -> str:

@@ -84,9 +84,27 @@ OVERVIEW = Row(
         ),
         Panel(
             "Consumer lag by stage",
-            "Records not yet consumed, summed over partitions (a caught-up partition of a "
-            "transactional topic shows 1: the commit marker).",
-            ((f"sum by (job) (cqrs_consumer_lag{{{NS}}})", "{{job}}"),),
+            "Records not yet processed, summed over the partitions each stage owns (commit "
+            "markers not counted: caught up is 0).",
+            ((f"sum by (job) (cqrs_consumer_lag_records{{{NS}}})", "{{job}}"),),
+        ),
+        Panel(
+            "Oldest waiting record by stage",
+            "Lag in seconds: how long the oldest record a stage has still to process has "
+            "been waiting, the worst partition per stage.",
+            ((f"max by (job) (cqrs_consumer_lag_seconds{{{NS}}})", "{{job}}"),),
+            unit="s",
+        ),
+        Panel(
+            "Rebalances",
+            "Partition assignments the workers received, per role, in the interval. Steady "
+            "rebalancing means members keep leaving and joining (crashes, timeouts).",
+            (
+                (
+                    f"sum by (job) (increase(cqrs_consumer_rebalances_total{{{NS}}}[{RATE}]))",
+                    "{{job}}",
+                ),
+            ),
         ),
         Panel(
             "Dead letters /s",
@@ -156,6 +174,28 @@ PROCESSOR = Row(
             quantiles("cqrs_batch_size", "processor"),
         ),
         Panel(
+            "Lag of the commands topics",
+            "Commands not yet decided per topic (clients' and process managers'), and how "
+            "long the oldest of them has waited.",
+            (
+                (
+                    f"sum by (topic) (cqrs_consumer_lag_records{job('processor')})",
+                    "{{topic}} records",
+                ),
+            ),
+        ),
+        Panel(
+            "Oldest waiting command",
+            "Lag in seconds of the commands topics, the worst partition per topic.",
+            (
+                (
+                    f"max by (topic) (cqrs_consumer_lag_seconds{job('processor')})",
+                    "{{topic}}",
+                ),
+            ),
+            unit="s",
+        ),
+        Panel(
             "Owned command partitions",
             "Partitions of <ctx>.commands each processor pod owns; their sum is the "
             "partition count when every partition has an owner.",
@@ -210,7 +250,7 @@ PROJECTOR = Row(
         Panel(
             "Lag by pod",
             "Events of <ctx>.events not yet consumed, per projector pod.",
-            ((f"sum by (pod) (cqrs_consumer_lag{job('projector')})", "{{pod}}"),),
+            ((f"sum by (pod) (cqrs_consumer_lag_records{job('projector')})", "{{pod}}"),),
         ),
         Panel(
             "Failures and re-reads /s",
@@ -259,7 +299,7 @@ SINK = Row(
         Panel(
             "Lag by projection topic",
             "Records of the projection topics not yet in Postgres.",
-            ((f"sum by (topic) (cqrs_consumer_lag{job('sink')})", "{{topic}}"),),
+            ((f"sum by (topic) (cqrs_consumer_lag_records{job('sink')})", "{{topic}}"),),
         ),
         Panel(
             "Errors /s",
@@ -293,6 +333,13 @@ GATEWAY = Row(
                 ),
             ),
             unit="ops",
+        ),
+        Panel(
+            "Send -> result",
+            "From producing a command to its result arriving, as the gateway sees it "
+            "(requests with ?wait).",
+            quantiles("gateway_command_result_seconds", "gateway"),
+            unit="s",
         ),
         Panel(
             "Request latency",

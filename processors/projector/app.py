@@ -151,6 +151,7 @@ class Projector:
         )
         self.app.agent(self.events_topic, name=f"{config.app_id}.project")(self._agent)
         self.app.timer(1.0)(self._tick)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
         self.app.task(self._started)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -167,9 +168,13 @@ class Projector:
         self.liveness.started = True
         log.info("projector %s started: %s", self.config.app_id, [p.name for p in self.projections])
 
+    def _on_assigned(self, sender: Any, assigned: Any, **_: Any) -> None:
+        self.metrics.lag.rebalances.inc()
+
     async def _tick(self) -> None:
         self.liveness.beat()
-        self.positions.update_lag(self.app, self.metrics.lag, {self.topics.events})
+        events = {self.topics.events}  # written by the processor's transactions only
+        self.positions.update_lag(self.app, self.metrics.lag, events, events)
 
     def ready(self) -> bool:
         return self.liveness.ready(self.app)

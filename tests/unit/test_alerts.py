@@ -98,7 +98,7 @@ def test_every_rule_names_only_metrics_the_code_exports() -> None:
         assert names, rule["alert"]
         assert names <= known, (rule["alert"], names - known)
         used |= names
-    assert {"cqrs_consumer_lag", "cqrs_dead_letters_total", "up"} <= used
+    assert {"cqrs_consumer_lag_records", "cqrs_dead_letters_total", "up"} <= used
 
 
 def test_every_alert_has_a_severity_and_a_runbook_section() -> None:
@@ -137,8 +137,8 @@ def _mutated(alert: str, old: str, new: str) -> list[dict[str, Any]]:
         # Without the marker discount, a caught-up sink looks stalled.
         (
             "CqrsSinkCheckpointStalled",
-            'clamp_min(cqrs_consumer_lag{job="sink"} - 1, 0)',
-            'cqrs_consumer_lag{job="sink"}',
+            'clamp_min(cqrs_consumer_lag_records{job="sink"} - 1, 0)',
+            'cqrs_consumer_lag_records{job="sink"}',
             "CqrsSinkCheckpointStalled",
         ),
         # A threshold that is too high misses growing lag.

@@ -76,7 +76,7 @@ def test_every_query_names_only_metrics_the_code_exports() -> None:
     [
         ("cqrs_commands_total", "cqrs_commands"),  # a counter without its _total
         ("cqrs_sink_latency_seconds_bucket", "cqrs_sink_latency_seconds"),  # no _bucket
-        ("cqrs_consumer_lag", "cqrs_consumer_lagg"),  # a typo
+        ("cqrs_consumer_lag_records", "cqrs_consumer_lagg"),  # a typo
         ("gateway_http_requests_total", "gateway_http_requests"),
     ],
 )
@@ -116,7 +116,7 @@ def test_the_overview_covers_rate_latency_lag_dlq_and_health() -> None:
     assert {
         "cqrs_commands_total",
         "cqrs_sink_latency_seconds_bucket",
-        "cqrs_consumer_lag",
+        "cqrs_consumer_lag_records",
         "cqrs_dead_letters_total",
         "up",
     } <= names

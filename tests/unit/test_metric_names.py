@@ -31,7 +31,12 @@ def test_each_role_exports_its_own_metrics_with_prometheus_client_suffixes() -> 
     assert {"cqrs_batch_seconds_count"} <= processor
     # A counter's family name alone is never a sample.
     assert "cqrs_commands" not in processor
-    assert roles_exporting("cqrs_consumer_lag") == {"projector", "sink"}
+    for name in (
+        "cqrs_consumer_lag_records",
+        "cqrs_consumer_lag_seconds",
+        "cqrs_consumer_rebalances_total",
+    ):
+        assert roles_exporting(name) == {"processor", "projector", "sink"}, name
     assert roles_exporting("gateway_http_requests_total") == {"gateway"}
     # The default collectors every /metrics serves.
     assert roles_exporting("process_cpu_seconds_total") == set(ROLES)
@@ -51,7 +56,8 @@ def test_a_worker_in_this_process_does_not_collide_with_the_reading() -> None:
         role_metrics.cache_clear()
         assert "cqrs_projector_events_total" in exported_names(["projector"])
     finally:
-        for metric in (*vars(running).values(), running.lag.gauge):
+        lag = running.lag
+        for metric in (*vars(running).values(), lag.records, lag.seconds, lag.rebalances):
             if isinstance(metric, MetricWrapperBase):
                 REGISTRY.unregister(metric)
 

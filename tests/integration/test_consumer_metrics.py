@@ -1,0 +1,123 @@
+"""Consumer lag and rebalances on the workers' /metrics through a real rebalance: a second
+processor (or sink) joins the group, partitions move, and each partition's lag series is
+served by exactly one worker afterwards, so sums over the group count it once."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+from collections.abc import Callable
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from processors.topics import ContextTopics
+from tests.integration.read_side import PROJECTION_NAMES, ReadSideRig
+from tests.integration.workers import Worker
+from tests.integration.write_side import BankRig, open_account
+
+Series = dict[tuple[str, int], float]  # (topic, partition) -> value
+
+
+def scrape(worker: Worker) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    url = f"http://127.0.0.1:{worker.health_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            found.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return found
+
+
+def lag(worker: Worker, unit: str = "records") -> Series:
+    series = scrape(worker).get(f"cqrs_consumer_lag_{unit}", {})
+    return {(dict(k)["topic"], int(dict(k)["partition"])): v for k, v in series.items()}
+
+
+def rebalances(worker: Worker) -> float:
+    return scrape(worker)["cqrs_consumer_rebalances_total"][()]
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_a_processor_rebalance_moves_each_partitions_lag_series_to_its_new_owner(
+    bank: BankRig,
+) -> None:
+    topics = ContextTopics(bank.prefix)
+    inputs = {(t, p) for t in (topics.commands, topics.internal_commands) for p in range(6)}
+    first = bank.processor("p0")
+    with bank.client() as client:
+        pending = [client.send("bank.OpenAccount", open_account(f"lag-{i}")) for i in range(30)]
+        assert all(p.result(60).accepted for p in pending)
+
+    # Alone, it owns and reports all twelve input partitions, caught up: no record is
+    # waiting, the internal commands' commit markers are not counted.
+    wait_until(lambda: set(lag(first)) == inputs, "the first processor's lag series")
+    wait_until(lambda: set(lag(first).values()) == {0.0}, "the processor to catch up")
+    assert set(lag(first, "seconds")) == inputs
+    assert rebalances(first) >= 1
+    before = rebalances(first)
+
+    second = bank.processor("p1")
+
+    def split() -> bool:
+        mine, theirs = set(lag(first)), set(lag(second))
+        return bool(mine) and bool(theirs) and mine | theirs == inputs and not mine & theirs
+
+    wait_until(split, "the lag series to follow the partitions")
+    assert rebalances(first) > before and rebalances(second) >= 1
+    assert not set(lag(first, "seconds")) & set(lag(second, "seconds"))
+    # Partition P of both commands topics moves together (co-partitioned).
+    for worker in (first, second):
+        mine = lag(worker)
+        owned = scrape(worker)["cqrs_assigned_partitions"][()]
+        numbers = {p for t, p in mine if t == topics.commands}
+        assert numbers == {p for t, p in mine if t == topics.internal_commands}
+        assert len(numbers) == owned
+
+
+def test_a_sink_rebalance_leaves_each_projection_partition_with_one_lag_series(
+    read_side: ReadSideRig,
+) -> None:
+    read_side.bank.processor()
+    read_side.projector()
+    first = read_side.sink()
+    with read_side.client() as client:
+        pending = [
+            client.send("bank.OpenAccount", open_account(f"sink-lag-{i}")) for i in range(30)
+        ]
+        assert all(p.result(60).accepted for p in pending)
+    read_side.wait_caught_up()
+    wait_until(lambda: len(lag(first)) >= len(PROJECTION_NAMES), "the sink's lag series")
+    alone = set(lag(first))
+    before = rebalances(first)
+
+    second = read_side._start(
+        "sink",
+        [
+            "--prefix",
+            read_side.prefix,
+            "--schema",
+            read_side.schema,
+            "--instance-id",
+            "r1",
+            "--session-timeout",
+            "6",
+        ],
+        ready=True,
+    )
+
+    def split() -> bool:
+        mine, theirs = set(lag(first)), set(lag(second))
+        return bool(theirs) and mine < alone and not mine & theirs
+
+    wait_until(split, "the sink's lag series to follow the partitions")
+    assert rebalances(first) > before
+    projection_topics = {read_side.bank.topics.projection(n) for n in PROJECTION_NAMES}
+    assert {t for t, _ in lag(second)} <= projection_topics
