@@ -42,6 +42,7 @@ from processors.state_restore import restore_partition
 from processors.topic_admin import TopicsNotReady, check_declared_topics
 from processors.topics import ContextTopics, TopicSpec
 from processors.watchdog import Watchdog
+from schemas import headers as ce
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +351,10 @@ class CommandProcessor:
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.metrics.batch_size.observe(len(messages))
         # Per (status, reason) once per batch: labels() costs as much as deciding a deposit.
+        if log.isEnabledFor(logging.DEBUG):
+            for d, _, _ in decided:
+                if d.status != ACCEPTED:
+                    _log_outcome(d)
         for (status, reason), count in Counter((d.status, d.reason) for d, _, _ in decided).items():
             self.metrics.commands.labels(status, reason).inc(count)
         self.metrics.duplicates.inc(len(duplicates))
@@ -464,6 +469,15 @@ class CommandProcessor:
 
     def _dead_letter(self, stamp: wire.Stamp, msg: Message, why: wire.Undecodable) -> None:
         self.metrics.dead_letters.labels(why.error_type).inc()
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s: %s",
+            msg.topic(),
+            msg.partition(),
+            msg.offset(),
+            why.error_type,
+            why.reason,
+            extra=_fields(msg.partition(), _header_text(msg, ce.ID)),
+        )
         key, value, headers = wire.dead_letter(stamp, msg, why, self.config.max_record_bytes)
         self._producer.produce(
             self.topics.dlq, value, key, partition=msg.partition(), headers=headers
@@ -533,6 +547,36 @@ class CommandProcessor:
                 if not (isinstance(err, KafkaError) and err.retriable()) or attempt == 4:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+
+def _fields(partition: int, command_id: str | None) -> dict[str, Any]:
+    """The `extra=` of a log line about one command (processors/logs.py writes them)."""
+    fields: dict[str, Any] = {"partition": partition}
+    if command_id is not None:
+        fields["command_id"] = command_id
+    return fields
+
+
+def _header_text(msg: Message, name: str) -> str | None:
+    """A header of a record that may be malformed: its text, or None."""
+    for key, value in msg.headers() or ():
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")[:200]
+    return None
+
+
+def _log_outcome(d: Decided) -> None:
+    msg = d.message
+    log.debug(
+        "%s %s %s on %s: %s %s",
+        d.status.lower(),
+        msg.command_type,
+        msg.command_id,
+        msg.key,
+        d.reason,
+        d.detail,
+        extra=_fields(msg.partition, msg.command_id),
+    )
 
 
 def _tune_gc() -> None:

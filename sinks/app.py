@@ -331,6 +331,7 @@ class Sink:
                 first,
                 last,
                 count,
+                extra={"partition": partition},
             )
 
     def _records(self, messages: Sequence[Message]) -> tuple[list[SinkRecord], dt.datetime | None]:
@@ -400,6 +401,7 @@ class Sink:
                 message.partition(),
                 message.offset(),
                 partition,
+                extra={"partition": message.partition()},
             )
         return SinkRecord(progress.projection, partition, progress.checkpoint, row)
 
@@ -413,6 +415,7 @@ class Sink:
             message.partition(),
             message.offset(),
             exc,
+            extra={"partition": message.partition()},
         )
 
     # -- metrics ---------------------------------------------------------------------------

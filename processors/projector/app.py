@@ -217,6 +217,7 @@ class Projector:
                     message.partition,
                     message.offset,
                     exc,
+                    extra={"partition": message.partition},
                 )
         ends = last_offsets((m.partition, m.offset) for m in messages)
 
@@ -240,7 +241,13 @@ class Projector:
             before = self._last_offset.get(partition)
             for offset in delivered:
                 if before is None:
-                    log.info("%s[%d]: first offset %d", self.topics.events, partition, offset)
+                    log.info(
+                        "%s[%d]: first offset %d",
+                        self.topics.events,
+                        partition,
+                        offset,
+                        extra={"partition": partition},
+                    )
                 elif not before < offset <= before + 2:
                     log.info(
                         "%s[%d]: offset %d follows %d",
@@ -248,6 +255,7 @@ class Projector:
                         partition,
                         offset,
                         before,
+                        extra={"partition": partition},
                     )
                 before = offset
             self._last_offset[partition] = delivered[-1]
@@ -366,6 +374,7 @@ class Projector:
             self.topics.events,
             cause.partition,
             cause.offset,
+            extra=_fields(cause),
         )
         return encode(pub.as_marker(), self.topics, self.source, self.codec)
 
@@ -390,4 +399,14 @@ class Projector:
                 failure.meta.partition,
                 failure.meta.offset,
                 failure.error,
+                extra=_fields(failure.meta),
             )
+
+
+def _fields(meta: EventMeta) -> dict[str, Any]:
+    """The `extra=` of a log line about one event: its partition and the id of the command
+    that caused it (processors/logs.py writes them)."""
+    fields: dict[str, Any] = {"partition": meta.partition}
+    if meta.causation_id is not None:
+        fields["command_id"] = meta.causation_id
+    return fields
