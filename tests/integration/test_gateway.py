@@ -320,6 +320,50 @@ def test_metrics_count_requests_by_route_and_status(gateway: GatewayRig) -> None
     assert 'status="404"' in text
 
 
+# Gauges of work in progress: zero whenever the gateway is idle, as it is between requests.
+IDLE_ZERO = {"gateway_http_requests_in_flight", "gateway_commands_in_flight"}
+
+
+def test_every_gateway_metric_the_dashboard_reads_moves_with_a_small_workload(
+    gateway: GatewayRig,
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from deploy.k8s.render_dashboard import queries
+    from tests.unit.promql import metric_names
+
+    account = _id("dash")
+    with gateway.http() as http:
+        opened = http.post(
+            "/commands/bank.OpenAccount", params={"wait": "result"}, json=open_account_body(account)
+        )
+        assert opened.status_code == 200, opened.text
+        waited = http.post(
+            "/commands/bank.Deposit", params={"wait": "accounts"}, json=movement_body(account, 7)
+        )
+        assert waited.status_code == 200, waited.text
+        text = http.get("/metrics").text
+    totals: Counter[str] = Counter()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] += sample.value
+    wanted = {n for e in queries() for n in metric_names(e) if n.startswith("gateway_")}
+    assert {"gateway_command_result_seconds_bucket", "gateway_commands_total"} <= wanted
+    assert wanted <= set(totals), wanted - set(totals)
+    assert not {n for n in wanted - IDLE_ZERO if totals[n] <= 0}
+    # Both ?wait requests measured send -> result, per command type.
+    result_counts = [
+        s
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "gateway_command_result_seconds_count"
+    ]
+    assert {s.labels["type"]: s.value for s in result_counts} == {
+        "bank.OpenAccount": 1,
+        "bank.Deposit": 1,
+    }
+
+
 @pytest.fixture
 def gateway_without_processor(
     read_side: ReadSideRig, pg_dsn_for_schema: str
