@@ -229,10 +229,16 @@ def test_every_image_is_pinned_to_a_full_version(overlay: str) -> None:
     images.append(pg["spec"]["imageName"])
     assert len(images) == 5
     for image in images:
-        name, _, tag = image.rpartition(":")
+        name, _, tag = image.partition("@")[0].rpartition(":")  # a digest may follow
         assert name and "/" not in tag, f"{image}: no tag"
         assert FULL_VERSION.match(tag), f"{image}: the tag is not a full version"
-    assert re.fullmatch(r".*/postgresql:15\.\d+-.*", pg["spec"]["imageName"])
+    # CNPG's MAJOR.MINOR-FLAVOUR-DISTRO form (optionally with its build timestamp and a
+    # digest), never the floating `15` or `15.N`.
+    assert re.fullmatch(
+        r".*/postgresql:15\.\d+-(\d{12}-)?(minimal|standard|system)-(bookworm|trixie)"
+        r"(@sha256:[0-9a-f]{64})?",
+        pg["spec"]["imageName"],
+    )
     # Strimzi picks the broker image from the Kafka version, so that is pinned too.
     (kafka,) = of_kind(docs, "Kafka")
     assert FULL_VERSION.fullmatch(kafka["spec"]["kafka"]["version"])
