@@ -114,8 +114,9 @@ class CommandProcessor:
         self.metrics = ProcessorMetrics(metrics_registry)
         self.source = f"/{config.context}/command-processor"
         self._inputs = (self.topics.commands, self.topics.internal_commands)
-        # Next offset to decide per owned input partition, for the lag metrics.
-        self._next: dict[tuple[str, int], int] = {}
+        # Where an owned input partition starts while librdkafka has no position for it
+        # yet (nothing fetched): its committed offset, else its first. For the lag metrics.
+        self._start_at: dict[tuple[str, int], int] = {}
         self._lag_at = 0.0
         self._stop = threading.Event()
         self.ready = threading.Event()
@@ -273,36 +274,41 @@ class CommandProcessor:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.handler.revoke(tp.partition)
-            self._next.pop((tp.topic, tp.partition), None)
+            self._start_at.pop((tp.topic, tp.partition), None)
             self.metrics.lag.forget(tp.topic, tp.partition)
         self.metrics.assigned.set(len(self.handler.owned))
         self.group_watch.progressed()
 
     def _update_lag(self) -> None:
-        """Lag of every owned input partition, once a second. A partition decided nothing
-        from yet starts at its committed offset (else its first offset, as
-        auto.offset.reset=earliest does)."""
+        """Lag of every owned input partition, once a second. The consumer's position is
+        the next offset to decide: every record consume() returned is decided (or sought
+        back to) before the next call, and librdkafka moves the position past commit
+        markers once it has fetched them, so a caught-up partition shows 0 on both
+        topics, also where transactions write (internal commands, a reactor's commands)."""
         now = time.monotonic()
         if now - self._lag_at < LAG_EVERY_S:
             return
         self._lag_at = now
         owned = [TopicPartition(t, p) for t in self._inputs for p in sorted(self.handler.owned)]
-        unknown = [tp for tp in owned if (tp.topic, tp.partition) not in self._next]
+        positions: dict[tuple[str, int], tuple[int, int]] = {}
+        unknown: list[TopicPartition] = []
+        for tp in self._consumer.position(owned):
+            position = (tp.topic, tp.partition)
+            start = tp.offset if tp.offset >= 0 else self._start_at.get(position)
+            if start is None:
+                unknown.append(tp)
+                continue
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high >= 0:
+                positions[position] = (high, start)
         if unknown:
             with contextlib.suppress(KafkaException):
                 for tp in self._consumer.committed(unknown, timeout=1):
                     low, _ = self._consumer.get_watermark_offsets(tp, cached=True)
                     start = tp.offset if tp.offset >= 0 else low
-                    if start >= 0:
-                        self._next[(tp.topic, tp.partition)] = start
-        positions: dict[tuple[str, int], tuple[int, int]] = {}
-        for tp in owned:
-            position = (tp.topic, tp.partition)
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0 and position in self._next:
-                positions[position] = (high, self._next[position])
-        # The processor alone writes the internal commands, in transactions.
-        self.metrics.lag.update(positions, {self.topics.internal_commands}, now)
+                    if start >= 0:  # used from the next update on
+                        self._start_at[(tp.topic, tp.partition)] = start
+        self.metrics.lag.update(positions, now=now)
 
     # -- one batch, one transaction --------------------------------------------------------
 
@@ -347,7 +353,6 @@ class CommandProcessor:
             self.handler.rollback()
             self._abort_and_rewind(first_offsets)
             return
-        self._next.update(next_offsets)
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         self.metrics.batch_size.observe(len(messages))
         # Per (status, reason) once per batch: labels() costs as much as deciding a deposit.

@@ -2,10 +2,11 @@
 records and in seconds, and the consumer group's rebalances.
 
 Lag in records is the partition's end (high watermark, or the last stable offset of a
-read_committed consumer) minus the next offset the worker will process. On a topic that
-only transactions write (`<ctx>.events`, `<ctx>.internal-commands`) the last offset below
-the end is always a commit marker, never a record, so one is taken off there: a caught-up
-partition shows 0.
+read_committed consumer) minus the next offset the worker will process. A worker whose
+next offset stops at a commit marker (the projector: Faust's acknowledged offsets) names
+the topics only transactions write (`<ctx>.events`): there the last offset below the end
+is always a marker, never a record, so one is taken off and a caught-up partition shows 0.
+The librdkafka workers pass their consumer's position, which moves past markers itself.
 
 Lag in seconds is how long the oldest record still to process has been waiting, measured
 with the worker's clock from samples of the end offset (`LagClock`): the record at the

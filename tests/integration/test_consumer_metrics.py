@@ -8,12 +8,13 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+from confluent_kafka import Consumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from processors.topics import ContextTopics
 from tests.integration.read_side import PROJECTION_NAMES, ReadSideRig
 from tests.integration.workers import Worker
-from tests.integration.write_side import BankRig, open_account
+from tests.integration.write_side import BankRig, movement, open_account
 
 Series = dict[tuple[str, int], float]  # (topic, partition) -> value
 
@@ -38,6 +39,18 @@ def rebalances(worker: Worker) -> float:
     return scrape(worker)["cqrs_consumer_rebalances_total"][()]
 
 
+def _records_on(bank: BankRig, topic: str) -> int:
+    """The sum of the partitions' ends: offsets written, markers included."""
+    consumer = Consumer({**bank.kafka, "group.id": "lag-test-watermarks"})
+    try:
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in range(6)
+        )
+    finally:
+        consumer.close()
+
+
 def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -55,11 +68,29 @@ def test_a_processor_rebalance_moves_each_partitions_lag_series_to_its_new_owner
     with bank.client() as client:
         pending = [client.send("bank.OpenAccount", open_account(f"lag-{i}")) for i in range(30)]
         assert all(p.result(60).accepted for p in pending)
+        pending = [client.send("bank.Deposit", movement(f"lag-{i}", 100)) for i in range(10)]
+        # Transfers go on through internal commands, written in the processor's transactions.
+        pending += [
+            client.send(
+                "bank.RequestTransfer",
+                {
+                    "transfer_id": f"lag-t{i}",
+                    "from_account_id": f"lag-{i}",
+                    "to_account_id": f"lag-{i + 10}",
+                    "amount": {"amount": 10, "currency": "EUR"},
+                },
+            )
+            for i in range(10)
+        ]
+        assert all(p.result(60).accepted for p in pending)
 
     # Alone, it owns and reports all twelve input partitions, caught up: no record is
-    # waiting, the internal commands' commit markers are not counted.
+    # waiting, and the commit markers of the transactions are not counted.
     wait_until(lambda: set(lag(first)) == inputs, "the first processor's lag series")
     wait_until(lambda: set(lag(first).values()) == {0.0}, "the processor to catch up")
+    assert _records_on(bank, topics.internal_commands) > 0
+    time.sleep(2.5)  # a caught-up partition's age stays 0: no marker counts as waiting
+    assert set(lag(first, "seconds").values()) == {0.0}
     assert set(lag(first, "seconds")) == inputs
     assert rebalances(first) >= 1
     before = rebalances(first)
