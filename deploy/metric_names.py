@@ -41,6 +41,7 @@ ROLE_METRICS: dict[str, tuple[str, ...]] = {
     "processor": ("processors.metrics:ProcessorMetrics",),
     "projector": ("processors.projector.metrics:ProjectorMetrics",),
     "sink": ("sinks.metrics:SinkMetrics",),
+    "reactor": ("processors.reactor_metrics:ReactorMetrics",),
     "gateway": ("producers.gateway.metrics:GatewayMetrics",),
 }
 ROLES = tuple(ROLE_METRICS)

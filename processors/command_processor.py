@@ -34,6 +34,7 @@ from processors.command_handler import (
     Decided,
     Duplicate,
 )
+from processors.consumer_lag import consumer_positions
 from processors.domain import AggregateType
 from processors.group_watch import GroupWatch
 from processors.metrics import ProcessorMetrics
@@ -280,35 +281,15 @@ class CommandProcessor:
         self.group_watch.progressed()
 
     def _update_lag(self) -> None:
-        """Lag of every owned input partition, once a second. The consumer's position is
-        the next offset to decide: every record consume() returned is decided (or sought
-        back to) before the next call, and librdkafka moves the position past commit
-        markers once it has fetched them, so a caught-up partition shows 0 on both
-        topics, also where transactions write (internal commands, a reactor's commands)."""
+        """Lag of every owned input partition, once a second: a caught-up partition shows
+        0 on both topics, also where transactions write (internal commands, a reactor's
+        commands), because the consumer's position passes commit markers."""
         now = time.monotonic()
         if now - self._lag_at < LAG_EVERY_S:
             return
         self._lag_at = now
         owned = [TopicPartition(t, p) for t in self._inputs for p in sorted(self.handler.owned)]
-        positions: dict[tuple[str, int], tuple[int, int]] = {}
-        unknown: list[TopicPartition] = []
-        for tp in self._consumer.position(owned):
-            position = (tp.topic, tp.partition)
-            start = tp.offset if tp.offset >= 0 else self._start_at.get(position)
-            if start is None:
-                unknown.append(tp)
-                continue
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high >= 0:
-                positions[position] = (high, start)
-        if unknown:
-            with contextlib.suppress(KafkaException):
-                for tp in self._consumer.committed(unknown, timeout=1):
-                    low, _ = self._consumer.get_watermark_offsets(tp, cached=True)
-                    start = tp.offset if tp.offset >= 0 else low
-                    if start >= 0:  # used from the next update on
-                        self._start_at[(tp.topic, tp.partition)] = start
-        self.metrics.lag.update(positions, now=now)
+        self.metrics.lag.update(consumer_positions(self._consumer, owned, self._start_at), now=now)
 
     # -- one batch, one transaction --------------------------------------------------------
 

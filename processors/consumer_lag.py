@@ -25,6 +25,7 @@ import contextlib
 import time
 from collections.abc import Collection, Mapping
 
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 Partition = tuple[str, int]  # (topic, partition)
@@ -107,3 +108,33 @@ class ConsumerLag:
         for gauge in (self.records, self.seconds):
             with contextlib.suppress(KeyError):  # no series yet
                 gauge.remove(topic, str(partition))
+
+
+def consumer_positions(
+    consumer: Consumer, owned: list[TopicPartition], start_at: dict[Partition, int]
+) -> dict[Partition, tuple[int, int]]:
+    """(end, next offset) of each owned partition, for `ConsumerLag.update`, from a
+    librdkafka consumer whose loop handles every record consume() returned before calling
+    it again: its position is then the next offset to process, and librdkafka moves it past
+    commit markers once it has fetched them. A partition with no position yet (nothing
+    fetched) starts at its committed offset, else its first; those are looked up here and
+    kept in `start_at` (the caller drops a revoked partition's entry)."""
+    positions: dict[Partition, tuple[int, int]] = {}
+    unknown: list[TopicPartition] = []
+    for tp in consumer.position(owned):
+        where = (tp.topic, tp.partition)
+        start = tp.offset if tp.offset >= 0 else start_at.get(where)
+        if start is None:
+            unknown.append(tp)
+            continue
+        _, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high >= 0:
+            positions[where] = (high, start)
+    if unknown:
+        with contextlib.suppress(KafkaException):
+            for tp in consumer.committed(unknown, timeout=1):
+                low, _ = consumer.get_watermark_offsets(tp, cached=True)
+                start = tp.offset if tp.offset >= 0 else low
+                if start >= 0:  # used from the next call on
+                    start_at[(tp.topic, tp.partition)] = start
+    return positions

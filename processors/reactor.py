@@ -20,21 +20,27 @@ import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from processors import wire
+from processors.consumer_lag import consumer_positions
 from processors.domain import BoundedContext, Event, IssueCommand
 from processors.partitioning import partition_for
+from processors.reactor_metrics import ReactorMetrics
 from processors.registry import Registry
 from processors.topics import ContextTopics
 from schemas import headers as ce
 from schemas.codec import LATEST, CodecError, default_codec
 
 log = logging.getLogger(__name__)
+
+LAG_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -67,8 +73,17 @@ class NothingToReact(ValueError):
 
 
 class Reactor:
-    def __init__(self, config: ReactorConfig, registry: Registry) -> None:
+    def __init__(
+        self,
+        config: ReactorConfig,
+        registry: Registry,
+        metrics_registry: CollectorRegistry = REGISTRY,
+    ) -> None:
         self.config = config
+        self.metrics = ReactorMetrics(metrics_registry)
+        self._owned: list[TopicPartition] = []
+        self._start_at: dict[tuple[str, int], int] = {}  # for the lag (consumer_positions)
+        self._lag_at = 0.0
         self.registry = registry
         self.ctx: BoundedContext = registry.context(config.context)
         subscribed = self.ctx.foreign_event_types()
@@ -126,7 +141,9 @@ class Reactor:
     def run(self) -> None:
         try:
             self._producer.init_transactions(30)
-            self._consumer.subscribe(self.source_topics, on_assign=self._on_assign)
+            self._consumer.subscribe(
+                self.source_topics, on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
             while not self._stop.is_set():
                 self.last_loop_at = time.monotonic()
                 messages = self._consumer.consume(
@@ -134,6 +151,7 @@ class Reactor:
                 )
                 if messages:
                     self._react_batch(messages)
+                self._update_lag()
         finally:
             self._consumer.close()
             self._producer.purge()
@@ -143,13 +161,32 @@ class Reactor:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", sorted((tp.topic, tp.partition) for tp in partitions))
+        self._owned = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+        self.metrics.lag.rebalances.inc()
         self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        self._owned = [tp for tp in self._owned if (tp.topic, tp.partition) not in gone]
+        for where in gone:
+            self._start_at.pop(where, None)
+            self.metrics.lag.forget(*where)
+
+    def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at < LAG_EVERY_S:
+            return
+        self._lag_at = now
+        positions = consumer_positions(self._consumer, self._owned, self._start_at)
+        self.metrics.lag.update(positions, now=now)
 
     # -- one batch, one transaction --------------------------------------------------------
 
     def _react_batch(self, messages: list[Message]) -> None:
         first: dict[tuple[str, int], int] = {}
         following: dict[tuple[str, int], int] = {}
+        reacted = ignored = 0
+        issued: Counter[str] = Counter()
         try:
             self._producer.begin_transaction()
             stamp = wire.Stamp(self.source)
@@ -163,8 +200,14 @@ class Reactor:
                 where = (msg.topic(), msg.partition())
                 first.setdefault(where, msg.offset())
                 following[where] = msg.offset() + 1
-                for issue in self._reactions(msg):
+                reactions = self._reactions(msg)
+                if reactions:
+                    reacted += 1
+                else:
+                    ignored += 1
+                for issue in reactions:
                     self._produce(stamp, msg, issue)
+                    issued[issue.command.type] += 1
             offsets = [TopicPartition(t, p, o) for (t, p), o in following.items()]
             self._producer.send_offsets_to_transaction(
                 offsets, self._consumer.consumer_group_metadata(), self.config.operation_timeout_s
@@ -172,6 +215,12 @@ class Reactor:
             self._producer.commit_transaction(self.config.operation_timeout_s)
         except KafkaException as exc:
             self._abort(exc, first)
+            return
+        m = self.metrics
+        m.events.labels("true").inc(reacted)
+        m.events.labels("false").inc(ignored)
+        for command_type, count in issued.items():
+            m.issued.labels(command_type).inc(count)
 
     def _reactions(self, msg: Message) -> list[IssueCommand]:
         headers = dict(msg.headers() or ())
@@ -183,7 +232,15 @@ class Reactor:
         except CodecError as exc:
             # The other context's committed events; one we cannot read is logged, not ours
             # to dead-letter.
-            log.error("skipping %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+            self.metrics.skipped.inc()
+            log.error(
+                "skipping %s[%d]@%d: %s",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                exc,
+                extra={"partition": msg.partition()},
+            )
             return []
         event = Event(decoded.schema.name, decoded.record)
         issued: list[IssueCommand] = []
@@ -222,6 +279,7 @@ class Reactor:
             self._stop.set()
             raise SystemExit(f"reactor stopped: {err}") from exc
         log.warning("transaction aborted: %s", err)
+        self.metrics.aborts.inc()
         try:
             self._producer.abort_transaction(30)
         except KafkaException as abort_exc:

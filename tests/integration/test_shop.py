@@ -21,6 +21,7 @@ from processors.topic_reader import read_topic
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
 from sinks.db import connect
+from tests.integration.test_consumer_metrics import lag, scrape, wait_until
 from tests.support.write_side import (
     BankRig,
     StoredEvent,
@@ -118,7 +119,7 @@ def _eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
 def test_an_order_paid_by_a_bank_transfer_is_confirmed_into_postgres(shop: ShopRig):
     shop.bank.processor()
     shop.processor()
-    shop.reactor()
+    reactor = shop.reactor()
     shop.read_side("bank", shop.bank.prefix)
     shop.read_side("shop", shop.prefix)
     with shop.bank.client() as bank, shop.client() as client:
@@ -167,6 +168,16 @@ def test_an_order_paid_by_a_bank_transfer_is_confirmed_into_postgres(shop: ShopR
         return rows if rows == {"ann": 700, TILL: 300} else None
 
     _eventually(balances, 60, "bank's accounts read model next to shop's")
+
+    # The reactor's /metrics: the two transfers' outcomes reacted to, one command each,
+    # and every bank.events partition it owns caught up.
+    metrics = scrape(reactor)
+    assert sum(metrics["cqrs_reactor_commands_total"].values()) == 2
+    assert metrics["cqrs_reactor_events_total"][(("reacted", "true"),)] == 2
+    assert metrics["cqrs_consumer_rebalances_total"][()] >= 1
+    events = f"{shop.bank.prefix}.events"
+    wait_until(lambda: set(lag(reactor)) == {(events, p) for p in range(6)}, "reactor lag")
+    wait_until(lambda: set(lag(reactor).values()) == {0.0}, "the reactor caught up")
 
 
 # -- kill -9 ----------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from processors.projector.metrics import ProjectorMetrics
 
 
 def test_each_role_exports_its_own_metrics_with_prometheus_client_suffixes() -> None:
-    assert ROLES == ("processor", "projector", "sink", "gateway")
+    assert ROLES == ("processor", "projector", "sink", "reactor", "gateway")
     processor = exported_names(["processor"])
     assert {"cqrs_commands_total", "cqrs_commands_created", "cqrs_assigned_partitions"} <= processor
     assert {"cqrs_batch_seconds_bucket", "cqrs_batch_seconds_sum"} <= processor
@@ -36,7 +36,9 @@ def test_each_role_exports_its_own_metrics_with_prometheus_client_suffixes() -> 
         "cqrs_consumer_lag_seconds",
         "cqrs_consumer_rebalances_total",
     ):
-        assert roles_exporting(name) == {"processor", "projector", "sink"}, name
+        assert roles_exporting(name) == {"processor", "projector", "sink", "reactor"}, name
+    assert roles_exporting("cqrs_transaction_aborts_total") == {"processor", "reactor"}
+    assert roles_exporting("cqrs_reactor_commands_total") == {"reactor"}
     assert roles_exporting("gateway_http_requests_total") == {"gateway"}
     # The default collectors every /metrics serves.
     assert roles_exporting("process_cpu_seconds_total") == set(ROLES)
