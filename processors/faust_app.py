@@ -259,11 +259,18 @@ class PositionTracker:
                 continue
             if high is None:
                 continue
-            positions[(tp.topic, tp.partition)] = (
-                high,
-                self.next_offset.get((tp.topic, tp.partition), 0),
-            )
+            positions[(tp.topic, tp.partition)] = (high, self._next(app, tp))
         lag.update(positions, transactional)
+
+    def _next(self, app: faust.App, tp: Any) -> int:
+        """The next offset to process: past the last processed event, else (nothing
+        processed since this process started) the group's committed offset, which Faust
+        read when the partition was assigned, else the start of the partition."""
+        processed = self.next_offset.get((tp.topic, tp.partition))
+        if processed is not None:
+            return processed
+        committed = app.consumer._committed_offset.get(tp)
+        return committed if committed is not None else 0
 
 
 def exit_now(message: str, code: int = 3) -> None:

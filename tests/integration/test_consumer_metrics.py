@@ -152,3 +152,28 @@ def test_a_sink_rebalance_leaves_each_projection_partition_with_one_lag_series(
     assert rebalances(first) > before
     projection_topics = {read_side.bank.topics.projection(n) for n in PROJECTION_NAMES}
     assert {t for t, _ in lag(second)} <= projection_topics
+
+
+def test_a_restarted_projector_starts_its_lag_at_the_committed_offsets(
+    read_side: ReadSideRig,
+) -> None:
+    read_side.bank.processor()
+    projector = read_side.projector()
+    read_side.sink()
+    events = read_side.bank.topics.events
+    with read_side.client() as client:
+        pending = [client.send("bank.OpenAccount", open_account(f"re-{i}")) for i in range(30)]
+        assert all(p.result(60).accepted for p in pending)
+    read_side.wait_caught_up()
+    every = {(events, p) for p in range(6)}
+    wait_until(lambda: set(lag(projector)) == every, "the projector's lag series")
+    wait_until(lambda: set(lag(projector).values()) == {0.0}, "the projector to catch up")
+
+    # After a restart no event arrives: each partition's lag comes from the group's
+    # committed offsets, 0 everywhere, not the whole partition.
+    projector.stop()
+    restarted = read_side.projector()
+    wait_until(lambda: set(lag(restarted)) == every, "the restarted projector's lag series")
+    time.sleep(3)  # a few lag updates
+    assert set(lag(restarted).values()) == {0.0}, lag(restarted)
+    assert set(lag(restarted, "seconds").values()) == {0.0}
