@@ -5,38 +5,13 @@ served by exactly one worker afterwards, so sums over the group count it once.""
 from __future__ import annotations
 
 import time
-import urllib.request
-from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from processors.topics import ContextTopics
-from tests.integration.read_side import PROJECTION_NAMES, ReadSideRig
-from tests.integration.workers import Worker
-from tests.integration.write_side import BankRig, movement, open_account
-
-Series = dict[tuple[str, int], float]  # (topic, partition) -> value
-
-
-def scrape(worker: Worker) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    url = f"http://127.0.0.1:{worker.health_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    found: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            found.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
-    return found
-
-
-def lag(worker: Worker, unit: str = "records") -> Series:
-    series = scrape(worker).get(f"cqrs_consumer_lag_{unit}", {})
-    return {(dict(k)["topic"], int(dict(k)["partition"])): v for k, v in series.items()}
-
-
-def rebalances(worker: Worker) -> float:
-    return scrape(worker)["cqrs_consumer_rebalances_total"][()]
+from tests.support.read_side import PROJECTION_NAMES, ReadSideRig
+from tests.support.worker_metrics import lag, rebalances, scrape, wait_until
+from tests.support.write_side import BankRig, movement, open_account
 
 
 def _records_on(bank: BankRig, topic: str) -> int:
@@ -49,14 +24,6 @@ def _records_on(bank: BankRig, topic: str) -> int:
         )
     finally:
         consumer.close()
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
 
 
 def test_a_processor_rebalance_moves_each_partitions_lag_series_to_its_new_owner(

@@ -11,9 +11,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from tests.integration.read_side import ReadSideRig
-from tests.integration.workers import Worker
-from tests.integration.write_side import movement, open_account
+from deploy.local.pipeline import WorkerProcess
+from tests.support.read_side import ReadSideRig
+from tests.support.write_side import movement, open_account
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
@@ -24,7 +24,7 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
-def wait_for_line(worker: Worker, prefix: str, timeout: float = 60.0) -> dict[str, Any]:
+def wait_for_line(worker: WorkerProcess, prefix: str, timeout: float = 60.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         found = [x for x in json_lines(worker.log_path) if x["message"].startswith(prefix)]
@@ -38,7 +38,7 @@ def wait_for_line(worker: Worker, prefix: str, timeout: float = 60.0) -> dict[st
 def test_lines_about_one_record_name_its_partition_and_command(read_side: ReadSideRig) -> None:
     bank = read_side.bank
     json_logs = ("--log-format", "json")
-    processor = Worker(
+    processor = WorkerProcess(
         "processor",
         [
             "--context",
@@ -51,8 +51,7 @@ def test_lines_about_one_record_name_its_partition_and_command(read_side: ReadSi
             "DEBUG",
             *json_logs,
         ],
-        bank.log_dir,
-        "processor-json",
+        bank.log_dir / "processor-json.log",
     ).start()
     read_side.workers.append(processor)
     processor.wait_ready()

@@ -21,7 +21,7 @@ from processors.topic_reader import read_topic
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
 from sinks.db import connect
-from tests.integration.test_consumer_metrics import lag, scrape, wait_until
+from tests.support.worker_metrics import lag, scrape, wait_until
 from tests.support.write_side import (
     BankRig,
     StoredEvent,
