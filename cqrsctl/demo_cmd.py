@@ -114,6 +114,7 @@ def demo(
     from deploy.local.errors import StackError
     from deploy.local.pipeline import WorkerFailed
     from deploy.settings import SettingsError
+    from sinks.db import ReadModelError
 
     try:
         _run(
@@ -132,7 +133,14 @@ def demo(
     except WorkerFailed as failed:
         console.print(failed.log_tail, markup=False, highlight=False, style="dim")
         fail(str(failed), code=1)
-    except (StackError, SettingsError, KafkaException, psycopg.Error, DemoError) as exc:
+    except (
+        StackError,
+        SettingsError,
+        KafkaException,
+        psycopg.Error,
+        ReadModelError,
+        DemoError,
+    ) as exc:
         fail(str(exc).strip(), code=1)
 
 
@@ -177,6 +185,20 @@ def _run(
         created = create_context_topics(kafka, CONTEXT, topic_prefix)
     console.print(f"topics: {len(created)} created under prefix {topic_prefix!r}")
 
+    read_schema = resolve_schema(settings.postgres_dsn, schema)
+    spec_options: dict[str, Any] = {}
+    read_dsn = settings.postgres_dsn
+    if _uses_local_stack():
+        from deploy.local import postgres_roles
+        from processors.registry import default_registry
+
+        # As in Kubernetes: the migration role migrates once, the sink logs in as a writer
+        # (--no-migrate), the demo's own reads as a reader.
+        bank = default_registry().context(CONTEXT)
+        logins = postgres_roles.prepare(settings.postgres_dsn, read_schema, bank)
+        spec_options = postgres_roles.spec_options(logins)
+        read_dsn = logins.query_dsn
+
     folder = _demo_dir()
     # Projector tables are restored from their changelog topics on start; a folder left by
     # an earlier stack would hold rows of topics that no longer exist.
@@ -192,6 +214,7 @@ def _run(
             "CQRS_KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "CQRS_POSTGRES_DSN": settings.postgres_dsn,
         },
+        **spec_options,
     )
     pipeline = Pipeline(spec)
     try:
@@ -209,7 +232,6 @@ def _run(
             sampler = LagSampler(ports).start()
         work = WorkloadSpec(accounts=accounts, commands=commands, seed=seed)
         tag = f"d{secrets.token_hex(2)}"
-        read_schema = resolve_schema(settings.postgres_dsn, schema)
         client = CommandClient(kafka, CONTEXT, topic_prefix=topic_prefix)
         try:
             driver = Driver(client, work.total)
@@ -245,7 +267,7 @@ def _run(
         projections = _projections()
         with (
             console.status("waiting until Postgres reflects every accepted command"),
-            CheckpointWaiter(settings.postgres_dsn, read_schema, events_topic=events_topic) as w,
+            CheckpointWaiter(read_dsn, read_schema, events_topic=events_topic) as w,
         ):
             for name in projections:
                 while True:
@@ -264,7 +286,7 @@ def _run(
             written = write_charts(charts, drive.sent_at, drive.result_at, sampler.samples)
             console.print(f"charts: {', '.join(str(p) for p in written)}", soft_wrap=True)
         model = expected_outcome(iter_commands(work))
-        figures = _report(console, drive, visible, model, settings.postgres_dsn, read_schema, tag)
+        figures = _report(console, drive, visible, model, read_dsn, read_schema, tag)
         if report_json is not None:
             figures.update(
                 prefix=topic_prefix, schema=read_schema, tag=tag, workers=pipeline.pids()

@@ -68,6 +68,7 @@ def _fail_cleanly(func: F) -> F:
         from deploy.local.errors import StackError
         from deploy.local.pipeline import WorkerFailed
         from deploy.settings import SettingsError
+        from sinks.db import ReadModelError
 
         try:
             return func(*args, **kwargs)
@@ -77,6 +78,7 @@ def _fail_cleanly(func: F) -> F:
         except (
             StackError,
             SettingsError,
+            ReadModelError,  # the read models' migrations, for `up --pipeline`
             psycopg.Error,
             OSError,
             ValueError,

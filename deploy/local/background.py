@@ -1,5 +1,7 @@
 """The pipeline's workers in the background of the local stack (`cqrsctl up --pipeline`):
-the command processor, the projector and the sink started with the `Pipeline` harness,
+the command processor, the projector and the sink started with the `Pipeline` harness
+(the read models migrated first by the migration role, the sink logged in as a writer; see
+deploy/local/postgres_roles.py),
 left running after `up` returns, and recorded in `<state>/pipeline/workers.json` (role,
 PID, health port, log) so that `status` can probe them and `down` can stop them.
 
@@ -84,6 +86,12 @@ def start(
     # The projector restores its tables from their changelog topics: a folder left by an
     # earlier stack would hold rows of topics that no longer exist.
     shutil.rmtree(folder / "data", ignore_errors=True)
+    from deploy.local import postgres_roles
+    from processors.registry import default_registry
+
+    # As in Kubernetes: migrated once by the migration role; the sink is a writer login.
+    bounded = default_registry().context(context)
+    logins = postgres_roles.prepare(state.postgres_dsn, "public", bounded)
     spec = PipelineSpec(
         log_dir=folder / "logs",
         data_dir=folder / "data",
@@ -95,6 +103,7 @@ def start(
             "CQRS_POSTGRES_DSN": state.postgres_dsn,
             "CQRS_STATE_DIR": state.state_dir,
         },
+        **postgres_roles.spec_options(logins),
     )
     pipeline = Pipeline(spec)
     try:

@@ -94,7 +94,8 @@ class PipelineSpec:
 
     `env` is added to this process's environment for the children (typically the
     connection variables, so every worker uses the same stack). `extra_args` adds options
-    per role, e.g. {"sink": ["--batch-max", "10000"]}."""
+    per role, e.g. {"sink": ["--batch-max", "10000"]}; `role_env` adds variables per role,
+    e.g. the sink's own Postgres login (deploy/local/postgres_roles.py)."""
 
     log_dir: Path
     data_dir: Path
@@ -104,6 +105,7 @@ class PipelineSpec:
     instance_id: str = "local-0"
     env: Mapping[str, str] = field(default_factory=dict)
     extra_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    role_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     log_level: str = "INFO"
     log_format: str = "text"
 
@@ -269,7 +271,8 @@ class Pipeline:
             if role in self.workers and self.workers[role].alive:
                 continue
             log_path = self.spec.log_dir / f"{role}.log"
-            worker = WorkerProcess(role, self.spec.args(role), log_path, self.spec.env)
+            env = {**self.spec.env, **self.spec.role_env.get(role, {})}
+            worker = WorkerProcess(role, self.spec.args(role), log_path, env)
             self.workers[role] = worker.start()
         return self
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from deploy.local import postgres_roles
 from deploy.local.pipeline import WorkerProcess
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
@@ -51,9 +52,11 @@ class ShopRig:
     def topics(self) -> ContextTopics:
         return ContextTopics(self.prefix)
 
-    def start(self, role: str, args: list[str], ready: bool = True) -> WorkerProcess:
+    def start(
+        self, role: str, args: list[str], ready: bool = True, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         name = f"{role}-{len(self.workers)}"
-        worker = WorkerProcess(role, args, self.bank.log_dir / f"{name}.log").start()
+        worker = WorkerProcess(role, args, self.bank.log_dir / f"{name}.log", env).start()
         self.workers.append(worker)
         return worker.wait_ready(90) if ready else worker
 
@@ -70,7 +73,9 @@ class ShopRig:
         common = ["--context", context, "--prefix", prefix, "--batch-wait", "0.01"]
         data_dir = self.bank.log_dir / f"projector-{context}"
         self.start("projector", [*common, "--data-dir", str(data_dir)])
-        self.start("sink", [*common, "--schema", self.schema])
+        logins = postgres_roles.prepare(self.dsn, self.schema, default_registry().context(context))
+        env, no_migrate = postgres_roles.sink_env(logins)
+        self.start("sink", [*common, "--schema", self.schema, *no_migrate], env=env)
 
     def client(self) -> CommandClient:
         return CommandClient(self.bank.kafka, "shop", topic_prefix=self.prefix)

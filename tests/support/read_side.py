@@ -19,9 +19,11 @@ from confluent_kafka.admin import AdminClient
 
 from bank.account import ACCOUNT
 from bank.projections import PROJECTIONS
+from deploy.local import postgres_roles
 from deploy.local.pipeline import WorkerProcess
 from processors.domain import Event
 from processors.projector.app import changelog_topic, projector_app_id
+from processors.registry import default_registry
 from processors.topic_reader import partition_count, read_partition, read_topic
 from producers.command_client import CommandClient, EventPosition
 from sinks.app import sink_group_id
@@ -29,6 +31,7 @@ from sinks.checkpoints import CheckpointWaiter
 from sinks.db import connect
 from tests.support.write_side import BankRig, StoredEvent, read_events
 
+BANK = default_registry().context("bank")
 PROJECTION_NAMES = [p.name for p in PROJECTIONS]
 STATEFUL = [p.name for p in PROJECTIONS if p.stateful]
 
@@ -52,9 +55,11 @@ class ReadSideRig:
     # partitions back at once.
     _group_args = ("--instance-id", "r0", "--session-timeout", "6")
 
-    def _start(self, role: str, args: list[str], ready: bool) -> WorkerProcess:
+    def _start(
+        self, role: str, args: list[str], ready: bool, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
         name = f"{role}-{len(self.workers)}"
-        worker = WorkerProcess(role, args, self.bank.log_dir / f"{name}.log").start()
+        worker = WorkerProcess(role, args, self.bank.log_dir / f"{name}.log", env).start()
         self.workers.append(worker)
         return worker.wait_ready(90) if ready else worker
 
@@ -64,8 +69,11 @@ class ReadSideRig:
         return self._start("projector", [*args, "--batch-wait", str(batch_wait)], ready)
 
     def sink(self, ready: bool = True, batch_wait: float = 0.01) -> WorkerProcess:
-        args = ["--prefix", self.prefix, "--schema", self.schema, *self._group_args]
-        return self._start("sink", [*args, "--batch-wait", str(batch_wait)], ready)
+        """As in Kubernetes: migrated by the migration role, run as a writer login."""
+        logins = postgres_roles.prepare(self.dsn, self.schema, BANK)
+        env, no_migrate = postgres_roles.sink_env(logins)
+        args = ["--prefix", self.prefix, "--schema", self.schema, *self._group_args, *no_migrate]
+        return self._start("sink", [*args, "--batch-wait", str(batch_wait)], ready, env)
 
     def client(self) -> CommandClient:
         return CommandClient(

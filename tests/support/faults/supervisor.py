@@ -11,9 +11,11 @@ from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
+from deploy.local import postgres_roles
 from deploy.local.pipeline import WorkerProcess
 from deploy.local.state import ENV_STATE_DIR, StackState
 from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
+from processors.registry import default_registry
 
 LIVENESS_GRACE_S = 20.0  # /healthz failing this long after it once answered: restart
 RESTART_BACKOFF_S = 1.0
@@ -32,6 +34,10 @@ class SupervisedPipeline:
             ENV_PG_DSN: self.dsn,
             ENV_STATE_DIR: state.state_dir,
         }
+        bank = default_registry().context("bank")
+        self.sink_env, self.sink_args = postgres_roles.sink_env(
+            postgres_roles.prepare(self.dsn, schema, bank)
+        )
         self.workers: dict[str, WorkerProcess] = {}
         # Per worker name: its current incarnation has answered /healthz once; since when
         # it has not answered.
@@ -55,14 +61,15 @@ class SupervisedPipeline:
         if name == "projector":
             # Kept across restarts, like a volume.
             return "projector", [*common, "--data-dir", str(self.log_dir / "projector-data")]
-        return "sink", [*common, "--schema", self.schema]
+        return "sink", [*common, "--schema", self.schema, *self.sink_args]
 
     def spawn(self, name: str) -> WorkerProcess:
         with self._lock:
             role, args = self._args(name)
             self.spawns[name] += 1
             log_path = self.log_dir / f"{name}-{self.spawns[name]}.log"
-            worker = WorkerProcess(role, args, log_path, self.env).start()
+            env = {**self.env, **self.sink_env} if role == "sink" else self.env
+            worker = WorkerProcess(role, args, log_path, env).start()
             self.workers[name] = worker
             self.seen_healthy[name] = False
             self.unhealthy_since.pop(name, None)
