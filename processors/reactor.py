@@ -3,7 +3,11 @@
 A process manager may name foreign event types (`bank.TransferCompleted` in shop's). The
 command processor only sees its own context's events, so this worker consumes the foreign
 contexts' `<other>.events` topics (read_committed), feeds each subscribed event to the
-process managers, and produces the commands they issue to the context's own commands topic.
+process managers, and produces the commands they issue to the context's own internal
+commands topic, `<ctx>.internal-commands`: they are the context's internal commands
+(`decides(..., internal=True)`, e.g. shop's `SettlePayment`), which the processor refuses
+from the public `<ctx>.commands` topic whatever their id or headers. In Kubernetes only the
+processor's and the reactor's Kafka principals may write that topic (docs/security.md).
 
 Per batch, ONE Kafka transaction holds the issued commands and the consumed offsets
 (`send_offsets_to_transaction` with the consumer's group metadata), so a reaction's commands
@@ -257,7 +261,7 @@ class Reactor:
         cause = (headers.get(ce.ID) or b"").decode()
         correlation = (headers.get(ce.CORRELATION_ID) or b"").decode() or cause
         self._producer.produce(
-            self.topics.commands,
+            self.topics.internal_commands,
             wire.encode(command.type, dict(command.data)),
             target,
             partition=partition_for(target, self.ctx.partitions),

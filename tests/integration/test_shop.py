@@ -12,16 +12,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
+from confluent_kafka import Producer
 
 from deploy.local import postgres_roles
 from deploy.local.pipeline import WorkerProcess
+from deploy.local.processes import free_port
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topic_reader import read_topic
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
+from schemas import headers as ce
+from schemas.codec import default_codec
 from sinks.db import connect
+from tests.support.topics import read_until
 from tests.support.worker_metrics import lag, scrape, wait_until
 from tests.support.write_side import (
     BankRig,
@@ -185,6 +191,113 @@ def test_an_order_paid_by_a_bank_transfer_is_confirmed_into_postgres(shop: ShopR
     wait_until(lambda: set(lag(reactor).values()) == {0.0}, "the reactor caught up")
 
 
+# -- forged internal commands ---------------------------------------------------------------
+
+
+def _forged_headers(command_id: str, command_type: str, subject: str) -> list[tuple[str, bytes]]:
+    """Every header a client could copy from the reactor's own commands."""
+    headers = ce.CloudEventHeaders(
+        id=command_id,
+        type=command_type,
+        source="/shop/reactor",
+        subject=subject,
+        time=ce.now(),
+        correlation_id="c-forge",
+        causation_id="c-forge",
+        principal="system:shop.reactor",
+        extensions={"commandtopic": "internal"},
+    ).to_kafka()
+    return [*headers, ("cqrs_internal", b"true")]
+
+
+def _causation(msg: Any) -> str | None:
+    return next((v.decode() for k, v in msg.headers() or () if k == ce.CAUSATION_ID), None)
+
+
+def test_forged_reactor_commands_are_refused_over_kafka_and_http(shop: ShopRig):
+    """SettlePayment is what the reactor issues when bank completes a transfer. Forged by a
+    client (the reactor's id, every header, over Kafka or HTTP), it must not pay an order:
+    the reactor's commands are shop's internal commands, on shop.internal-commands."""
+    shop.bank.processor()
+    shop.processor()
+    shop.reactor()
+    settle = {"transfer_id": "t-f", "outcome": "COMPLETED", "reason": ""}
+    with shop.bank.client() as bank, shop.client() as client:
+        for account in ("ann", TILL):
+            assert bank.send("bank.OpenAccount", open_account(account)).result(30).accepted
+        assert bank.send("bank.Deposit", movement("ann", 1000)).result(30).accepted
+        assert client.send("shop.AddStock", {"product_id": "apple", "quantity": 5}).result(30)
+        order = _order("o-f", "t-f", {"apple": 2}, 300)
+        assert client.send("shop.PlaceOrder", order).result(30).accepted
+        forged = [
+            client.send("shop.SettlePayment", settle, command_id="pm:payment:t-f:settle"),
+            client.send("shop.RecordPayment", {"order_id": "o-f"}, command_id="pm:order:o-f:paid"),
+        ]
+        for pending in forged:
+            result = pending.result(30)
+            assert (result.status, result.reason) == ("REJECTED", "internal_command")
+            assert "internal command of context shop" in result.detail
+    producer = Producer(shop.bank.kafka)
+    producer.produce(
+        shop.topics.commands,
+        default_codec().encode("shop.SettlePayment", settle),
+        b"t-f",
+        headers=_forged_headers("pm:payment:t-f:forged", "shop.SettlePayment", "t-f"),
+    )
+    assert producer.flush(30) == 0
+    results = read_until(
+        shop.bank.kafka,
+        shop.topics.results,
+        lambda ms: any(_causation(m) == "pm:payment:t-f:forged" for m in ms),
+        partitions=default_registry().context("shop").partitions,
+    )
+    raw = next(m for m in results if _causation(m) == "pm:payment:t-f:forged")
+    decoded = default_codec().decode(raw.value())
+    assert (decoded["status"], decoded["reason"]) == ("REJECTED", "internal_command")
+    # Over HTTP the type is not offered, whatever the Idempotency-Key mimics.
+    shop_context = default_registry().context("shop")
+    logins = postgres_roles.prepare(shop.dsn, shop.schema, shop_context)
+    port = free_port()
+    shop.start(
+        "gateway",
+        ["--context", "shop", "--prefix", shop.prefix, "--schema", shop.schema,
+         "--query-dsn", logins.query_dsn, "--host", "127.0.0.1", "--port", str(port),
+         "--auth", "none", "--rate-limit", "0"],
+    )  # fmt: skip
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        answer = http.post(
+            "/commands/shop.SettlePayment",
+            json=settle,
+            headers={"Idempotency-Key": "pm:payment:t-f:settle"},
+        )
+        assert (answer.status_code, answer.json()["error"]) == (404, "unknown_command_type")
+        assert "shop.SettlePayment" not in answer.json()["message"].partition("known:")[2]
+
+    def placed_only() -> list[str]:
+        return [e.type for e in read_events(shop.bank.kafka, shop.topics.events)]
+
+    # Reserved, awaiting payment, and nothing a forged command would have caused.
+    held = _eventually(
+        lambda: (t := placed_only()).count("shop.StockReserved") == 1 and t, 60, "reserved"
+    )
+    assert not {"shop.PaymentSettled", "shop.OrderPaid", "shop.OrderConfirmed"} & set(held)
+    # The real transfer: the reactor's SettlePayment, on the internal topic, pays the order
+    # (a forged command with its id did not take its place as a duplicate).
+    with shop.bank.client() as bank:
+        assert bank.send("bank.RequestTransfer", _transfer("t-f", "ann", 300)).result(30)
+    _eventually(lambda: "shop.OrderConfirmed" in placed_only(), 120, "the order confirmed")
+    issued = [
+        dict(m.headers())["ce_id"].decode()
+        for m in read_topic(shop.bank.kafka, shop.topics.internal_commands)
+        if dict(m.headers()).get("ce_type") == b"shop.SettlePayment"
+    ]
+    assert issued == ["pm:payment:t-f:settle"]
+    events = read_events(shop.bank.kafka, shop.topics.events)
+    assert not {"c-forge", "pm:payment:t-f:forged"} & {e.causation_id for e in events}
+    balances = fold_balances(read_events(shop.bank.kafka, shop.bank.topics.events))
+    assert balances == {"ann": 700, TILL: 300}
+
+
 # -- kill -9 ----------------------------------------------------------------------------------
 
 
@@ -302,7 +415,7 @@ def test_money_and_stock_are_conserved_with_kill_9_of_the_processors(shop: ShopR
     # commands and its consumed offsets commit together.
     settles = Counter(
         dict(msg.headers())["ce_id"].decode()
-        for msg in read_topic(shop.bank.kafka, shop.topics.commands)
+        for msg in read_topic(shop.bank.kafka, shop.topics.internal_commands)
         if dict(msg.headers()).get("ce_type") == b"shop.SettlePayment"
     )
     assert settles == {f"pm:payment:t-{i}:settle": 1 for i in range(150)}

@@ -90,7 +90,7 @@ def place(data: PlaceOrder, state: Order) -> Decision:
     return [Event("shop.OrderPlaced", dict(data))]
 
 
-@ORDER.decides("RecordReservation")
+@ORDER.decides("RecordReservation", internal=True)
 def record_reservation(data: RecordReservation, state: Order) -> Decision:
     if rejected := _open(data["order_id"], state):
         return rejected
@@ -104,7 +104,7 @@ def record_reservation(data: RecordReservation, state: Order) -> Decision:
     return [line, *_confirmed_if_ready(state, reserved, state.paid)]
 
 
-@ORDER.decides("RecordPayment")
+@ORDER.decides("RecordPayment", internal=True)
 def record_payment(data: RecordPayment, state: Order) -> Decision:
     if rejected := _open(data["order_id"], state):
         return rejected
@@ -114,7 +114,7 @@ def record_payment(data: RecordPayment, state: Order) -> Decision:
     return [paid, *_confirmed_if_ready(state, state.reserved, True)]
 
 
-@ORDER.decides("CancelOrder")
+@ORDER.decides("CancelOrder", internal=True)
 def cancel(data: CancelOrder, state: Order) -> Decision:
     if rejected := _open(data["order_id"], state):
         return rejected

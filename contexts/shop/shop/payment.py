@@ -38,7 +38,7 @@ class Payment:
 PAYMENT = AggregateType("shop.Payment", id_field="transfer_id", initial_state=Payment())
 
 
-@PAYMENT.decides("AwaitPayment")
+@PAYMENT.decides("AwaitPayment", internal=True)
 def await_payment(data: AwaitPayment, state: Payment) -> Decision:
     if state.order_id:
         return Rejected("already_awaited", f"transfer pays order {state.order_id}")
@@ -46,7 +46,7 @@ def await_payment(data: AwaitPayment, state: Payment) -> Decision:
     return [Event("shop.PaymentAwaited", awaited)]
 
 
-@PAYMENT.decides("SettlePayment")
+@PAYMENT.decides("SettlePayment", internal=True)
 def settle(data: SettlePayment, state: Payment) -> Decision:
     if state.outcome:
         return Rejected("already_settled", f"transfer already {state.outcome}")

@@ -49,7 +49,7 @@ def add_stock(data: AddStock, state: Stock) -> Decision:
     return [Event("shop.StockAdded", {**data, "available": available})]
 
 
-@STOCK.decides("ReserveStock")
+@STOCK.decides("ReserveStock", internal=True)
 def reserve(data: ReserveStock, state: Stock) -> Decision:
     if data["order_id"] in state.reserved:
         return Rejected("already_reserved", f"order {data['order_id']} already holds units")
@@ -68,7 +68,7 @@ def _held(data: ForOrder, state: Stock) -> int | Rejected:
     return held
 
 
-@STOCK.decides("ReleaseStock")
+@STOCK.decides("ReleaseStock", internal=True)
 def release(data: ForOrder, state: Stock) -> Decision:
     held = _held(data, state)
     if isinstance(held, Rejected):
@@ -77,7 +77,7 @@ def release(data: ForOrder, state: Stock) -> Decision:
     return [Event("shop.StockReleased", released)]
 
 
-@STOCK.decides("CommitStock")
+@STOCK.decides("CommitStock", internal=True)
 def commit(data: ForOrder, state: Stock) -> Decision:
     held = _held(data, state)
     if isinstance(held, Rejected):
