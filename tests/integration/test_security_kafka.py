@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,21 +35,26 @@ from confluent_kafka.admin import (
 from prometheus_client import CollectorRegistry
 
 from deploy import settings as env_names
+from deploy.k8s.reactor_acls import reactor_acls
 from deploy.local import kafka, kafka_jars
 from deploy.local.pipeline import WorkerProcess
 from deploy.local.processes import free_port
 from deploy.local.state import StackState
 from deploy.settings import load_settings
 from processors.command_processor import CommandProcessor, ProcessorConfig
+from processors.reactor import Reactor, ReactorConfig
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
+from schemas import headers as ce
 from schemas.codec import default_codec
+from tests.support.topics import read_until
 from tests.support.write_side import movement, open_account, read_events
 
 USER = "cqrs-processor"
 CLIENT = "cqrs-client"  # bound by the ACLs of deploy/k8s/base/kafka/users.yaml
+REACTOR = "cqrs-shop-reactor"  # bound by deploy/k8s/reactor_acls.py's ACLs
 USERS_YAML = (
     Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "kafka" / "users.yaml"
 )
@@ -61,6 +67,7 @@ class SecureBroker:
     password: str
     ca: Path
     client_password: str = ""
+    reactor_password: str = ""
 
     def env(self, protocol: str = "SASL_PLAINTEXT", password: str | None = None) -> dict:
         ssl = protocol == "SASL_SSL"
@@ -137,17 +144,19 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBro
     )
     password = secrets.token_urlsafe(18)
     client_password = secrets.token_urlsafe(18)
+    reactor_password = secrets.token_urlsafe(18)
     saved = os.environ.get(kafka.ENV_KAFKA_HEAP)
     os.environ[kafka.ENV_KAFKA_HEAP] = "-Xms128m -Xmx384m"  # a second JVM on a small machine
     try:
-        state.kafka_pid = kafka.start(state, scram_users={USER: password, CLIENT: client_password})
+        users = {USER: password, CLIENT: client_password, REACTOR: reactor_password}
+        state.kafka_pid = kafka.start(state, scram_users=users)
     finally:
         if saved is None:
             os.environ.pop(kafka.ENV_KAFKA_HEAP, None)
         else:
             os.environ[kafka.ENV_KAFKA_HEAP] = saved
     try:
-        yield SecureBroker(state, password, ca, client_password)
+        yield SecureBroker(state, password, ca, client_password, reactor_password)
     finally:
         kafka.stop(state, timeout=20)
 
@@ -288,8 +297,13 @@ def manifest_acls(user: str) -> list[AclBinding]:
     """The ACLs deploy/k8s/base/kafka/users.yaml gives `user`, as the broker's bindings."""
     docs = [d for d in yaml.safe_load_all(USERS_YAML.read_text()) if d]
     (doc,) = [d for d in docs if d["metadata"]["name"] == user]
+    return bindings_of(user, doc["spec"]["authorization"]["acls"])
+
+
+def bindings_of(user: str, acls: list[dict[str, Any]]) -> list[AclBinding]:
+    """Strimzi's ACL entries as the broker's bindings."""
     bindings = []
-    for acl in doc["spec"]["authorization"]["acls"]:
+    for acl in acls:
         res = acl["resource"]
         pattern = (
             ResourcePatternType.PREFIXED
@@ -312,36 +326,35 @@ def manifest_acls(user: str) -> list[AclBinding]:
     return bindings
 
 
-def test_the_client_principal_cannot_write_internal_commands(secure_kafka: SecureBroker):
-    """The manifest's ACLs for cqrs-client, on a real broker with an ACL authorizer: it may
-    write the public commands topic, and its write to the internal one is refused."""
-    admin_config = {"bootstrap.servers": secure_kafka.state.bootstrap_servers}  # super user
-    create_topics(admin_config, declared_topics(default_registry().context("bank")))
+def apply_acls(admin_config: dict[str, Any], wanted: list[AclBinding]) -> None:
     admin = AdminClient(admin_config)
-    wanted = manifest_acls(CLIENT)
-    for future in admin.create_acls(wanted).values():
-        future.result(30)
-    # The controller commits them at once; the broker's authorizer has them a moment later.
     everything = AclBindingFilter(
         ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
         AclPermissionType.ANY,
     )  # fmt: skip
+    before = len(admin.describe_acls(everything).result(10))
+    for future in admin.create_acls(wanted).values():
+        future.result(30)
+    # The controller commits them at once; the broker's authorizer has them a moment later.
     deadline = time.monotonic() + 60
-    while len(admin.describe_acls(everything).result(10)) < len(wanted):
+    while len(admin.describe_acls(everything).result(10)) < before + len(wanted):
         assert time.monotonic() < deadline, "the broker did not apply the ACLs in 60 s"
         time.sleep(0.2)
-    client = {
+
+
+def as_user(secure_kafka: SecureBroker, user: str, password: str) -> dict[str, Any]:
+    return {
         **load_settings(secure_kafka.env()).kafka.client_config(),
-        "sasl.username": CLIENT,
-        "sasl.password": secure_kafka.client_password,
+        "sasl.username": user,
+        "sasl.password": password,
     }
-    topics = ContextTopics("bank")
-    body = default_codec().encode(
-        "bank.FailTransfer", {"transfer_id": "t-1", "reason": "forged", "compensated": True}
-    )
+
+
+def produce_each(config: dict[str, Any], topics: list[str], body: bytes) -> dict[str, Any]:
+    """One record to each topic; each topic's delivery error (None: written)."""
     delivered: dict[str, KafkaError | None] = {}
-    producer = Producer({**client, "partitioner": "murmur2_random"})
-    for topic in (topics.commands, topics.internal_commands):
+    producer = Producer({**config, "partitioner": "murmur2_random"})
+    for topic in topics:
         producer.produce(
             topic,
             body,
@@ -349,6 +362,21 @@ def test_the_client_principal_cannot_write_internal_commands(secure_kafka: Secur
             on_delivery=lambda err, msg, topic=topic: delivered.__setitem__(topic, err),
         )
     assert producer.flush(60) == 0
+    return delivered
+
+
+def test_the_client_principal_cannot_write_internal_commands(secure_kafka: SecureBroker):
+    """The manifest's ACLs for cqrs-client, on a real broker with an ACL authorizer: it may
+    write the public commands topic, and its write to the internal one is refused."""
+    admin_config = {"bootstrap.servers": secure_kafka.state.bootstrap_servers}  # super user
+    create_topics(admin_config, declared_topics(default_registry().context("bank")))
+    apply_acls(admin_config, manifest_acls(CLIENT))
+    client = as_user(secure_kafka, CLIENT, secure_kafka.client_password)
+    topics = ContextTopics("bank")
+    body = default_codec().encode(
+        "bank.FailTransfer", {"transfer_id": "t-1", "reason": "forged", "compensated": True}
+    )
+    delivered = produce_each(client, [topics.commands, topics.internal_commands], body)
     # The public topic takes it (the processor then refuses the type: internal_command).
     assert delivered[topics.commands] is None
     refused = delivered[topics.internal_commands]
@@ -363,3 +391,73 @@ def test_the_client_principal_cannot_write_internal_commands(secure_kafka: Secur
     finally:
         checker.close()
     assert ends == [0] * len(ends)
+
+
+def _for_shop(binding: AclBinding) -> AclBinding:
+    """A manifest binding of bank's resources, for the same resource of shop."""
+    name = binding.name.replace("bank.", "shop.", 1) if binding.name else binding.name
+    return AclBinding(
+        binding.restype, name, binding.resource_pattern_type, binding.principal,
+        binding.host, binding.operation, binding.permission_type,
+    )  # fmt: skip
+
+
+def test_only_the_reactor_principal_writes_shop_internal_commands(secure_kafka: SecureBroker):
+    """shop's reactor as a principal of its own, with deploy/k8s/reactor_acls.py's ACLs, on a
+    real broker with an ACL authorizer: it reacts to bank.TransferCompleted by writing
+    SettlePayment to shop.internal-commands (in a transaction), and may not write the public
+    commands or any events topic; a client with the manifests' client ACLs (for shop's topics)
+    writes shop.commands and is refused on shop.internal-commands."""
+    admin_config = {"bootstrap.servers": secure_kafka.state.bootstrap_servers}  # super user
+    for name in ("bank", "shop"):
+        create_topics(admin_config, declared_topics(default_registry().context(name)))
+    acls = reactor_acls(ReactorConfig("shop", kafka={}))
+    apply_acls(
+        admin_config,
+        bindings_of(REACTOR, acls) + [_for_shop(b) for b in manifest_acls(CLIENT)],
+    )
+    shop, bank = ContextTopics("shop"), ContextTopics("bank")
+    body = default_codec().encode(
+        "shop.SettlePayment", {"transfer_id": "t-9", "outcome": "COMPLETED", "reason": ""}
+    )
+    client = as_user(secure_kafka, CLIENT, secure_kafka.client_password)
+    delivered = produce_each(client, [shop.commands, shop.internal_commands], body)
+    assert delivered[shop.commands] is None
+    refused = delivered[shop.internal_commands]
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    reactor_kafka = as_user(secure_kafka, REACTOR, secure_kafka.reactor_password)
+    delivered = produce_each(reactor_kafka, [shop.commands, shop.events, bank.events], body)
+    assert {t: e and e.code() for t, e in delivered.items()} == {
+        t: KafkaError.TOPIC_AUTHORIZATION_FAILED for t in (shop.commands, shop.events, bank.events)
+    }
+    # The reactor itself, as that principal, does its work.
+    reactor = Reactor(
+        ReactorConfig("shop", kafka=reactor_kafka, instance_id="acl-0"), default_registry()
+    )
+    running = threading.Thread(target=reactor.run, name="reactor", daemon=True)
+    running.start()
+    try:
+        producer = Producer(admin_config)
+        headers = ce.CloudEventHeaders(
+            id="e-t-9", type="bank.TransferCompleted", source="/bank/command-processor",
+            subject="t-9", time=ce.now(), correlation_id="c-t-9", causation_id="c-t-9",
+        ).to_kafka()  # fmt: skip
+        completed = default_codec().encode("bank.TransferCompleted", {"transfer_id": "t-9"})
+        producer.produce(bank.events, completed, b"t-9", headers=headers)
+        assert producer.flush(30) == 0
+
+        def settle_ids(messages: list[Any]) -> list[str]:
+            return [dict(m.headers())[ce.ID].decode() for m in messages]
+
+        issued = read_until(
+            admin_config,
+            shop.internal_commands,
+            lambda ms: "pm:payment:t-9:settle" in settle_ids(ms),
+            partitions=default_registry().context("shop").partitions,
+            timeout=90,  # the reactor joins its group and starts its producer first
+        )
+        assert settle_ids(issued) == ["pm:payment:t-9:settle"]
+    finally:
+        reactor.stop()
+        running.join(30)
+    assert not running.is_alive()

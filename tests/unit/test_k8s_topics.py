@@ -86,6 +86,11 @@ def acls(user: str) -> list[dict[str, Any]]:
 
 
 def allowed(user: str, rtype: str, name: str, operation: str) -> bool:
+    """What the broker's simple authorizer would decide for the manifests' `user`."""
+    return decide(acls(user), rtype, name, operation)
+
+
+def decide(acls: list[dict[str, Any]], rtype: str, name: str, operation: str) -> bool:
     """What the broker's simple authorizer would decide (deny wins over allow)."""
 
     def matches(acl: dict[str, Any]) -> bool:
@@ -96,7 +101,7 @@ def allowed(user: str, rtype: str, name: str, operation: str) -> bool:
             return name.startswith(res["name"])
         return res["name"] in (name, "*")
 
-    rules = [a for a in acls(user) if matches(a)]
+    rules = [a for a in acls if matches(a)]
     return any(a.get("type", "allow") == "allow" for a in rules) and not any(
         a.get("type") == "deny" for a in rules
     )
