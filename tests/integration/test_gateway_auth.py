@@ -36,6 +36,7 @@ from tests.support.gateway_rig import (
 )
 from tests.support.read_side import ReadSideRig
 from tests.support.tokens import SigningKey, jwks, self_signed_cert
+from tests.support.write_side import read_events
 
 PROBLEM = "application/problem+json"
 
@@ -147,6 +148,11 @@ def test_tokens_permissions_principal_rate_limit_and_access_log(
     commands = _commands_on_topic(pipeline)
     command_id = opened.json()["command_id"]
     assert commands[command_id][ce.PRINCIPAL] == "teller-tom"
+    # ... and so do the events it caused (the processor carries it over).
+    events = read_events(pipeline.kafka, f"{pipeline.prefix}.events")
+    assert [(e.type, e.causation_id, e.principal) for e in events if e.aggregate_id == account] == [
+        ("bank.AccountOpened", command_id, "teller-tom")
+    ]
     # None of the refused requests became a command.
     assert [h[ce.SUBJECT] for h in commands.values()] == [account]
 
