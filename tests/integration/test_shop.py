@@ -24,7 +24,6 @@ from processors.topic_admin import create_topics
 from processors.topic_reader import read_topic
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
-from schemas import headers as ce
 from schemas.codec import default_codec
 from sinks.db import connect
 from tests.support.topics import read_until
@@ -32,8 +31,10 @@ from tests.support.worker_metrics import lag, scrape, wait_until
 from tests.support.write_side import (
     BankRig,
     StoredEvent,
+    causation_of,
     check_event_log,
     fold_balances,
+    forged_headers,
     movement,
     open_account,
     read_events,
@@ -194,26 +195,6 @@ def test_an_order_paid_by_a_bank_transfer_is_confirmed_into_postgres(shop: ShopR
 # -- forged internal commands ---------------------------------------------------------------
 
 
-def _forged_headers(command_id: str, command_type: str, subject: str) -> list[tuple[str, bytes]]:
-    """Every header a client could copy from the reactor's own commands."""
-    headers = ce.CloudEventHeaders(
-        id=command_id,
-        type=command_type,
-        source="/shop/reactor",
-        subject=subject,
-        time=ce.now(),
-        correlation_id="c-forge",
-        causation_id="c-forge",
-        principal="system:shop.reactor",
-        extensions={"commandtopic": "internal"},
-    ).to_kafka()
-    return [*headers, ("cqrs_internal", b"true")]
-
-
-def _causation(msg: Any) -> str | None:
-    return next((v.decode() for k, v in msg.headers() or () if k == ce.CAUSATION_ID), None)
-
-
 def test_forged_reactor_commands_are_refused_over_kafka_and_http(shop: ShopRig):
     """SettlePayment is what the reactor issues when bank completes a transfer. Forged by a
     client (the reactor's id, every header, over Kafka or HTTP), it must not pay an order:
@@ -242,16 +223,18 @@ def test_forged_reactor_commands_are_refused_over_kafka_and_http(shop: ShopRig):
         shop.topics.commands,
         default_codec().encode("shop.SettlePayment", settle),
         b"t-f",
-        headers=_forged_headers("pm:payment:t-f:forged", "shop.SettlePayment", "t-f"),
+        headers=forged_headers(
+            "pm:payment:t-f:forged", "shop.SettlePayment", "t-f", "/shop/reactor"
+        ),
     )
     assert producer.flush(30) == 0
     results = read_until(
         shop.bank.kafka,
         shop.topics.results,
-        lambda ms: any(_causation(m) == "pm:payment:t-f:forged" for m in ms),
+        lambda ms: any(causation_of(m) == "pm:payment:t-f:forged" for m in ms),
         partitions=default_registry().context("shop").partitions,
     )
-    raw = next(m for m in results if _causation(m) == "pm:payment:t-f:forged")
+    raw = next(m for m in results if causation_of(m) == "pm:payment:t-f:forged")
     decoded = default_codec().decode(raw.value())
     assert (decoded["status"], decoded["reason"]) == ("REJECTED", "internal_command")
     # Over HTTP the type is not offered, whatever the Idempotency-Key mimics.

@@ -7,7 +7,7 @@ import random
 import time
 from collections import Counter
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Producer
 
 from processors.registry import default_registry
 from processors.topic_reader import read_topic
@@ -17,8 +17,10 @@ from tests.support.topics import read_until
 from tests.support.write_side import (
     BankRig,
     StoredEvent,
+    causation_of,
     check_event_log,
     fold_balances,
+    forged_headers,
     movement,
     open_account,
     read_events,
@@ -135,22 +137,6 @@ def test_money_is_conserved_after_a_mixed_run_with_kills(bank: BankRig):
     assert completed > 0 and bounced > 0
 
 
-def _forged_headers(command_id: str, command_type: str, subject: str) -> list[tuple[str, bytes]]:
-    """Every header a client could copy from the processor's own internal commands."""
-    headers = ce.CloudEventHeaders(
-        id=command_id,
-        type=command_type,
-        source="/bank/command-processor",
-        subject=subject,
-        time=ce.now(),
-        correlation_id="c-t-forge",
-        causation_id="c-t-forge",
-        principal="system:bank.transfer",
-        extensions={"commandtopic": "internal"},
-    ).to_kafka()
-    return [*headers, ("cqrs_internal", b"true")]
-
-
 def test_forged_internal_commands_are_refused_and_money_is_conserved(bank: BankRig):
     bank.processor()
     codec = default_codec()
@@ -200,16 +186,18 @@ def test_forged_internal_commands_are_refused_and_money_is_conserved(bank: BankR
         bank.topics.commands,
         value,
         b"t-f",
-        headers=_forged_headers("pm:transfer:t-f:refund", "bank.FailTransfer", "t-f"),
+        headers=forged_headers(
+            "pm:transfer:t-f:refund", "bank.FailTransfer", "t-f", "/bank/command-processor"
+        ),
     )
     assert producer.flush(30) == 0
     results = read_until(
         bank.kafka,
         bank.topics.results,
-        lambda ms: any(_causation(m) == "pm:transfer:t-f:refund" for m in ms),
+        lambda ms: any(causation_of(m) == "pm:transfer:t-f:refund" for m in ms),
         partitions=default_registry().context("bank").partitions,
     )
-    raw = next(m for m in results if _causation(m) == "pm:transfer:t-f:refund")
+    raw = next(m for m in results if causation_of(m) == "pm:transfer:t-f:refund")
     decoded = codec.decode(raw.value())
     assert (decoded["status"], decoded["reason"]) == ("REJECTED", "internal_command")
     events = _wait_settled(bank, {"t-f"})
@@ -257,9 +245,5 @@ def test_the_principal_is_carried_onto_events_results_and_the_saga(bank: BankRig
         ]
     )
     results = read_topic(bank.kafka, bank.topics.results)
-    principals = {_causation(m): dict(m.headers() or ()).get(ce.PRINCIPAL) for m in results}
+    principals = {causation_of(m): dict(m.headers() or ()).get(ce.PRINCIPAL) for m in results}
     assert b"carol" in principals.values() and b"alice@example" in principals.values()
-
-
-def _causation(msg: Message) -> str | None:
-    return next((v.decode() for k, v in msg.headers() or () if k == ce.CAUSATION_ID), None)

@@ -93,6 +93,30 @@ def read_events(kafka: dict[str, Any], topic: str) -> list[StoredEvent]:
     return events
 
 
+def forged_headers(
+    command_id: str, command_type: str, subject: str, source: str
+) -> list[tuple[str, bytes]]:
+    """Every header a client could copy from the internal commands the worker at `source`
+    (`ce_source`, e.g. `/bank/command-processor`) issues."""
+    headers = ce.CloudEventHeaders(
+        id=command_id,
+        type=command_type,
+        source=source,
+        subject=subject,
+        time=ce.now(),
+        correlation_id="c-forge",
+        causation_id="c-forge",
+        principal=f"system:{source}",
+        extensions={"commandtopic": "internal"},
+    ).to_kafka()
+    return [*headers, ("cqrs_internal", b"true")]
+
+
+def causation_of(msg: Any) -> str | None:
+    """A record's `ce_causationid` header."""
+    return next((v.decode() for k, v in msg.headers() or () if k == ce.CAUSATION_ID), None)
+
+
 def check_event_log(events: list[StoredEvent]) -> dict[str, list[StoredEvent]]:
     """Per aggregate, versions run 1..n with no gap and no duplicate."""
     by_aggregate: dict[str, list[StoredEvent]] = defaultdict(list)
