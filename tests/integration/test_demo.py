@@ -14,19 +14,25 @@ import psycopg
 from psycopg import sql
 
 from bench.workload import WorkloadSpec, account_id, expected_outcome, iter_commands
+from deploy.local import postgres_roles
 from deploy.local.processes import cmdline
+from deploy.local.state import ENV_STATE_DIR, StackState
+from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
+from sinks.migrate import roles
 
 ACCOUNTS = 30
 COMMANDS = 1500
 
 
-def run_demo(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_demo(
+    args: list[str], timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cqrsctl.main", "demo", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "160"},
+        env={**(os.environ if env is None else env), "COLUMNS": "160"},
     )
 
 
@@ -114,3 +120,42 @@ def test_demo_charts_are_png_images_of_the_run(ctx_name: str, pg_schema: str, tm
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100
         assert pixels.std() > 0.01, f"{name} is blank"
     assert f"charts:{folder / 'throughput.png'}" in "".join(done.stdout.split())
+
+
+def test_demo_on_the_local_stack_migrates_as_the_migration_role_and_runs_a_writer_sink(
+    stack: StackState, ctx_name: str, pg_schema: str, pg_conn: psycopg.Connection[Any]
+):
+    """As `make demo` runs it: no connection variables, only the state folder (here the
+    session's stack, which `demo` reuses). The migration role migrates, the sink runs as the
+    schema's writer login with --no-migrate."""
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_BOOTSTRAP, ENV_PG_DSN)}
+    assert env[ENV_STATE_DIR] == stack.state_dir
+    sink_log = Path(stack.state_dir) / "demo" / "logs" / "sink.log"  # appended to by each run
+    logged_before = sink_log.stat().st_size if sink_log.exists() else 0
+    done = run_demo(
+        [
+            *("--accounts", "10", "--commands", "200", "--seed", "3"),
+            *("--prefix", ctx_name, "--schema", pg_schema),
+        ],
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "outcomes match the reference model" in done.stdout
+    owners = pg_conn.execute(
+        "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+        (pg_schema,),
+    ).fetchall()
+    assert owners == [(postgres_roles.MIGRATOR,)]
+    sink_role, _ = postgres_roles.login_names(pg_schema)
+    (member_of,) = pg_conn.execute(
+        "SELECT array_agg(g.rolname) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
+        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
+        (sink_role,),
+    ).fetchone()
+    assert member_of == [roles(pg_schema)[1]]
+    with open(sink_log, "rb") as log:
+        log.seek(logged_before)
+        this_run = log.read().decode(errors="replace")
+    assert this_run.strip(), "the sink wrote nothing to its log"
+    assert "applied migration" not in this_run  # it ran with --no-migrate
