@@ -12,7 +12,7 @@ login.
 `admin_dsn` is a superuser's (the throwaway cluster's `postgres`). It does what
 CloudNativePG's managed roles and database owner do in Kubernetes, and no more: it creates
 the roles and hands the schema to the migration role `cqrs_migrator` (LOGIN, no CREATEROLE,
-CREATE on the database). Every DDL statement then runs as `cqrs_migrator`. The local cluster
+CREATE on the database). The migrations then run as `cqrs_migrator`. The local cluster
 trusts every loopback login (no passwords): these logins bound what each worker does, not
 who may connect.
 """
@@ -39,9 +39,7 @@ _ALTER = {"r": "TABLE", "p": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S"
 class Logins:
     schema: str
     migrator_dsn: str
-    sink_role: str
     sink_dsn: str
-    query_role: str
     query_dsn: str
 
 
@@ -64,9 +62,7 @@ def prepare(admin_dsn: str, schema: str, context: BoundedContext) -> Logins:
     return Logins(
         schema=schema,
         migrator_dsn=migrator_dsn,
-        sink_role=sink,
         sink_dsn=dsn_as(admin_dsn, sink, schema),
-        query_role=query,
         query_dsn=dsn_as(admin_dsn, query, schema),
     )
 
