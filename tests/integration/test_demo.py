@@ -19,6 +19,7 @@ from deploy.local.processes import cmdline
 from deploy.local.state import ENV_STATE_DIR, StackState
 from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
 from sinks.migrate import roles
+from tests.integration.test_postgres_roles_local import member_of, owners_of
 
 ACCOUNTS = 30
 COMMANDS = 1500
@@ -141,19 +142,9 @@ def test_demo_on_the_local_stack_migrates_as_the_migration_role_and_runs_a_write
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "outcomes match the reference model" in done.stdout
-    owners = pg_conn.execute(
-        "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
-        (pg_schema,),
-    ).fetchall()
-    assert owners == [(postgres_roles.MIGRATOR,)]
+    assert owners_of(pg_conn, pg_schema) == [postgres_roles.MIGRATOR]
     sink_role, _ = postgres_roles.login_names(pg_schema)
-    (member_of,) = pg_conn.execute(
-        "SELECT array_agg(g.rolname) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
-        " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s",
-        (sink_role,),
-    ).fetchone()
-    assert member_of == [roles(pg_schema)[1]]
+    assert member_of(pg_conn, sink_role) == [roles(pg_schema)[1]]
     with open(sink_log, "rb") as log:
         log.seek(logged_before)
         this_run = log.read().decode(errors="replace")

@@ -26,7 +26,18 @@ DDL = (
 )
 
 
-def _member_of(conn: psycopg.Connection[Any], role: str) -> list[str]:
+def owners_of(conn: psycopg.Connection[Any], schema: str) -> list[str]:
+    """Who owns the relations of `schema`."""
+    rows = conn.execute(
+        "SELECT DISTINCT pg_get_userbyid(c.relowner) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
+        (schema,),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def member_of(conn: psycopg.Connection[Any], role: str) -> list[str]:
+    """The roles `role` is a member of."""
     rows = conn.execute(
         "SELECT g.rolname FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid"
         " JOIN pg_roles r ON r.oid = m.member WHERE r.rolname = %s ORDER BY 1",
@@ -50,8 +61,8 @@ def test_the_rig_sink_logs_in_as_a_writer_that_cannot_run_ddl(
         ).fetchall():
             assert time.monotonic() < deadline, "no session of the sink's login"
             time.sleep(0.2)
-        assert _member_of(admin, sink_role) == [writer]
-        assert _member_of(admin, query_role) == [reader]
+        assert member_of(admin, sink_role) == [writer]
+        assert member_of(admin, query_role) == [reader]
         flags = admin.execute(
             "SELECT rolname, rolsuper, rolcreaterole, rolcreatedb FROM pg_roles"
             " WHERE rolname = ANY(%s) ORDER BY 1",
@@ -59,12 +70,7 @@ def test_the_rig_sink_logs_in_as_a_writer_that_cannot_run_ddl(
         ).fetchall()
         assert [f[1:] for f in flags] == [(False, False, False)] * 3
         # The migration role ran the migrations: it owns the schema and every table.
-        owners = admin.execute(
-            "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s",
-            (schema,),
-        ).fetchall()
-        assert owners == [(postgres_roles.MIGRATOR,)]
+        assert owners_of(admin, schema) == [postgres_roles.MIGRATOR]
         other = f"{schema}_x"
         admin.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(other)))
         admin.execute(sql.SQL("CREATE TABLE {}.secrets (x int)").format(sql.Identifier(other)))
