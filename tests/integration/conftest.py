@@ -43,7 +43,7 @@ def read_side(bank: BankRig, pg_dsn_for_schema: str, pg_schema: str) -> Iterator
 
 @pytest.fixture(name="pipeline")
 def pipeline_fixture(read_side: ReadSideRig) -> ReadSideRig:
-    """Processor, sink (which applies the migrations and grants) and projector, all ready."""
+    """Processor, sink (after the migration role has migrated) and projector, all ready."""
     read_side.bank.processor()
     read_side.sink()
     read_side.projector()
