@@ -24,8 +24,8 @@ from typing import Any
 import typer
 from confluent_kafka import Producer
 
-from deploy.settings import load_settings
 from processors.faust_app import internal_topics, make_app, prepare_topics, run_worker
+from processors.settings import load_settings
 from processors.topic_admin import create_topics
 from processors.topics import TopicSpec
 

@@ -52,7 +52,7 @@ from deploy.local.pipeline import (
     create_context_topics,
 )
 from deploy.local.processes import free_port
-from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN, load_settings
+from processors.settings import ENV_BOOTSTRAP, ENV_PG_DSN, load_settings
 from processors.topics import declared_topics
 from producers.command_client import CommandClient, CommandResult
 

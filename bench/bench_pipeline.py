@@ -70,8 +70,8 @@ from bench.workload import (
 )
 from deploy.local.pipeline import Pipeline, PipelineSpec, WorkerFailed, create_context_topics
 from deploy.local.pipeline import vm_hwm_mb as _vm_hwm_mb
-from deploy.settings import SettingsError, load_settings
 from processors.registry import default_registry
+from processors.settings import SettingsError, load_settings
 from processors.topic_reader import read_partition
 from processors.topics import ContextTopics, declared_topics
 from sinks.db import CHECKPOINT_CHANNEL

@@ -24,10 +24,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bank.account import ACCOUNT, Account
-from deploy.settings import load_settings
 from processors import wire
 from processors.command_handler import AggregateEntry, CommandHandler
 from processors.registry import default_registry
+from processors.settings import load_settings
 from processors.state_restore import restore_partition
 from processors.topic_admin import create_topics
 from processors.topic_reader import read_partition

@@ -63,7 +63,7 @@ from bench.workload import (
     expected_outcome,
     iter_commands,
 )
-from deploy.settings import ENV_PG_DSN, SettingsError, load_settings
+from processors.settings import ENV_PG_DSN, SettingsError, load_settings
 
 SCHEMA = "peer_eventsourcing"
 CATCH_UP_TIMEOUT_S = 900.0

@@ -25,7 +25,7 @@ from bench.peer_eventsourcing import PeerError, default_dsn, run_peer
 from bench.report import median_figures, print_comparison
 from bench.workload import DEFAULT_ACCOUNTS, DEFAULT_COMMANDS, DEFAULT_SEED, WorkloadError
 from deploy.local.pipeline import WorkerFailed
-from deploy.settings import SettingsError
+from processors.settings import SettingsError
 
 # The targets, for the verdict lines under the tables.
 TARGET_E2E = 20_000.0

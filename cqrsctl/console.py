@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
-from deploy.settings import Settings, SettingsError, load_settings
+from processors.settings import Settings, SettingsError, load_settings
 
 # Exit codes of every subcommand (also in `cqrsctl --help` and docs/operations.md).
 OK = 0

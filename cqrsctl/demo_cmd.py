@@ -37,7 +37,7 @@ def _demo_dir() -> Path:
 
 
 def _uses_local_stack() -> bool:
-    from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
+    from processors.settings import ENV_BOOTSTRAP, ENV_PG_DSN
 
     return not (os.environ.get(ENV_BOOTSTRAP) and os.environ.get(ENV_PG_DSN))
 
@@ -113,7 +113,7 @@ def demo(
 
     from deploy.local.errors import StackError
     from deploy.local.pipeline import WorkerFailed
-    from deploy.settings import SettingsError
+    from processors.settings import SettingsError
     from sinks.db import ReadModelError
 
     try:
@@ -166,7 +166,7 @@ def _run(
     from cqrsctl.stack_cmd import mask_dsn
     from deploy.local import stack
     from deploy.local.pipeline import Pipeline, PipelineSpec, create_context_topics
-    from deploy.settings import load_settings
+    from processors.settings import load_settings
     from producers.command_client import CommandClient
     from sinks.checkpoints import CheckpointWaiter, ReadModelTimeout
     from sinks.db import resolve_schema

@@ -16,7 +16,8 @@ import typer
 
 from cqrsctl.console import UNAVAILABLE, fail, settings_or_fail
 from cqrsctl.run_cmd import LOG_FORMAT_OPTION, configure_logs, run
-from deploy.settings import (
+from processors.registry import UnknownContext, default_registry
+from processors.settings import (
     ENV_GATEWAY_AUDIENCE,
     ENV_GATEWAY_AUTH,
     ENV_GATEWAY_ISSUER,
@@ -27,7 +28,6 @@ from deploy.settings import (
     ENV_GATEWAY_TLS_CERT,
     ENV_GATEWAY_TLS_KEY,
 )
-from processors.registry import UnknownContext, default_registry
 
 if TYPE_CHECKING:
     from producers.gateway.config import GatewayConfig

@@ -67,7 +67,7 @@ def _fail_cleanly(func: F) -> F:
 
         from deploy.local.errors import StackError
         from deploy.local.pipeline import WorkerFailed
-        from deploy.settings import SettingsError
+        from processors.settings import SettingsError
         from sinks.db import ReadModelError
 
         try:
@@ -316,7 +316,7 @@ def _print_status(
 def smoke() -> None:
     """Check the stack end to end: a Kafka transaction read back read_committed, a Postgres row."""
     from deploy.local import smoke as smoke_check
-    from deploy.settings import load_settings
+    from processors.settings import load_settings
 
     settings = load_settings()
     typer.echo(

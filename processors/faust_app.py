@@ -37,10 +37,10 @@ from typing import Any
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from deploy.settings import KafkaSettings
 from processors.consumer_lag import ConsumerLag
 from processors.faust_producer import DrainingProducer
 from processors.fetch_ledger import FetchLedger
+from processors.settings import KafkaSettings
 from processors.topic_admin import TopicsNotReady, check_declared_topics, create_topics
 from processors.topics import DERIVED, DERIVED_MAX_RECORD_BYTES, ContextTopics, TopicSpec
 

@@ -33,7 +33,6 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from deploy.settings import KafkaSettings
 from processors.gc_tuning import tune_gc
 from processors.group_watch import GroupWatch
 from processors.projections import Projection
@@ -45,6 +44,7 @@ from processors.projector.records import (
     read_progress,
 )
 from processors.registry import Registry
+from processors.settings import KafkaSettings
 from processors.topic_admin import check_declared_topics
 from processors.topics import ContextTopics, TopicSpec
 from schemas import headers as ce

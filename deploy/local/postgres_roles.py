@@ -26,8 +26,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from deploy.settings import ENV_PG_DSN
 from processors.domain import BoundedContext
+from processors.settings import ENV_PG_DSN
 from sinks.migrate import migrate, roles
 
 MIGRATOR = "cqrs_migrator"

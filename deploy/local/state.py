@@ -1,7 +1,7 @@
 """The local stack's state file: where the broker and the database listen and which PIDs we own.
 
 `cqrsctl up` writes it, `cqrsctl down` reads it to stop exactly what `up` started, and
-`deploy.settings.load_settings()` reads it when no connection variables are set.
+`processors.settings.load_settings()` reads it when no connection variables are set.
 """
 
 from __future__ import annotations
@@ -11,17 +11,9 @@ import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-ENV_STATE_DIR = "CQRS_STATE_DIR"
-# Not under /root: the `postgres` user must be able to reach the Postgres data folder.
-DEFAULT_STATE_DIR = Path("/var/tmp/kafka-cqrs")
-STATE_FILE = "state.json"
+from processors.settings import ENV_STATE_DIR, STATE_FILE, state_dir
 
-
-def state_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
-    """The folder holding the state file, the broker's and the database's data and logs."""
-    if explicit is not None:
-        return Path(explicit)
-    return Path(os.environ.get(ENV_STATE_DIR) or DEFAULT_STATE_DIR)
+__all__ = ["ENV_STATE_DIR", "StackState", "read_state", "remove_state", "state_dir", "write_state"]
 
 
 @dataclass

@@ -17,7 +17,7 @@ from bench.workload import WorkloadSpec, account_id, expected_outcome, iter_comm
 from deploy.local import postgres_roles
 from deploy.local.processes import cmdline
 from deploy.local.state import ENV_STATE_DIR, StackState
-from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
+from processors.settings import ENV_BOOTSTRAP, ENV_PG_DSN
 from sinks.migrate import roles
 from tests.integration.test_postgres_roles_local import member_of, owners_of
 

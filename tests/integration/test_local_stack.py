@@ -18,7 +18,7 @@ from deploy.local import stack as local_stack
 from deploy.local.errors import StackError
 from deploy.local.processes import find_processes
 from deploy.local.state import ENV_STATE_DIR, StackState, read_state
-from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
+from processors.settings import ENV_BOOTSTRAP, ENV_PG_DSN
 
 CQRSCTL = str(Path(sys.executable).with_name("cqrsctl"))
 
@@ -157,7 +157,7 @@ def test_session_stack_is_exported_to_subprocesses(stack: StackState) -> None:
         [
             sys.executable,
             "-c",
-            "from deploy.settings import load_settings as l; "
+            "from processors.settings import load_settings as l; "
             "s = l(); print(s.kafka.bootstrap_servers)",
         ],
         capture_output=True,

@@ -24,7 +24,7 @@ from deploy.local import background, prometheus
 from deploy.local import stack as local_stack
 from deploy.local.processes import is_our_process
 from deploy.local.state import ENV_STATE_DIR, read_state
-from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
+from processors.settings import ENV_BOOTSTRAP, ENV_PG_DSN
 from tests.unit.promql import metric_names
 
 CQRSCTL = str(Path(sys.executable).with_name("cqrsctl"))

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from deploy.settings import ENV_PG_DSN
+from processors.settings import ENV_PG_DSN
 from sinks.db import connect, resolve_schema
 
 

@@ -2,7 +2,7 @@
 broker stays PLAINTEXT for speed), started by deploy/local's code with a SASL_PLAINTEXT and a
 SASL_SSL listener, SCRAM-SHA-512 credentials created when its storage is formatted, and a
 throwaway CA made with openssl. Clients are configured from the environment alone, through
-deploy/settings.py, as the Kubernetes manifests configure the workers. The broker authorizes
+processors/settings.py, as the Kubernetes manifests configure the workers. The broker authorizes
 with ACLs: the processor's user is a super user, the client's user has the ACLs of the
 Kubernetes manifests."""
 
@@ -34,16 +34,16 @@ from confluent_kafka.admin import (
 )
 from prometheus_client import CollectorRegistry
 
-from deploy import settings as env_names
 from deploy.k8s.reactor_acls import reactor_acls
 from deploy.local import kafka, kafka_jars
 from deploy.local.pipeline import WorkerProcess
 from deploy.local.processes import free_port
 from deploy.local.state import StackState
-from deploy.settings import load_settings
+from processors import settings as env_names
 from processors.command_processor import CommandProcessor, ProcessorConfig
 from processors.reactor import Reactor, ReactorConfig
 from processors.registry import default_registry
+from processors.settings import load_settings
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient

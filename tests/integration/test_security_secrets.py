@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from deploy.local.state import StackState
-from deploy.settings import ENV_PG_DSN, ENV_SASL_PASSWORD
+from processors.settings import ENV_PG_DSN, ENV_SASL_PASSWORD
 
 SECRET = "pg-s3cr3t-Zq9"
 

@@ -13,7 +13,7 @@ import tempfile
 
 from deploy.local import stack as local_stack
 from deploy.local.state import ENV_STATE_DIR, StackState
-from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
+from processors.settings import ENV_BOOTSTRAP, ENV_PG_DSN
 
 SESSION_ENV = (ENV_BOOTSTRAP, ENV_PG_DSN, ENV_STATE_DIR)
 

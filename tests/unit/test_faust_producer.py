@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 from faust.transport.producer import ProducerBuffer
 
-from deploy.settings import KafkaSettings
 from processors.faust_app import make_app
 from processors.faust_producer import DrainableBuffer
+from processors.settings import KafkaSettings
 
 SLOW_S = 0.3
 
@@ -94,7 +94,7 @@ APP_PRODUCER = """
 import asyncio, sys
 from pathlib import Path
 
-from deploy.settings import KafkaSettings
+from processors.settings import KafkaSettings
 from processors.faust_app import make_app
 from tests.unit.test_faust_producer import SlowChannel, message
 

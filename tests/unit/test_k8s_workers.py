@@ -14,7 +14,7 @@ import pytest
 import typer
 
 from cqrsctl.main import app
-from deploy import settings
+from processors import settings
 from processors.registry import default_registry
 from sinks.migrate import roles as read_model_roles
 from tests.unit.k8s_render import OVERLAYS, REPO, of_kind, render_overlay
@@ -31,7 +31,9 @@ LOCAL_ONLY = {
     "CQRS_PG_BIN",  # the folder of initdb / pg_ctl
     "CQRS_KAFKA_HEAP_OPTS",  # the local broker's heap
 }
-LOCAL_STACK_FILES = ("deploy/local/", "cqrsctl/stack_cmd.py")
+# processors/settings.py reads CQRS_STATE_DIR only when the connection variables are unset:
+# its fallback to the local stack's state file.
+LOCAL_STACK_FILES = ("deploy/local/", "cqrsctl/stack_cmd.py", "processors/settings.py")
 # Read only by `cqrsctl run gateway`, each the environment form of an optional option
 # (--jwks-url or --jwks-file, TLS or not): the gateway's are checked by
 # test_k8s_cluster.py's test of its token settings, not required of every worker.
@@ -114,7 +116,7 @@ def test_the_local_only_list_is_true_and_current() -> None:
     for name in LOCAL_ONLY:
         assert name in used, f"{name} is no longer read: drop it from LOCAL_ONLY"
         assert all(f.startswith(LOCAL_STACK_FILES) for f in used[name]), (name, used[name])
-    # The scan finds what deploy/settings.py reads.
+    # The scan finds what processors/settings.py reads.
     assert {"CQRS_KAFKA_BOOTSTRAP_SERVERS", "CQRS_POSTGRES_DSN"} <= app_env_vars()
 
 
@@ -370,4 +372,4 @@ def test_postgres_roles_are_declared_and_least_privilege(overlay: str) -> None:
 
 def test_sources_scanned_exist() -> None:
     assert all((REPO / p).is_dir() for p in APP_PACKAGES)
-    assert Path(REPO / "deploy" / "settings.py").is_file()
+    assert Path(REPO / "processors" / "settings.py").is_file()

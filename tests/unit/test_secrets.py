@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from cqrsctl.stack_cmd import mask_dsn
-from deploy.settings import (
+from processors.command_processor import ProcessorConfig
+from processors.settings import (
     ENV_BOOTSTRAP,
     ENV_PG_DSN,
     ENV_SASL_MECHANISM,
@@ -16,7 +17,6 @@ from deploy.settings import (
     SettingsError,
     load_settings,
 )
-from processors.command_processor import ProcessorConfig
 
 SECRET = "s3cr3t-Pa55"
 

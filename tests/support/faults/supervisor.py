@@ -14,8 +14,8 @@ from psycopg.conninfo import make_conninfo
 from deploy.local import postgres_roles
 from deploy.local.pipeline import WorkerProcess
 from deploy.local.state import ENV_STATE_DIR, StackState
-from deploy.settings import ENV_BOOTSTRAP, ENV_PG_DSN
 from processors.registry import default_registry
+from processors.settings import ENV_BOOTSTRAP, ENV_PG_DSN
 
 LIVENESS_GRACE_S = 20.0  # /healthz failing this long after it once answered: restart
 RESTART_BACKOFF_S = 1.0

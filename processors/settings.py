@@ -2,15 +2,30 @@
 
 Every worker, client and tool reads its connection settings here, so the same code runs
 against the local stack and inside a Kubernetes cluster (where Secrets set the variables).
-When a variable is unset, the local stack's state file (written by `cqrsctl up`) fills in
-the bootstrap servers and the DSN.
+When a variable is unset, the local stack's state file (`<state dir>/state.json`, written by
+`cqrsctl up`) fills in the bootstrap servers and the DSN from its `bootstrap_servers` and
+`postgres_dsn` fields.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+ENV_STATE_DIR = "CQRS_STATE_DIR"
+# Not under /root: the `postgres` user must be able to reach the Postgres data folder.
+DEFAULT_STATE_DIR = Path("/var/tmp/kafka-cqrs")
+STATE_FILE = "state.json"
+
+
+def state_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The local stack's folder: its state file, the broker's and the database's data."""
+    if explicit is not None:
+        return Path(explicit)
+    return Path(os.environ.get(ENV_STATE_DIR) or DEFAULT_STATE_DIR)
 
 
 @dataclass(frozen=True)
@@ -74,12 +89,9 @@ def load_settings(env: dict[str, str] | None = None, *, postgres: bool = True) -
     bootstrap = env.get(ENV_BOOTSTRAP)
     dsn = env.get(ENV_PG_DSN)
     if not bootstrap or not dsn:
-        from deploy.local.state import read_state
-
-        state = read_state()
-        if state is not None:
-            bootstrap = bootstrap or state.bootstrap_servers
-            dsn = dsn or state.postgres_dsn
+        local = _local_stack()
+        bootstrap = bootstrap or local.get("bootstrap_servers")
+        dsn = dsn or local.get("postgres_dsn")
     if not bootstrap:
         raise SettingsError(f"no Kafka bootstrap servers: set {ENV_BOOTSTRAP} or run `cqrsctl up`")
     if not dsn and postgres:
@@ -93,3 +105,15 @@ def load_settings(env: dict[str, str] | None = None, *, postgres: bool = True) -
         ssl_ca_location=env.get(ENV_SSL_CA) or None,
     )
     return Settings(kafka=kafka, postgres_dsn=dsn or "")
+
+
+def _local_stack() -> dict[str, Any]:
+    """The local stack's state file, {} when there is none (a cluster, or no `cqrsctl up`)."""
+    path = state_dir() / STATE_FILE
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise SettingsError(f"unreadable local stack state file {path}: {exc}") from None
+    return data if isinstance(data, dict) else {}
