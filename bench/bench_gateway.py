@@ -6,7 +6,7 @@ CQRS_POSTGRES_DSN).
 
 Fresh topics (prefix `gwbench<id>`) and a fresh Postgres schema, deleted afterwards; the
 processor, projector and sink run as child processes, the gateway as `cqrsctl run gateway`.
-The seeded bank workload (bench/workload.py) opens the accounts first through the command
+The seeded bank workload (cqrsctl/workload.py) opens the accounts first through the command
 client, then sends its movements five ways, each with at most `concurrency` commands in
 flight (a closed loop, like that many clients):
 
@@ -43,8 +43,8 @@ from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
-from bench.report import percentiles
-from bench.workload import WorkloadSpec, iter_commands
+from cqrsctl.driver import percentiles
+from cqrsctl.workload import WorkloadSpec, iter_commands
 from deploy.local.pipeline import (
     Pipeline,
     PipelineSpec,
@@ -98,7 +98,7 @@ def run_kafka_client(client: CommandClient, commands: list[Command], concurrency
         slots.acquire()
         sent_at = time.monotonic()
         pending = client.send(kind, data)
-        future = pending._future  # the result's future, as bench/driver.py reaches it
+        future = pending._future  # the result's future, as cqrsctl/driver.py reaches it
         assert future is not None
         future.add_done_callback(lambda f, at=sent_at: finish(at, f.result()))
     client.flush(60)

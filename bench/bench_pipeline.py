@@ -9,7 +9,7 @@ deleted afterwards. Durable settings throughout: the client and every producer u
 `acks=all` with idempotence, the processor commits one Kafka transaction per batch
 (`send_offsets_to_transaction`), and Postgres keeps fsync and synchronous_commit on.
 
-Three runs, each over the same seeded workload (bench/workload.py; rates count every command,
+Three runs, each over the same seeded workload (cqrsctl/workload.py; rates count every command,
 openings included, accepted + rejected, as the peer does):
 
 1. `drain`: the commands are produced first (the processor is not running); then the
@@ -56,10 +56,10 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 from rich.console import Console
 
-from bench.driver import ACCEPTED, Drive, Driver
 from bench.economy import Reading, StackMeter, cost_per_command, print_economy
-from bench.report import median_figures, percentiles, print_comparison
-from bench.workload import (
+from bench.report import median_figures, print_comparison
+from cqrsctl.driver import ACCEPTED, Drive, Driver, percentiles
+from cqrsctl.workload import (
     DEFAULT_ACCOUNTS,
     DEFAULT_COMMANDS,
     DEFAULT_SEED,

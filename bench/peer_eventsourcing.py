@@ -24,7 +24,7 @@ Figures (see bench/report.py): commands/s through the application and end to end
 until the read model holds the last event), latency from call to return and from call to
 visible in the read model (the projector notes when each notification's transaction
 committed, on the machine-wide monotonic clock), and each process's peak RSS. The result is
-checked against bench.workload's reference model: per-command acceptance, rejection reasons,
+checked against cqrsctl.workload's reference model: per-command acceptance, rejection reasons,
 and every balance in the read model.
 """
 
@@ -50,8 +50,9 @@ from rich.console import Console
 
 from bench.economy import cost_per_command, economy_table, postgres_pid_for
 from bench.process_cpu import ProcError, tree_cpu_seconds
-from bench.report import median_figures, percentiles, print_comparison
-from bench.workload import (
+from bench.report import median_figures, print_comparison
+from cqrsctl.driver import percentiles
+from cqrsctl.workload import (
     DEFAULT_ACCOUNTS,
     DEFAULT_COMMANDS,
     DEFAULT_SEED,

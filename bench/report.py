@@ -12,7 +12,6 @@ Rates count every command of the workload (openings included, accepted + rejecte
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-PERCENTILES = (50, 95, 99)
+from cqrsctl.driver import PERCENTILES
 
 # (path into the figures, label, whether a larger value is better)
 METRICS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
@@ -35,23 +34,6 @@ METRICS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
         for p in PERCENTILES
     ),
 )
-
-
-def percentiles(values: Sequence[float], points: Sequence[int] = PERCENTILES) -> dict[str, float]:
-    """Linear-interpolated percentiles, keyed "p50" etc."""
-    if not values:
-        raise ValueError("percentiles of an empty sample are undefined")
-    ordered = sorted(values)
-    last = len(ordered) - 1
-    found: dict[str, float] = {}
-    for point in points:
-        if not 0 <= point <= 100:
-            raise ValueError(f"percentile must be within 0..100, got {point}")
-        rank = point / 100 * last
-        low = math.floor(rank)
-        high = min(low + 1, last)
-        found[f"p{point}"] = ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-    return found
 
 
 def _get(figures: Mapping[str, Any], path: Sequence[str]) -> float | None:

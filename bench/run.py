@@ -23,7 +23,7 @@ from bench.bench_pipeline import BenchError, machine, print_ours, run_ours
 from bench.economy import economy_table
 from bench.peer_eventsourcing import PeerError, default_dsn, run_peer
 from bench.report import median_figures, print_comparison
-from bench.workload import DEFAULT_ACCOUNTS, DEFAULT_COMMANDS, DEFAULT_SEED, WorkloadError
+from cqrsctl.workload import DEFAULT_ACCOUNTS, DEFAULT_COMMANDS, DEFAULT_SEED, WorkloadError
 from deploy.local.pipeline import WorkerFailed
 from processors.settings import SettingsError
 

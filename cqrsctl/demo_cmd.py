@@ -161,9 +161,9 @@ def _run(
     report_json: Path | None,
     charts: Path | None = None,
 ) -> None:
-    from bench.driver import DriveError, Driver
-    from bench.workload import WorkloadSpec, expected_outcome, iter_commands
+    from cqrsctl.driver import DriveError, Driver
     from cqrsctl.stack_cmd import mask_dsn
+    from cqrsctl.workload import WorkloadSpec, expected_outcome, iter_commands
     from deploy.local import stack
     from deploy.local.pipeline import Pipeline, PipelineSpec, create_context_topics
     from processors.settings import load_settings
@@ -335,8 +335,7 @@ def _report(
     import psycopg
     from psycopg import sql
 
-    from bench.driver import ACCEPTED
-    from bench.report import percentiles
+    from cqrsctl.driver import ACCEPTED, percentiles
     from cqrsctl.stack_cmd import mask_dsn
 
     wall = visible - drive.first_sent

@@ -319,7 +319,7 @@ def _settle_result(future: asyncio.Future[CommandResult], result: CommandResult)
 
 def _on_result(pending: PendingCommand, callback: Callable[[CommandResult], None]) -> None:
     """Call `callback(result)` on the client's thread when the command's result arrives, so
-    no thread sits waiting for it. Like bench/driver.py, this reaches the pending command's
+    no thread sits waiting for it. Like cqrsctl/driver.py, this reaches the pending command's
     future until PendingCommand offers `add_done_callback` itself."""
     add = getattr(pending, "add_done_callback", None)
     if add is not None:

@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.workload import WorkloadSpec, account_id, expected_outcome, iter_commands
+from cqrsctl.workload import WorkloadSpec, account_id, expected_outcome, iter_commands
 from deploy.local import postgres_roles
 from deploy.local.processes import cmdline
 from deploy.local.state import ENV_STATE_DIR, StackState

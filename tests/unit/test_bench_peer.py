@@ -8,7 +8,7 @@ from array import array
 import pytest
 
 from bench.peer_eventsourcing import check_correctness, library_env, summarise
-from bench.workload import WorkloadSpec, expected_outcome, generate
+from cqrsctl.workload import WorkloadSpec, expected_outcome, generate
 
 
 def test_library_env_takes_the_connection_from_the_dsn_and_keeps_its_own_schema():

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from bench.report import comparison_table, median_figures, percentiles
+from bench.report import comparison_table, median_figures
+from cqrsctl.driver import percentiles
 
 
 def render(table) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.workload import (
+from cqrsctl.workload import (
     DEPOSIT,
     DEPOSIT_MAX,
     OPEN_ACCOUNT,

@@ -1,4 +1,5 @@
-"""The benchmark's workload, shared by our pipeline and the peer, and what it must produce.
+"""The demo's and the benchmark's workload (shared by our pipeline and the peer), and what it
+must produce.
 
 A accounts are opened first (owner, currency EUR), then C commands are drawn uniformly over
 the accounts: 60% deposits of 1..10,000 and 40% withdrawals of 1..12,000 (minor units). A

@@ -13,11 +13,12 @@ it never waits when behind).
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ Progress = Callable[[int, int], None]  # (sent, resolved)
 NOT_YET = 0
 ACCEPTED = 1
 REJECTED = 2
+PERCENTILES = (50, 95, 99)
 
 
 class DriveError(RuntimeError):
@@ -200,3 +202,20 @@ class Driver:
 def on_result(pending: PendingCommand, callback: Callable[[CommandResult], None]) -> None:
     """Call `callback(result)` when the command's result arrives."""
     pending.add_done_callback(callback)
+
+
+def percentiles(values: Sequence[float], points: Sequence[int] = PERCENTILES) -> dict[str, float]:
+    """Linear-interpolated percentiles, keyed "p50" etc."""
+    if not values:
+        raise ValueError("percentiles of an empty sample are undefined")
+    ordered = sorted(values)
+    last = len(ordered) - 1
+    found: dict[str, float] = {}
+    for point in points:
+        if not 0 <= point <= 100:
+            raise ValueError(f"percentile must be within 0..100, got {point}")
+        rank = point / 100 * last
+        low = math.floor(rank)
+        high = min(low + 1, last)
+        found[f"p{point}"] = ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+    return found
