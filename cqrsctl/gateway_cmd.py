@@ -182,8 +182,8 @@ def _print_openapi(
     """The document as a gateway with these options serves it; needs no token settings."""
     from producers.gateway.config import GatewayConfig
     from producers.gateway.openapi import build_openapi
-    from producers.gateway.read_model import projection_views
     from schemas.catalog import default_catalog
+    from sinks.read_model import projection_views
 
     ctx = default_registry().context(context)
     catalog = default_catalog()

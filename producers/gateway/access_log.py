@@ -1,4 +1,6 @@
-"""The access log: one JSON object per request on the `cqrs.gateway.access` logger.
+"""The access log and the request metrics: one JSON object per request on the
+`cqrs.gateway.access` logger, and (given the gateway's metrics) each request counted and
+timed by method, route template and status.
 
 Fields: `time`, `principal` (null when the request was not authenticated), `method`,
 `path` (without the query string), `command_type` (for `POST /commands/...`), `status`,
@@ -16,13 +18,21 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from producers.gateway.metrics import GatewayMetrics
+
 access_log = logging.getLogger("cqrs.gateway.access")
 
 
 class AccessLogMiddleware:
-    def __init__(self, app: ASGIApp, logger: logging.Logger = access_log) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        logger: logging.Logger = access_log,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
         self.app = app
         self.log = logger
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -38,9 +48,14 @@ class AccessLogMiddleware:
 
         started = time.perf_counter()
         state = scope.setdefault("state", {})
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_and_record)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                self._measure(scope, status, elapsed)
             if self.log.isEnabledFor(logging.INFO):
                 client = scope.get("client")
                 entry = {
@@ -50,7 +65,15 @@ class AccessLogMiddleware:
                     "path": scope.get("path"),
                     "command_type": state.get("command_type"),
                     "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "latency_ms": round(elapsed * 1000, 2),
                     "client": client[0] if client else None,
                 }
                 self.log.info(json.dumps(entry, ensure_ascii=True))
+
+    def _measure(self, scope: Scope, status: int, elapsed: float) -> None:
+        assert self.metrics is not None
+        self.metrics.in_flight.dec()
+        template = getattr(scope.get("route"), "path", "unmatched")
+        method = scope.get("method", "")
+        self.metrics.requests.labels(method, template, str(status)).inc()
+        self.metrics.latency.labels(method, template).observe(elapsed)

@@ -39,6 +39,7 @@ from producers.command_client import (
 )
 from producers.gateway.avro_json import from_json
 from producers.gateway.config import GatewayConfig
+from producers.gateway.responses import ClientError
 from schemas import headers as ce
 from schemas.catalog import Catalog
 from schemas.validation import ValidationError
@@ -50,15 +51,9 @@ IDEMPOTENCY_KEY = re.compile(r"[!-~](?:[ -~]*[!-~])?")
 WAIT_RESULT = "result"
 
 
-class CommandRejectedByGateway(ValueError):
+class CommandRejectedByGateway(ClientError):
     """The request cannot become a command. `status` is the HTTP status to answer with;
     `field` is the dotted path of the failing field when there is one."""
-
-    def __init__(self, status: int, error: str, message: str, field: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.error = error
-        self.field = field
 
 
 class Unavailable(RuntimeError):

@@ -6,9 +6,8 @@ import json
 
 import pytest
 
-from producers.gateway.app import _parse_seconds, _reject_constant
 from producers.gateway.commands import _valid_key
-from producers.gateway.read_model import BadParameter
+from producers.gateway.params import BadParameter, _reject_constant, parse_seconds
 
 
 @pytest.mark.parametrize(
@@ -29,10 +28,10 @@ def test_an_idempotency_key_is_printable_ascii_within_the_id_limit(key: str, val
 
 
 def test_timeouts_are_seconds_within_bounds() -> None:
-    assert _parse_seconds("timeout", "2.5", 60) == 2.5
+    assert parse_seconds("timeout", "2.5", 60) == 2.5
     for bad in ("0.5", "61", "nan", "inf", "-1", "soon"):
         with pytest.raises(BadParameter, match="'timeout'"):
-            _parse_seconds("timeout", bad, 60)
+            parse_seconds("timeout", bad, 60)
 
 
 def test_nan_and_infinity_are_not_json_numbers() -> None:

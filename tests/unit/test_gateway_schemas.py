@@ -15,15 +15,9 @@ from jsonschema import Draft202012Validator
 from processors.registry import default_registry
 from producers.gateway.avro_json import UnsupportedSchema, from_json, to_json_schema
 from producers.gateway.openapi import build_openapi
-from producers.gateway.read_model import (
-    BadParameter,
-    Column,
-    parse_int,
-    parse_time,
-    parse_value,
-    projection_views,
-)
+from producers.gateway.params import BadParameter, parse_int, parse_time, parse_value
 from schemas.catalog import ValidationError, default_catalog
+from sinks.read_model import Column, projection_views
 
 INT64_MAX = 2**63 - 1
 COMMANDS = sorted(default_registry().command_types())

@@ -1,4 +1,5 @@
-"""The gateway's reads from the Postgres read models, as the read-only query role.
+"""The read models' queries (projection rows, an aggregate's history and events), as the
+read-only query role: what the HTTP gateway serves.
 
 Every statement is parameterised; the only identifiers in SQL are column and relation
 names taken from the context's projection declarations and row schemas (the whitelist),
@@ -26,22 +27,12 @@ from psycopg_pool import ConnectionPool
 from processors.domain import AggregateType, BoundedContext
 from processors.projections import OFFSET_FIELD, PARTITION_FIELD, Guard, Projection
 from schemas.catalog import Catalog
-from schemas.validation import INT_RANGE, LONG_RANGE
 from sinks.db import resolve_schema, search_path
 from sinks.queries import History, load_history
 
 EVENT_LOG = "event_log"  # the runtime's archive of every event (processors.projections)
 STATEMENT_TIMEOUT_MS = 10_000
-RESERVED_PARAMS = frozenset({"limit", "offset"})
-
-
-class BadParameter(ValueError):
-    """A query or path parameter the read model cannot use; `name` names it."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(f"parameter '{name}': {reason}")
-        self.name = name
-        self.reason = reason
+RESERVED_PARAMS = frozenset({"limit", "offset"})  # list parameters, never filters
 
 
 # -- what a projection exposes -------------------------------------------------------------
@@ -109,53 +100,6 @@ def _kind(avro: Any) -> str:
             return "string"
         return _kind(avro["type"]) if isinstance(avro.get("type"), str) else "other"
     return avro if avro in ("string", "long", "int", "boolean") else "other"
-
-
-def parse_value(column: Column, text: str) -> Any:
-    """A filter or key value from the URL, typed for the column."""
-    if "\x00" in text:
-        raise BadParameter(column.name, "contains a NUL character")
-    if column.kind in ("long", "int"):
-        low, high = LONG_RANGE if column.kind == "long" else INT_RANGE
-        return parse_int(column.name, text, low, high)
-    if column.kind == "boolean":
-        if text not in ("true", "false"):
-            raise BadParameter(column.name, f"expected true or false, got {text!r}")
-        return text == "true"
-    if column.kind == "date":
-        try:
-            return dt.date.fromisoformat(text)
-        except ValueError:
-            raise BadParameter(column.name, f"expected a date YYYY-MM-DD, got {text!r}") from None
-    if column.kind == "timestamp":
-        return parse_time(column.name, text)
-    return text
-
-
-def parse_int(name: str, text: str, low: int, high: int) -> int:
-    stripped = text.strip()
-    digits = stripped[1:] if stripped[:1] in "+-" else stripped
-    if not digits.isascii() or not digits.isdigit() or len(digits) > 25:
-        raise BadParameter(name, f"expected an integer, got {text!r}")
-    value = int(stripped)
-    if not low <= value <= high:
-        raise BadParameter(name, f"must be in [{low}, {high}], got {value}")
-    return value
-
-
-def parse_time(name: str, text: str) -> dt.datetime:
-    try:
-        moment = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise BadParameter(
-            name, f"expected an ISO 8601 time, e.g. 2024-05-01T12:00:00Z, got {text!r}"
-        ) from None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-    try:
-        moment.astimezone(dt.UTC)
-    except OverflowError:
-        raise BadParameter(name, f"out of range in UTC: {text!r}") from None
-    return moment
 
 
 # -- JSON out ------------------------------------------------------------------------------
@@ -230,16 +174,6 @@ class ReadModel:
     def ping(self, timeout: float = 2.0) -> None:
         with self.pool.connection(timeout=timeout) as conn:
             conn.execute("SELECT 1 FROM cqrs_checkpoints LIMIT 1")
-
-    def current_role(self) -> tuple[str, bool]:
-        """(current_user, whether it may INSERT into event_log): for tests and /readyz."""
-        with self.pool.connection(timeout=5) as conn:
-            row = conn.execute(
-                "SELECT current_user, has_table_privilege(current_user, %s, 'INSERT')",
-                (EVENT_LOG,),
-            ).fetchone()
-        assert row is not None
-        return str(row[0]), bool(row[1])
 
     # -- projections -----------------------------------------------------------------------
 
