@@ -55,6 +55,7 @@ from deploy.local.processes import free_port
 from processors.settings import ENV_BOOTSTRAP, ENV_PG_DSN, load_settings
 from processors.topics import declared_topics
 from producers.command_client import CommandClient, CommandResult
+from sinks.checkpoints import CheckpointWaiter
 
 Command = tuple[str, dict[str, Any]]
 
@@ -278,8 +279,9 @@ def main() -> None:
                         kafka,
                         "bank",
                         topic_prefix=prefix,
-                        read_model_dsn=settings.postgres_dsn,
-                        read_model_schema=schema,
+                        read_your_writes=CheckpointWaiter(
+                            settings.postgres_dsn, schema, events_topic=f"{prefix}.events"
+                        ),
                     ) as client:
                         for kind, data in openings:
                             client.send(kind, data).result(60)

@@ -6,6 +6,11 @@ by aggregate id, and optionally await the command's result.
 
 Results are matched by the causation id header of `<ctx>.command-results`, so the listener
 decodes only the results this client is waiting for; thousands of commands can be in flight.
+Delivery is tracked per command id (`PendingCommand.delivered`), and one thread serves the
+producer's delivery reports: the results listener when there is one, else the caller's own
+`send`/`flush`. Read your writes (`send(..., wait_for=...)`) waits with what the client is
+given (`read_your_writes`, e.g. sinks.checkpoints.CheckpointWaiter): the client itself needs
+no database.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import (
     Consumer,
@@ -46,6 +51,14 @@ class InvalidCommand(ValueError):
 
 class CommandTimeout(TimeoutError):
     pass
+
+
+class ReadYourWrites(Protocol):
+    """Waits until a projection shows given event positions (sinks.checkpoints)."""
+
+    def wait(self, projection: str, positions: Any, timeout: float) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class CommandNotDelivered(RuntimeError):
@@ -152,6 +165,14 @@ class PendingCommand:
                 f"no delivery report for command {self.command_id} within {timeout:g}s"
             ) from None
 
+    def add_delivery_callback(self, callback: Callable[[BaseException | None], None]) -> None:
+        """Call `callback(None)` once the broker has acknowledged the command, or
+        `callback(CommandNotDelivered)` if Kafka did not take it: on the thread serving the
+        delivery reports (at once if the report is already in)."""
+        if self._delivered is None:
+            raise RuntimeError("this command has no delivery report to wait for")
+        self._delivered.add_done_callback(lambda done: callback(done.exception()))
+
     def result(self, timeout: float = 30.0) -> CommandResult:
         if self._future is None:
             raise RuntimeError("this client was created with await_results=False")
@@ -203,13 +224,11 @@ class CommandClient:
         registry: Registry | None = None,
         codec: Codec | None = None,
         producer_config: Mapping[str, Any] | None = None,
-        read_model_dsn: str | None = None,
-        read_model_schema: str | None = None,
+        read_your_writes: ReadYourWrites | None = None,
     ) -> None:
         self.registry = registry or default_registry()
-        # Postgres of the read models, for send(..., wait_for=<projection>).
-        self._read_model = (read_model_dsn, read_model_schema)
-        self._waiter: Any = None
+        # For send(..., wait_for=<projection>); closed with the client.
+        self._waiter = read_your_writes
         self.context = self.registry.context(context)
         self.topics = ContextTopics(topic_prefix or context)
         self.codec = codec or default_codec()
@@ -236,6 +255,7 @@ class CommandClient:
         self.stall_s = STALL_S
         self._pending: dict[str, Future[CommandResult]] = {}
         self._lock = threading.Lock()
+        self._delivered = threading.Condition(self._lock)  # notified as reports come in
         self._listener: _ResultListener | None = None
         if await_results:
             self._listener = _ResultListener(kafka, self.topics.results, self)
@@ -246,7 +266,7 @@ class CommandClient:
     def prepare(self, command_type: str, data: Mapping[str, Any]) -> tuple[str, bytes]:
         """Validate a command and encode it; returns (aggregate id, value)."""
         try:
-            agg = self.registry.aggregate_for_command(command_type)
+            self.registry.aggregate_for_command(command_type)
         except UnknownMessageType as exc:
             raise InvalidCommand(str(exc)) from None
         if command_type.split(".", 1)[0] != self.context.name:
@@ -255,9 +275,15 @@ class CommandClient:
             self.codec.catalog.validate(command_type, data)
         except ValueError as exc:
             raise InvalidCommand(str(exc)) from None
-        aggregate_id = str(data[agg.id_field])
+        return self.encode(command_type, data)
+
+    def encode(self, command_type: str, record: Mapping[str, Any]) -> tuple[str, bytes]:
+        """Encode a command of this context already validated against its schema (the
+        gateway validates its JSON itself); returns (aggregate id, value)."""
+        agg = self.registry.aggregate_for_command(command_type)
+        aggregate_id = str(record[agg.id_field])
         _check_id(f"{command_type}: field '{agg.id_field}'", aggregate_id)
-        return aggregate_id, self.codec.encode(command_type, data)
+        return aggregate_id, self.codec.encode(command_type, record)
 
     def send(
         self,
@@ -270,12 +296,36 @@ class CommandClient:
         wait_for: str | None = None,
         principal: str | None = None,
     ) -> PendingCommand:
-        """Produce a command. With `wait_for="<projection>"`, the returned command's
-        `result()` returns only once that projection's rows in Postgres show the command's
-        effect (read your writes; needs `read_model_dsn`). `principal` (the `ce_principal`
+        """Validate and produce a command. With `wait_for="<projection>"`, the returned
+        command's `result()` returns only once that projection's rows show the command's
+        effect (read your writes; needs `read_your_writes`). `principal` (the `ce_principal`
         header) names who sends it; the processor carries it onto the command's events."""
         read_your_writes = self._read_your_writes(wait_for) if wait_for else None
         aggregate_id, value = self.prepare(command_type, data)
+        return self.send_encoded(
+            command_type,
+            aggregate_id,
+            value,
+            command_id=command_id,
+            expected_version=expected_version,
+            correlation_id=correlation_id,
+            principal=principal,
+            read_your_writes=read_your_writes,
+        )
+
+    def send_encoded(
+        self,
+        command_type: str,
+        aggregate_id: str,
+        value: bytes,
+        *,
+        command_id: str | None = None,
+        expected_version: int | None = None,
+        correlation_id: str | None = None,
+        principal: str | None = None,
+        read_your_writes: Callable[[CommandResult, float], None] | None = None,
+    ) -> PendingCommand:
+        """Produce a command `encode` (or `prepare`) returned."""
         command_id = command_id or self._new_id()
         _check_id("command id", command_id)
         if correlation_id:
@@ -313,8 +363,9 @@ class CommandClient:
         with self._lock:
             self._in_flight[command_id] = outgoing
         self._produce(command_id, outgoing)
-        self._producer.poll(0)
-        self._replace_a_stalled_producer()
+        if self._listener is None:  # else the listener serves the delivery reports
+            self._producer.poll(0)
+            self._replace_a_stalled_producer()
         return PendingCommand(
             command_id, aggregate_id, future, read_your_writes, outgoing.delivered
         )
@@ -369,16 +420,32 @@ class CommandClient:
         discard.start()
 
     def flush(self, timeout: float = 30.0) -> None:
-        remaining = self._producer.flush(timeout)
+        """Return once every command sent has its delivery report; CommandTimeout if some
+        have none after `timeout`."""
+        if self._listener is None or not self._listener.is_alive():
+            remaining = self._producer.flush(timeout)
+        else:  # the listener polls the producer: wait for it to have served every report
+            deadline = time.monotonic() + timeout
+            with self._delivered:
+                while self._in_flight and time.monotonic() < deadline:
+                    self._delivered.wait(max(0.0, deadline - time.monotonic()))
+                remaining = len(self._in_flight)
         if remaining:
             raise CommandTimeout(f"{remaining} commands still undelivered after {timeout:g}s")
 
     def close(self) -> None:
-        self.flush()
-        if self._listener is not None:
-            self._listener.stop()
-        if self._waiter is not None:
-            self._waiter.close()
+        try:
+            self.flush()
+        finally:
+            if self._listener is not None:
+                self._listener.stop()
+            if self._waiter is not None:
+                self._waiter.close()
+
+    @property
+    def listening(self) -> bool:
+        """Whether results are being read (False once the listener thread died)."""
+        return self._listener is not None and self._listener.is_alive()
 
     def __enter__(self) -> CommandClient:
         return self
@@ -395,15 +462,9 @@ class CommandClient:
                 f"wait_for: {self.context.name} has no projection "
                 f"{projection!r} (known: {', '.join(known) or 'none'})"
             )
-        dsn, schema = self._read_model
-        if dsn is None:
-            raise InvalidCommand("wait_for needs the client's read_model_dsn (Postgres)")
-        with self._lock:
-            if self._waiter is None:
-                from sinks.checkpoints import CheckpointWaiter  # psycopg only when used
-
-                self._waiter = CheckpointWaiter(dsn, schema, events_topic=self.topics.events)
-            waiter = self._waiter
+        waiter = self._waiter
+        if waiter is None:
+            raise InvalidCommand("wait_for needs the client's read_your_writes (a read model)")
 
         def wait(result: CommandResult, timeout: float) -> None:
             waiter.wait(projection, result.events, timeout)
@@ -428,8 +489,9 @@ class CommandClient:
             return  # a replaced producer: its command was sent again
         if self._configured_on_delivery is not None:
             self._configured_on_delivery(err, msg)
-        with self._lock:
+        with self._delivered:
             outgoing = self._in_flight.pop(command_id, None)
+            self._delivered.notify_all()
         if err is None:
             if outgoing is not None and not outgoing.delivered.done():
                 outgoing.delivered.set_result(None)
@@ -443,6 +505,9 @@ class CommandClient:
             future = self._pending.pop(command_id, None)
         if future is not None and not future.done():
             future.set_exception(failure)
+
+    def _awaiting_delivery(self) -> bool:
+        return bool(self._in_flight)
 
     def _is_waiting_for(self, command_id: str) -> bool:
         return command_id in self._pending
@@ -544,11 +609,13 @@ class _ResultListener(threading.Thread):
         causation = ce.CAUSATION_ID
         try:
             while not self._stopping.is_set():
-                # Serve the producer's delivery reports too: a command Kafka refused fails
-                # its waiter now, not at the sender's next send or flush.
+                # This thread alone serves the producer's delivery reports: a command Kafka
+                # refused fails its waiter now, not at the sender's next send or flush. While
+                # commands await a report, it looks for them every few milliseconds.
                 self._client._producer.poll(0)
+                wait = 0.005 if self._client._awaiting_delivery() else 0.1
                 records = 0
-                for msg in self._consumer.consume(1000, 0.1):
+                for msg in self._consumer.consume(1000, wait):
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:

@@ -1,10 +1,11 @@
 """Commands over HTTP: a JSON body becomes an Avro command through the command client.
 
-`submit` confirms that the broker has the command (acks=all) before it answers, so a 202
-means the command is in `<ctx>.commands`, not merely queued in this process: the producer's
-delivery reports resolve an asyncio future per request. Delivery reports carry no headers,
-so they are matched by key: one aggregate's commands share a partition, whose reports come
-in produce order, and the event loop registers and produces each command in one step.
+The route checks the command type once (`check_type`) and `submit` validates the JSON once
+against the command's schema; the command client then encodes and produces the record
+without checking it again. `submit` confirms that the broker has the command (acks=all)
+before it answers, so a 202 means the command is in `<ctx>.commands`, not merely queued in
+this process: the command client tracks each command's delivery report by command id, and
+its results listener, the only thread that polls the producer, serves them.
 
 Waiting for the processor's result costs no thread (the result's future calls back into
 the event loop); waiting for a read model blocks a worker thread (the checkpoint waiter is
@@ -16,16 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.to_thread
-from confluent_kafka import KafkaError, Message
 
 from processors.domain import BoundedContext
 from processors.registry import Registry
@@ -33,7 +31,6 @@ from processors.wire import MAX_ID_BYTES
 from producers.command_client import (
     CommandClient,
     CommandResult,
-    CommandTimeout,
     InvalidCommand,
     PendingCommand,
 )
@@ -88,14 +85,7 @@ class CommandGateway:
         # Clients may send only the public command types: an internal one is not found here.
         self.command_types = self.context.public_command_types
         self.projections = tuple(p.name for p in self.context.projections)
-        self.id_fields = {
-            t: agg.id_field for agg in self.context.aggregates for t in agg.command_types
-        }
         self._new_id = ce.IdSequence()
-        self._deliveries: dict[bytes, deque[asyncio.Future[None]]] = {}  # by Kafka key
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._work = threading.Event()  # set when a request starts awaiting a delivery
         self.limiter = anyio.CapacityLimiter(config.max_waiting)
         self.client = CommandClient(
             config.kafka,
@@ -103,28 +93,19 @@ class CommandGateway:
             topic_prefix=config.topic_prefix,
             source=f"/{config.context}/http-gateway",
             registry=registry,
-            producer_config={
-                "on_delivery": self._on_delivery,
-                "message.timeout.ms": int(config.delivery_timeout_s * 1000),
-            },
+            producer_config={"message.timeout.ms": int(config.delivery_timeout_s * 1000)},
         )
         self.waiter = CheckpointWaiter(
             config.query_dsn, read_schema, events_topic=self.client.topics.events
         )
-        self._poller = threading.Thread(target=self._poll, name="gateway-deliveries", daemon=True)
-        self._poller.start()
 
     def close(self) -> None:
-        self._stopping.set()
-        self._work.set()
-        self._poller.join(5)
         self.client.close()
         self.waiter.close()
 
     @property
     def results_listener_alive(self) -> bool:
-        listener = getattr(self.client, "_listener", None)
-        return listener is None or listener.is_alive()
+        return self.client.listening
 
     # -- the request -----------------------------------------------------------------------
 
@@ -156,26 +137,22 @@ class CommandGateway:
                 f"wait must be one of {', '.join(self.wait_targets())}, got {wait!r}",
                 "wait",
             )
+        aggregate_id, value = self.encode(command_type, record)
         deadline = time.monotonic() + timeout
         command_id = idempotency_key or self._new_id()
-        key = str(record[self.id_fields[command_type]]).encode("utf-8", "surrogatepass")
-        delivered = self._expect_delivery(key)
         sent = time.monotonic()
         try:
-            pending = self.client.send(
+            pending = self.client.send_encoded(
                 command_type,
-                record,
+                aggregate_id,
+                value,
                 command_id=command_id,
                 expected_version=expected_version,
                 principal=principal,
             )
-        except InvalidCommand as exc:
-            self._forget_delivery(key, delivered)
+        except InvalidCommand as exc:  # e.g. over the producer's record size
             raise CommandRejectedByGateway(422, "invalid_command", str(exc)) from None
-        except Exception:
-            self._forget_delivery(key, delivered)
-            raise
-        await self._delivery(delivered, key, command_id)
+        await self._delivery(pending)
         if wait is None:
             return Submitted(command_id, command_type, pending.aggregate_id)
         result = await self._result(pending, deadline)
@@ -184,7 +161,8 @@ class CommandGateway:
             await self._read_model(wait, result, deadline)
         return Submitted(command_id, command_type, pending.aggregate_id, result, result_seconds)
 
-    def validate(self, command_type: str, body: Any) -> dict[str, Any]:
+    def check_type(self, command_type: str) -> None:
+        """404 unless clients may send `command_type` (a public type of this context)."""
         if command_type not in self.command_types:
             known = ", ".join(sorted(self.command_types))
             raise CommandRejectedByGateway(
@@ -192,6 +170,16 @@ class CommandGateway:
                 "unknown_command_type",
                 f"{self.context.name} has no command type {command_type!r} (known: {known})",
             )
+
+    def encode(self, command_type: str, record: dict[str, Any]) -> tuple[str, bytes]:
+        try:
+            return self.client.encode(command_type, record)
+        except InvalidCommand as exc:  # an id over the size limit
+            raise CommandRejectedByGateway(422, "invalid_command", str(exc)) from None
+
+    def validate(self, command_type: str, body: Any) -> dict[str, Any]:
+        """The body as the command's Avro record; 422 naming the field that does not fit.
+        `command_type` passed `check_type`."""
         if not isinstance(body, Mapping):
             raise CommandRejectedByGateway(
                 422,
@@ -209,63 +197,21 @@ class CommandGateway:
 
     # -- delivery reports ------------------------------------------------------------------
 
-    def _expect_delivery(self, key: bytes) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        with self._lock:
-            self._deliveries.setdefault(key, deque()).append(future)
-        self._work.set()
-        return future
+    async def _delivery(self, pending: PendingCommand) -> None:
+        loop = asyncio.get_running_loop()
+        delivered: asyncio.Future[None] = loop.create_future()
 
-    def _forget_delivery(self, key: bytes, future: asyncio.Future[None]) -> None:
-        with self._lock:
-            waiting = self._deliveries.get(key)
-            if waiting is not None and future in waiting:
-                waiting.remove(future)
-                if not waiting:
-                    del self._deliveries[key]
+        def report(error: BaseException | None) -> None:  # on the client's listener thread
+            outcome = None if error is None else Unavailable(f"Kafka refused the command: {error}")
+            with contextlib.suppress(RuntimeError):  # the loop closed at shutdown
+                loop.call_soon_threadsafe(_settle, delivered, outcome)
 
-    async def _delivery(self, future: asyncio.Future[None], key: bytes, command_id: str) -> None:
+        pending.add_delivery_callback(report)
         try:
             # librdkafka reports a failure by message.timeout.ms; the margin is a backstop.
-            await asyncio.wait_for(future, self.config.delivery_timeout_s + 5)
+            await asyncio.wait_for(delivered, self.config.delivery_timeout_s + 5)
         except TimeoutError:
-            self._forget_delivery(key, future)
-            raise Unavailable(f"Kafka did not acknowledge command {command_id}") from None
-
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        # Called by librdkafka on whichever thread polls the producer.
-        key = msg.key()
-        with self._lock:
-            waiting = self._deliveries.get(key) if key is not None else None
-            if not waiting:
-                return
-            future = waiting.popleft()  # one key's records are acknowledged in order
-            if not waiting:
-                del self._deliveries[key]
-        outcome = None if err is None else Unavailable(f"Kafka refused the command: {err.str()}")
-        # RuntimeError: the loop closed at shutdown, so nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            future.get_loop().call_soon_threadsafe(_settle, future, outcome)
-
-    def _poll(self) -> None:
-        # Serves delivery reports while any request awaits one; idle, it sleeps until a
-        # command is registered. `flush` is the command client's public way to poll its
-        # producer (it also sends what lingers at once).
-        while not self._stopping.is_set():
-            self._work.clear()
-            with self._lock:
-                busy = bool(self._deliveries)
-            if not busy:
-                self._work.wait(0.5)
-                continue
-            started = time.monotonic()
-            try:
-                self.client.flush(0.1)
-            except CommandTimeout:
-                continue
-            if time.monotonic() - started < 0.001:
-                # Registered but not produced yet (the loop is between the two steps).
-                self._stopping.wait(0.001)
+            raise Unavailable(f"Kafka did not acknowledge command {pending.command_id}") from None
 
     # -- waiting ---------------------------------------------------------------------------
 
@@ -277,7 +223,8 @@ class CommandGateway:
             with contextlib.suppress(RuntimeError):  # the loop closed at shutdown
                 loop.call_soon_threadsafe(_settle_result, arrived, result)
 
-        _on_result(pending, deliver)
+        # Not delivered: `_delivery` has answered 503 already, so nobody waits here.
+        pending.add_done_callback(deliver, on_error=lambda error: None)
         try:
             return await asyncio.wait_for(arrived, max(0.0, deadline - time.monotonic()))
         except TimeoutError:
@@ -310,20 +257,6 @@ def _settle(future: asyncio.Future[None], error: Exception | None) -> None:
 def _settle_result(future: asyncio.Future[CommandResult], result: CommandResult) -> None:
     if not future.done():
         future.set_result(result)
-
-
-def _on_result(pending: PendingCommand, callback: Callable[[CommandResult], None]) -> None:
-    """Call `callback(result)` on the client's thread when the command's result arrives, so
-    no thread sits waiting for it. Like cqrsctl/driver.py, this reaches the pending command's
-    future until PendingCommand offers `add_done_callback` itself."""
-    add = getattr(pending, "add_done_callback", None)
-    if add is not None:
-        add(callback)
-        return
-    future = pending._future
-    if future is None:
-        raise RuntimeError("the command client does not await results")
-    future.add_done_callback(lambda f: callback(f.result()))
 
 
 def _valid_key(key: str) -> bool:

@@ -48,13 +48,8 @@ async def post_command(gw: Gateway, request: Request) -> Response:
     assert commands is not None
     command_type = path_segments(request, "commands")[0]
     request.state.command_type = command_type
-    if command_type not in commands.command_types:
-        known = ", ".join(sorted(commands.command_types))
-        raise ClientError(
-            404,
-            "unknown_command_type",
-            f"{gw.ctx.name} has no command type {command_type!r} (known: {known})",
-        )
+    # Before anything is counted: an unknown type must not become a metric label.
+    commands.check_type(command_type)
     outcome = "invalid"  # the metric's label unless the command gets further
     try:
         params = query_params(request, {"wait", "timeout", "expected_version"})

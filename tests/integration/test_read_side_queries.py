@@ -123,7 +123,7 @@ def test_wait_for_names_a_projection_and_needs_the_read_model(pipeline: ReadSide
     with pipeline.client() as client, unknown:
         client.send("bank.Deposit", data, wait_for="balances")
     plain = CommandClient(pipeline.kafka, "bank", topic_prefix=pipeline.prefix)
-    with plain, pytest.raises(InvalidCommand, match="read_model_dsn"):
+    with plain, pytest.raises(InvalidCommand, match="read_your_writes"):
         plain.send("bank.Deposit", data, wait_for="accounts")
 
 

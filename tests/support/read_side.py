@@ -80,8 +80,9 @@ class ReadSideRig:
             self.kafka,
             "bank",
             topic_prefix=self.prefix,
-            read_model_dsn=self.dsn,
-            read_model_schema=self.schema,
+            read_your_writes=CheckpointWaiter(
+                self.dsn, self.schema, events_topic=self.bank.topics.events
+            ),
         )
 
     def pg(self) -> psycopg.Connection[Any]:

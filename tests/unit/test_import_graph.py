@@ -55,3 +55,9 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "lazy.py"
     module.write_text("def f():\n    from deploy.local import stack\n    import bench.run\n")
     assert imported_modules(module) == {"deploy.local", "bench.run"}
+
+
+def test_the_command_client_needs_no_database() -> None:
+    """Read your writes is given to the client (sinks.checkpoints), not imported by it."""
+    imported = imported_modules(REPO / "producers" / "command_client.py")
+    assert not {m for m in imported if m.split(".", 1)[0] in {"psycopg", "psycopg_pool", "sinks"}}
