@@ -43,10 +43,6 @@ class RecordView:
     value_size: int
     value_preview: str | None
 
-    @property
-    def tombstone(self) -> bool:
-        return self.value_size == 0 and self.error is None and self.schema is None
-
     def to_json(self) -> dict[str, Any]:
         return {
             "topic": self.topic,

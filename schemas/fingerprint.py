@@ -57,10 +57,6 @@ def to_wire(fp: int) -> bytes:
     return fp.to_bytes(8, "little")
 
 
-def from_wire(data: bytes) -> int:
-    return int.from_bytes(data, "little")
-
-
 def as_signed(fp: int) -> int:
     """The fingerprint as Java's `long` (what Avro's test data and Java APIs show)."""
     return fp - (1 << 64) if fp >= 1 << 63 else fp

@@ -34,9 +34,6 @@ class SinkBatch:
     oldest_event: dt.datetime | None = None  # the oldest source event's time, if known
     records: int = 0
 
-    def row_count(self) -> int:
-        return sum(len(rows) for rows in self.rows.values())
-
 
 def reduce_batch(records: Iterable[SinkRecord]) -> SinkBatch:
     batch = SinkBatch()

@@ -153,16 +153,3 @@ class CheckpointWaiter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def wait_for_checkpoint(
-    dsn: str,
-    projection: str,
-    positions: Iterable[Position],
-    timeout: float = 30.0,
-    *,
-    schema: str | None = None,
-) -> None:
-    """One-off form of `CheckpointWaiter.wait`."""
-    with CheckpointWaiter(dsn, schema) as waiter:
-        waiter.wait(projection, positions, timeout)

@@ -46,21 +46,3 @@ def connect(dsn: str, schema: str, *, autocommit: bool = True) -> psycopg.Connec
         raise
     conn.autocommit = autocommit
     return conn
-
-
-async def connect_async(
-    dsn: str, schema: str, *, autocommit: bool = True
-) -> psycopg.AsyncConnection[Any]:
-    conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
-    try:
-        await conn.execute(search_path(schema))
-    except psycopg.Error:
-        await conn.close()
-        raise
-    await conn.set_autocommit(autocommit)
-    return conn
-
-
-def schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
-    row = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
-    return row is not None
