@@ -14,7 +14,6 @@ none of it does.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import signal
 import threading
@@ -36,6 +35,7 @@ from processors.command_handler import (
 )
 from processors.consumer_lag import consumer_positions
 from processors.domain import AggregateType
+from processors.gc_tuning import tune_gc
 from processors.group_watch import GroupWatch
 from processors.metrics import ProcessorMetrics
 from processors.registry import Registry
@@ -180,7 +180,7 @@ class CommandProcessor:
             signal.signal(sig, lambda *_: self.stop())
 
     def run(self) -> None:
-        _tune_gc()
+        tune_gc()
         self._watchdog = Watchdog()
         # The clients are closed here on every way out: a Consumer left to the interpreter's
         # exit is destroyed there and may call back into Python mid-finalisation, a segfault
@@ -563,18 +563,6 @@ def _log_outcome(d: Decided) -> None:
         d.detail,
         extra=_fields(msg.partition, msg.command_id),
     )
-
-
-def _tune_gc() -> None:
-    """Every command allocates a few dozen short-lived objects (decoded records, headers,
-    outputs) that die within the batch. With CPython's default gen-0 threshold (700) the
-    collector ran every few commands and, through the older generations, walked the whole
-    heap (aggregates, dedup window) again and again: a third of the processor's CPU. So:
-    freeze what start-up allocated (modules, schemas: never garbage), and collect gen 0
-    every 50,000 allocations instead. Cycles are still collected, just less often."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _record_position(slot: _PendingEvent) -> Callable[[KafkaError | None, Message], None]:

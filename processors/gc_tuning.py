@@ -1,11 +1,13 @@
-"""Garbage-collector settings for the sink (the projector measured no gain: docs/benchmarks.md).
+"""Garbage-collector settings for the command processor and the sink (the projector measured
+no gain: docs/benchmarks.md).
 
-Every projection record allocates short-lived objects (decoded rows, headers, statement
-parameters) that die within the batch. With CPython's default
-gen-0 threshold (700) the collector runs every few records and, through the older
-generations, walks the whole heap again and again. So, as the command processor does: freeze
-what start-up allocated (modules, schemas: never garbage) and collect gen 0
-every 50,000 allocations instead. Cycles are still collected, just less often.
+Every command or projection record allocates a few dozen short-lived objects (decoded
+records, headers, outputs, statement parameters) that die within the batch. With CPython's
+default gen-0 threshold (700) the collector runs every few records and, through the older
+generations, walks the whole heap (aggregates, the dedup window) again and again: a third
+of the processor's CPU. So: freeze what start-up allocated (modules, schemas: never
+garbage), and collect gen 0 every 50,000 allocations instead. Cycles are still collected,
+just less often.
 """
 
 from __future__ import annotations
