@@ -1,4 +1,4 @@
-"""The Faust app every read-side worker (projector, sink) is built on.
+"""The Faust app the projector is built on (the sink is a plain consumer: sinks/app.py).
 
 Read committed. faust-streaming's aiokafka consumer reads with
 `isolation_level="read_uncommitted"` unless the app runs with

@@ -1,17 +1,14 @@
 """Which records the Kafka client returned, so a worker can tell when its framework dropped
 one on the way to the agent and would commit past it.
 
-faust-streaming 0.15.3 can lose records between aiokafka and the agent. Reading its code:
+faust-streaming (0.15.3) can lose records between aiokafka and the agent:
 `Consumer.getmany` stops iterating a fetched batch when the flow stops or the generation
 changes, and skips records of a partition paused meanwhile, although aiokafka's position
 has moved past them; streams skip events of an older generation. Faust seeks back to the
 committed offset after a rebalance, but not where that offset is unknown
 (`seek_to_committed` seeks only `if offset and offset > 0`), and its commit check lets a
 hole of one offset at the committed position through (`_new_offset`: `min(acked) -
-committed_offset > 1`). Fault run 45 showed records returned and never delivered while
-later ones were (runs of 8-13 offsets on every partition, right after a projector's
-recovery); which of those paths dropped them is not known. Faust committing past such
-records is the likely cause of the `event_log` rows missing in fault runs 27 and 28.
+committed_offset > 1`). docs/reliability.md has what the fault runs showed.
 
 The ledger notes every offset the client returned for the watched topics; the agent reports
 what it processed. An offset returned, not processed, and below one processed is a record
@@ -20,9 +17,8 @@ the framework dropped: before acknowledging anything past it, the worker must pr
 
 Offsets are per (topic, partition); a record returned twice (after a seek back) is one
 entry, and one returned again after it was processed is no entry: Faust's read-offset check
-drops such a repeat on purpose (fault run 46 showed it: 1,056 repeats of processed records
-after a seek back, none of them a hole). The client's fetch runs on Faust's consumer
-thread, so the ledger takes a lock.
+drops such a repeat on purpose, so it is no hole. The client's fetch runs on Faust's
+consumer thread, so the ledger takes a lock.
 """
 
 from __future__ import annotations
@@ -78,10 +74,6 @@ class FetchLedger:
         with self._lock:
             for partition in partitions:
                 self._pending.pop(partition, None)
-
-    def pending(self, partition: Partition) -> int:
-        with self._lock:
-            return len(self._pending.get(partition, ()))
 
 
 def runs_text(offsets: list[int]) -> str:

@@ -3,8 +3,8 @@
 After a broker restart librdkafka can keep a dead connection to the group coordinator and
 never rejoin: its JoinGroup request waits in the out-queue and times out again and again
 ("GroupCoordinator: Timed out 0 in-flight, 0 retry-queued, 1 out-queue"; the same cached
-coordinator as confluentinc/librdkafka#5456 and #5511). Seen in the fault run: a sink that
-lost its assignment in the restart was still not a member two minutes later. The consumer
+coordinator as confluentinc/librdkafka#5456 and #5511): a consumer that lost its assignment
+in the restart can still not be a member minutes later (docs/reliability.md). The consumer
 loop keeps running, so a liveness check on the loop does not see it.
 
 librdkafka's statistics say how the group is doing (`cgrp.state`, `cgrp.join_state`). A

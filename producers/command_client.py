@@ -388,7 +388,7 @@ class CommandClient:
 
     def _replace_a_stalled_producer(self) -> None:
         """librdkafka#5430: a producer that saw a partition without a leader (a broker
-        restarting) can stay stuck on it for good, its messages never sent (fault run 56).
+        restarting) can stay stuck on it for good, its messages never sent.
         When the oldest command produced has had no delivery report for `stall_s`, a new
         producer takes over and sends every unreported command again. A command that did
         reach Kafka is then there twice, which the processor answers with its first result.
@@ -537,10 +537,10 @@ _TRANSIENT = {
 class _ResultListener(threading.Thread):
     """Reads `<ctx>.command-results` from its end at start-up, before any command is sent.
 
-    Twice in fault runs (runs 23 and 50, around a broker restart) its librdkafka consumer
-    fell silent: no record and no log line, while the results were committed; the cause is
-    not known. So when commands wait and no record has come for `stall_s`, it replaces the
-    consumer with a new one at the positions it had reached (the old one is closed on a side
+    Around a broker restart its librdkafka consumer can fall silent: no record and no log
+    line, while the results are committed (docs/reliability.md). So when commands wait and
+    no record has come for `stall_s`, it replaces the consumer with a new one at the
+    positions it had reached (the old one is closed on a side
     thread, in case it hangs). A quiet topic with waiters (the processor is down) only costs
     a reconnect per `stall_s`.
     """

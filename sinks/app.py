@@ -13,9 +13,9 @@ after each transaction as a copy, for lag tools, and used only when Postgres has
 yet (the first start after an upgrade). A redelivered record is harmless anyway: the rows'
 guards ignore what is not newer.
 
-The sink was a Faust agent until Faust's consumer was seen (twice in fault runs) letting the
-group's offsets pass `event_log` records that never reached Postgres; its own bookkeeping of
-acknowledged offsets and gaps cannot be tied to a database transaction, this can.
+It is a plain consumer, not a Faust agent, because a framework's own bookkeeping of
+acknowledged offsets cannot be tied to a database transaction; storing the positions with
+the rows can (docs/reliability.md has the fault runs behind this).
 """
 
 from __future__ import annotations
