@@ -258,7 +258,7 @@ def _run(
         finally:
             client.close()
 
-        from producers.command_client import EventPosition
+        from producers.command_results import EventPosition
 
         events_topic = f"{topic_prefix}.events"
         positions = [

@@ -5,9 +5,10 @@ by aggregate id, and optionally await the command's result.
     result = client.send("bank.Deposit", {...}).result(timeout=10)
 
 Results are matched by the causation id header of `<ctx>.command-results`, so the listener
-decodes only the results this client is waiting for; thousands of commands can be in flight.
-Delivery is tracked per command id (`PendingCommand.delivered`), and one thread serves the
-producer's delivery reports: the results listener when there is one, else the caller's own
+(producers/results_listener.py) decodes only the results this client is waiting for;
+thousands of commands can be in flight. Delivery is tracked per command id
+(`PendingCommand.delivery`, `add_delivery_callback`), and one thread serves the producer's
+delivery reports: the results listener when there is one, else the caller's own
 `send`/`flush`. Read your writes (`send(..., wait_for=...)`) waits with what the client is
 given (`read_your_writes`, e.g. sinks.checkpoints.CheckpointWaiter): the client itself needs
 no database.
@@ -18,39 +19,33 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import (
-    Consumer,
     KafkaError,
-    KafkaException,
     Message,
     Producer,
-    TopicPartition,
 )
 
 from processors import wire
 from processors.registry import Registry, UnknownMessageType, default_registry
 from processors.topics import ContextTopics
+from producers.command_results import (
+    CommandNotDelivered,
+    CommandResult,
+    CommandTimeout,
+    InvalidCommand,
+    PendingCommand,
+)
+from producers.results_listener import STALL_S, ResultListener
 from schemas import headers as ce
 from schemas.codec import Codec, default_codec
 
 log = logging.getLogger(__name__)
-
-
-class InvalidCommand(ValueError):
-    """The command was not sent: its type is unknown or it does not match its schema."""
-
-
-class CommandTimeout(TimeoutError):
-    pass
 
 
 class ReadYourWrites(Protocol):
@@ -59,63 +54,6 @@ class ReadYourWrites(Protocol):
     def wait(self, projection: str, positions: Any, timeout: float) -> None: ...
 
     def close(self) -> None: ...
-
-
-class CommandNotDelivered(RuntimeError):
-    """Kafka did not take the command (e.g. it timed out in the producer's queue while no
-    broker was reachable, or the producer failed fatally): it will get no result. Sending
-    it again is safe: a command id that was processed already is answered with its first
-    result. `code` is the librdkafka error code of the delivery report, when there was one."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class EventPosition:
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    command_id: str
-    command_type: str
-    aggregate_id: str
-    status: str  # ACCEPTED | REJECTED | CONFLICT
-    reason: str
-    detail: str
-    version: int
-    events: tuple[EventPosition, ...]
-    processed_at: datetime
-
-    @property
-    def accepted(self) -> bool:
-        return self.status == "ACCEPTED"
-
-    @classmethod
-    def from_record(cls, r: Mapping[str, Any]) -> CommandResult:
-        processed = r["processed_at"]
-        if isinstance(processed, int):
-            processed = datetime.fromtimestamp(processed / 1000, UTC)
-        return cls(
-            command_id=r["command_id"],
-            command_type=r["command_type"],
-            aggregate_id=r["aggregate_id"],
-            status=r["status"],
-            reason=r["reason"],
-            detail=r["detail"],
-            version=r["version"],
-            events=tuple(
-                EventPosition(e["topic"], e["partition"], e["offset"]) for e in r["events"]
-            ),
-            processed_at=processed,
-        )
-
-
-STALL_S = 20.0  # no delivery report / no result record for this long: replace the client
 
 
 @dataclass
@@ -132,84 +70,6 @@ class _Outgoing:
 def _discard(producer: Producer) -> None:
     producer.purge()
     producer.flush(0)
-
-
-class PendingCommand:
-    """A sent command; `result()` waits for the processor's verdict, and when the command
-    was sent with `wait_for`, also until that projection shows the command's effect."""
-
-    def __init__(
-        self,
-        command_id: str,
-        aggregate_id: str,
-        future: Future[CommandResult] | None,
-        read_your_writes: Callable[[CommandResult, float], None] | None = None,
-        delivered: Future[None] | None = None,
-    ):
-        self.command_id = command_id
-        self.aggregate_id = aggregate_id
-        self._future = future
-        self._read_your_writes = read_your_writes
-        self._delivered = delivered
-
-    def delivery(self, timeout: float = 30.0) -> None:
-        """Return once the broker has acknowledged the command (its delivery report);
-        CommandNotDelivered if Kafka did not take it, CommandTimeout if no report came in
-        time. The caller must serve delivery reports meanwhile (`CommandClient.flush`)."""
-        if self._delivered is None:
-            raise RuntimeError("this command has no delivery report to wait for")
-        try:
-            self._delivered.result(timeout)
-        except FutureTimeout:
-            raise CommandTimeout(
-                f"no delivery report for command {self.command_id} within {timeout:g}s"
-            ) from None
-
-    def add_delivery_callback(self, callback: Callable[[BaseException | None], None]) -> None:
-        """Call `callback(None)` once the broker has acknowledged the command, or
-        `callback(CommandNotDelivered)` if Kafka did not take it: on the thread serving the
-        delivery reports (at once if the report is already in)."""
-        if self._delivered is None:
-            raise RuntimeError("this command has no delivery report to wait for")
-        self._delivered.add_done_callback(lambda done: callback(done.exception()))
-
-    def result(self, timeout: float = 30.0) -> CommandResult:
-        if self._future is None:
-            raise RuntimeError("this client was created with await_results=False")
-        deadline = time.monotonic() + timeout
-        try:
-            result = self._future.result(timeout)
-        except FutureTimeout:
-            raise CommandTimeout(
-                f"no result for command {self.command_id} within {timeout:g}s"
-            ) from None
-        if self._read_your_writes is not None and result.accepted:
-            self._read_your_writes(result, max(0.0, deadline - time.monotonic()))
-        return result
-
-    def add_done_callback(
-        self,
-        callback: Callable[[CommandResult], None],
-        on_error: Callable[[BaseException], None] | None = None,
-    ) -> None:
-        """Call `callback(result)` as soon as the result arrives (on the client's listener
-        thread; at once if it is already here), without blocking anyone: for clients that
-        keep thousands of commands in flight and time each one. Read your writes is not
-        awaited here. If the command was not delivered, `on_error(exc)` is called instead
-        (without one, the failure is logged)."""
-        if self._future is None:
-            raise RuntimeError("this client was created with await_results=False")
-
-        def done(future: Future[CommandResult]) -> None:
-            error = future.exception()
-            if error is None:
-                callback(future.result())
-            elif on_error is not None:
-                on_error(error)
-            else:
-                log.error("command %s: %s", self.command_id, error)
-
-        self._future.add_done_callback(done)
 
 
 class CommandClient:
@@ -256,9 +116,9 @@ class CommandClient:
         self._pending: dict[str, Future[CommandResult]] = {}
         self._lock = threading.Lock()
         self._delivered = threading.Condition(self._lock)  # notified as reports come in
-        self._listener: _ResultListener | None = None
+        self._listener: ResultListener | None = None
         if await_results:
-            self._listener = _ResultListener(kafka, self.topics.results, self)
+            self._listener = ResultListener(kafka, self.topics.results, self)
             self._listener.start()
 
     # -- sending ---------------------------------------------------------------------------
@@ -522,136 +382,3 @@ def _check_id(what: str, text: str) -> None:
         raise InvalidCommand(
             f"{what}: {size:,} bytes; ids are at most {wire.MAX_ID_BYTES} bytes (UTF-8)"
         )
-
-
-# Leadership moving (a new topic, a broker restart): librdkafka does not flag these retriable.
-_TRANSIENT = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-    KafkaError._TRANSPORT,
-    KafkaError._TIMED_OUT,
-}
-
-
-class _ResultListener(threading.Thread):
-    """Reads `<ctx>.command-results` from its end at start-up, before any command is sent.
-
-    Around a broker restart its librdkafka consumer can fall silent: no record and no log
-    line, while the results are committed (docs/reliability.md). So when commands wait and
-    no record has come for `stall_s`, it replaces the consumer with a new one at the
-    positions it had reached (the old one is closed on a side
-    thread, in case it hangs). A quiet topic with waiters (the processor is down) only costs
-    a reconnect per `stall_s`.
-    """
-
-    def __init__(
-        self, kafka: dict[str, Any], topic: str, client: CommandClient, stall_s: float = STALL_S
-    ) -> None:
-        super().__init__(name="command-results", daemon=True)
-        self._client = client
-        self._kafka = kafka
-        self._topic = topic
-        self.stall_s = stall_s
-        self.reconnects = 0
-        self._stopping = threading.Event()
-        self._consumer = self._new_consumer()
-        meta = self._consumer.list_topics(topic, timeout=10).topics[topic]
-        if meta.error is not None:
-            raise InvalidCommand(f"cannot read {topic}: {meta.error}")
-        # next offset to read per partition: where a replacement consumer starts
-        self._next = {p: self._end_of(topic, p) for p in meta.partitions}
-        self._consumer.assign([TopicPartition(topic, p, o) for p, o in self._next.items()])
-        self._last_record = time.monotonic()
-
-    def _new_consumer(self) -> Consumer:
-        return Consumer(
-            {
-                **self._kafka,
-                "group.id": f"{self._topic}.client-{uuid.uuid4()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 20,
-                # librdkafka's default ("largest") would jump over every result written
-                # between a lost position and the end, e.g. when a broker restart makes its
-                # offset look out of range: waiters would time out on results that exist.
-                "auto.offset.reset": "earliest",
-            }
-        )
-
-    def describe(self) -> str:
-        """For diagnostics: is it reading, and where."""
-        quiet = time.monotonic() - self._last_record
-        return (
-            f"results listener alive={self.is_alive()}, last record {quiet:.1f}s ago, "
-            f"reconnects {self.reconnects}, next offsets {dict(sorted(self._next.items()))}"
-        )
-
-    def _end_of(self, topic: str, partition: int, timeout: float = 30.0) -> int:
-        # A topic created a moment ago, or a broker that just restarted, answers "not
-        # leader" for a while: retry what the broker says is retriable.
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                tp = TopicPartition(topic, partition)
-                return self._consumer.get_watermark_offsets(tp, timeout=10)[1]
-            except KafkaException as exc:
-                err = exc.args[0]
-                if not (
-                    isinstance(err, KafkaError) and (err.retriable() or err.code() in _TRANSIENT)
-                ):
-                    raise
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
-    def run(self) -> None:
-        causation = ce.CAUSATION_ID
-        try:
-            while not self._stopping.is_set():
-                # This thread alone serves the producer's delivery reports: a command Kafka
-                # refused fails its waiter now, not at the sender's next send or flush. While
-                # commands await a report, it looks for them every few milliseconds.
-                self._client._producer.poll(0)
-                wait = 0.005 if self._client._awaiting_delivery() else 0.1
-                records = 0
-                for msg in self._consumer.consume(1000, wait):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("reading command results: %s", err.str())
-                        continue
-                    records += 1
-                    self._next[msg.partition()] = msg.offset() + 1
-                    for k, v in msg.headers() or ():
-                        if k == causation and v is not None:
-                            command_id = v.decode()
-                            if self._client._is_waiting_for(command_id):
-                                self._client._deliver(command_id, msg.value())
-                            break
-                now = time.monotonic()
-                if records:
-                    self._last_record = now
-                elif now - self._last_record > self.stall_s and self._client._has_waiters():
-                    self._reconnect()
-                self._client._replace_a_stalled_producer()
-        finally:
-            self._consumer.close()
-
-    def _reconnect(self) -> None:
-        log.warning(
-            "no command result for %.0fs while commands wait: new consumer for %s at %s",
-            self.stall_s,
-            self._topic,
-            dict(sorted(self._next.items())),
-        )
-        stale = self._consumer
-        self._consumer = self._new_consumer()
-        self._consumer.assign([TopicPartition(self._topic, p, o) for p, o in self._next.items()])
-        self.reconnects += 1
-        self._last_record = time.monotonic()
-        threading.Thread(target=stale.close, name="command-results-close", daemon=True).start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self.join(5)

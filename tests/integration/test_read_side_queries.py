@@ -436,7 +436,7 @@ def test_a_sink_without_migrations_says_so_in_one_line(pg_schema: str, pg_dsn_fo
 def test_a_waiter_wakes_on_the_sinks_notify_and_times_out_naming_the_gap(
     pg_schema: str, pg_dsn_for_schema: str
 ):
-    from producers.command_client import EventPosition
+    from producers.command_results import EventPosition
     from sinks.checkpoints import CheckpointWaiter, ReadModelTimeout
 
     migrate(pg_dsn_for_schema, pg_schema, BANK)

@@ -25,7 +25,8 @@ from processors.domain import Event
 from processors.projector.app import changelog_topic, projector_app_id
 from processors.registry import default_registry
 from processors.topic_reader import partition_count, read_partition, read_topic
-from producers.command_client import CommandClient, EventPosition
+from producers.command_client import CommandClient
+from producers.command_results import EventPosition
 from sinks.app import sink_group_id
 from sinks.checkpoints import CheckpointWaiter
 from sinks.db import connect

@@ -57,7 +57,8 @@ def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     assert imported_modules(module) == {"deploy.local", "bench.run"}
 
 
-def test_the_command_client_needs_no_database() -> None:
+@pytest.mark.parametrize("module", ["command_client", "command_results", "results_listener"])
+def test_the_command_client_needs_no_database(module: str) -> None:
     """Read your writes is given to the client (sinks.checkpoints), not imported by it."""
-    imported = imported_modules(REPO / "producers" / "command_client.py")
+    imported = imported_modules(REPO / "producers" / f"{module}.py")
     assert not {m for m in imported if m.split(".", 1)[0] in {"psycopg", "psycopg_pool", "sinks"}}
