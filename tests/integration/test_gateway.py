@@ -4,14 +4,21 @@ Postgres as real processes, the gateway as `cqrsctl run gateway`, httpx as the c
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections import Counter
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from starlette.testclient import TestClient
 
 from deploy.local.state import StackState
+from processors.topic_admin import create_topics
+from processors.topics import ContextTopics, TopicSpec
+from producers.gateway.app import create_app
+from producers.gateway.config import GatewayConfig
 from tests.support.gateway_rig import GatewayRig, movement_body, open_account_body, start_gateway
 from tests.support.read_side import ReadSideRig
 from tests.support.write_side import read_events
@@ -387,3 +394,26 @@ def test_no_result_in_time_is_504_and_nothing_else(
         # Without ?wait the broker's acknowledgement is enough.
         queued = http.post("/commands/bank.OpenAccount", json=open_account_body(_id("acct")))
         assert queued.status_code == 202
+
+
+def test_a_command_kafka_does_not_take_is_503_once_its_delivery_report_says_so(
+    kafka_config: dict[str, Any], ctx_name: str, stack: StackState, pg_schema: str
+) -> None:
+    # Results can be read, but the commands topic does not exist (and the local broker
+    # creates none): the command expires in the producer's queue after 2 s, and the
+    # client's delivery report (by command id) answers the request, not the 7 s backstop.
+    create_topics(kafka_config, [TopicSpec(ContextTopics(ctx_name).results, 6)])
+    config = GatewayConfig(
+        kafka=kafka_config,
+        query_dsn=stack.postgres_dsn,
+        topic_prefix=ctx_name,
+        schema=pg_schema,
+        delivery_timeout_s=2.0,
+    )
+    with TestClient(create_app(config)) as http:
+        started = time.monotonic()
+        refused = http.post("/commands/bank.Deposit", json=movement_body("a1", 5))
+        took = time.monotonic() - started
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "unavailable"
+    assert took < 2.0 + 5, took
