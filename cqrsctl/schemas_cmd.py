@@ -90,11 +90,13 @@ def register(app: typer.Typer) -> None:
             None,
             "--level",
             case_sensitive=False,
-            help=f"Check every step at this level instead of the configured ones "
-            f'(default {DEFAULT_LEVEL}, or the newer file\'s "compatibility").',
+            help=f"Check every version at this level instead of the configured ones "
+            f'(default {DEFAULT_LEVEL}, or the newer file\'s "compatibility"); a '
+            "_TRANSITIVE level checks each version against every earlier one.",
         ),
     ) -> None:
-        """Check each pair of consecutive versions; exit 1 naming the field if one breaks."""
+        """Check every pair of versions the levels require; exit 1 naming the field if one
+        breaks."""
         catalog = _load(folder)
         reports = check_catalog(catalog, level)
         broken = [report for report in reports if not report.ok]
@@ -108,5 +110,5 @@ def register(app: typer.Typer) -> None:
         note = f", {skipped} declared NONE" if skipped else ""
         how = f"level {level}" if level else f"configured levels, default {DEFAULT_LEVEL}"
         typer.echo(
-            f"OK: {len(catalog)} schemas, {len(reports)} version step(s) compatible{note} ({how})"
+            f"OK: {len(catalog)} schemas, {len(reports)} version pair(s) compatible{note} ({how})"
         )

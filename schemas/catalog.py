@@ -53,7 +53,13 @@ __all__ = [
 # The entry-point group bounded contexts register under (the runtime's registry reads it too).
 CONTEXTS_ENTRY_POINT = "kafka_cqrs.contexts"
 FILE_NAME = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
-COMPATIBILITY_LEVELS = frozenset({"BACKWARD", "FORWARD", "FULL", "NONE"})
+COMPATIBILITY_LEVELS = frozenset(
+    {
+        *("BACKWARD", "FORWARD", "FULL"),
+        *("BACKWARD_TRANSITIVE", "FORWARD_TRANSITIVE", "FULL_TRANSITIVE"),
+        "NONE",
+    }
+)  # `schemas.compatibility.Level`
 # Attributes of ours at the top of a file; Avro ignores them, the inlined copies drop them.
 _CATALOG_ATTRIBUTES = ("references", "compatibility")
 

@@ -7,19 +7,25 @@ A reader schema can read data written with a writer schema when resolution canno
 * FORWARD: the old version reads data written with the new one (old reader, new writer).
 * FULL: both.
 
-The default level is FULL. The events topic is kept forever and is read by services that
-upgrade at different times: a new projection must read old events (backward) and an old
-projection must keep working while the command processor already writes the new version
-(forward). Confluent's default, BACKWARD, assumes every consumer upgrades before producers,
-which an event store cannot promise. A schema file may lower the level for the step that
-introduces it with a top-level `"compatibility": "BACKWARD" | "FORWARD" | "NONE"`.
+Each has a `_TRANSITIVE` form, as in the Confluent Schema Registry: the plain form checks a
+new version against the one before it, the transitive form against every earlier version.
+The default level is FULL_TRANSITIVE. The events topic is kept forever and is read by
+services that upgrade at different times: a projection decodes every old event straight
+into the newest schema (backward, from every version, not only the previous one), and an
+old projection must keep working while the command processor already writes the new
+version (forward). Confluent's default, BACKWARD, assumes every consumer upgrades before
+producers, which an event store cannot promise.
+
+A schema file may set the level for the step that introduces it with a top-level
+`"compatibility"` (any level above, or NONE). A version that declares NONE is a boundary:
+the versions before it are read through an upcaster, not by resolution, so the transitive
+checks of later versions reach back only as far as that version.
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Any
 
 from schemas.catalog import Catalog, SchemaEntry
@@ -28,12 +34,30 @@ from schemas.validation import NAMED_TYPES, PRIMITIVES
 
 class Level(enum.StrEnum):
     BACKWARD = "BACKWARD"
+    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
     FORWARD = "FORWARD"
+    FORWARD_TRANSITIVE = "FORWARD_TRANSITIVE"
     FULL = "FULL"
+    FULL_TRANSITIVE = "FULL_TRANSITIVE"
     NONE = "NONE"
 
+    @property
+    def backward(self) -> bool:
+        """New versions must read data written with old ones."""
+        return self.name.startswith(("BACKWARD", "FULL"))
 
-DEFAULT_LEVEL = Level.FULL
+    @property
+    def forward(self) -> bool:
+        """Old versions must read data written with new ones."""
+        return self.name.startswith(("FORWARD", "FULL"))
+
+    @property
+    def transitive(self) -> bool:
+        """Checked against every earlier version, not only the previous one."""
+        return self.name.endswith("_TRANSITIVE")
+
+
+DEFAULT_LEVEL = Level.FULL_TRANSITIVE
 
 # Writer type -> reader types it may be promoted to.
 PROMOTIONS: dict[str, frozenset[str]] = {
@@ -61,7 +85,8 @@ class Incompatibility:
 
 @dataclass(frozen=True, slots=True)
 class StepReport:
-    """The check of one step between consecutive versions of one schema."""
+    """The check of one pair of versions of one schema: `new` and the earlier `old` (its
+    predecessor, or any earlier version for a transitive level)."""
 
     old: SchemaEntry
     new: SchemaEntry
@@ -91,12 +116,12 @@ def check_compatibility(
     old_schema = old.schema if isinstance(old, SchemaEntry) else old
     new_schema = new.schema if isinstance(new, SchemaEntry) else new
     problems: list[Incompatibility] = []
-    if level in (Level.BACKWARD, Level.FULL):
+    if level.backward:
         problems += [
             Incompatibility("backward", path, reason)
             for path, reason in resolution_problems(reader=new_schema, writer=old_schema)
         ]
-    if level in (Level.FORWARD, Level.FULL):
+    if level.forward:
         problems += [
             Incompatibility("forward", path, reason)
             for path, reason in resolution_problems(reader=old_schema, writer=new_schema)
@@ -109,14 +134,33 @@ def configured_level(entry: SchemaEntry) -> Level:
     return Level(entry.compatibility) if entry.compatibility else DEFAULT_LEVEL
 
 
+def required_pairs(
+    versions: tuple[SchemaEntry, ...], level: Level | None = None
+) -> list[tuple[SchemaEntry, SchemaEntry, Level]]:
+    """(old, new, level) for every pair of versions of one schema that must be compatible:
+    each version with its predecessor, or with every earlier version back to the latest one
+    that declared NONE for a transitive level. `level` overrides the configured levels."""
+    pairs = []
+    boundary = 0  # index of the earliest version the transitive checks reach
+    for index, new in enumerate(versions):
+        if index == 0:
+            continue
+        step_level = level if level is not None else configured_level(new)
+        if step_level is Level.NONE:
+            boundary = index
+        earliest = boundary if step_level.transitive else index - 1
+        pairs += [(old, new, step_level) for old in versions[earliest:index]]
+    return pairs
+
+
 def check_catalog(catalog: Catalog, level: Level | None = None) -> list[StepReport]:
-    """Check every pair of consecutive versions; `level` overrides the configured levels."""
+    """Check every pair of versions the levels require (see `required_pairs`); `level`
+    overrides the configured levels. A NONE pair is reported, with no problems."""
     reports = []
     for name in catalog.names():
-        for old, new in pairwise(catalog.versions(name)):
-            step_level = level if level is not None else configured_level(new)
-            problems = () if step_level is Level.NONE else check_compatibility(old, new, step_level)
-            reports.append(StepReport(old, new, step_level, tuple(problems)))
+        for old, new, pair_level in required_pairs(catalog.versions(name), level):
+            problems = () if pair_level is Level.NONE else check_compatibility(old, new, pair_level)
+            reports.append(StepReport(old, new, pair_level, tuple(problems)))
     return reports
 
 

@@ -1,5 +1,6 @@
 """Compatibility by Avro's resolution rules, cross-checked against fastavro's actual reads,
-and `cqrsctl schemas check` against schema trees with a broken new version."""
+the pairs each level requires (transitive or not), and `cqrsctl schemas check` against
+schema trees with a broken new version."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from schemas.compatibility import (
     Level,
     check_catalog,
     check_compatibility,
+    required_pairs,
     resolution_problems,
 )
 from schemas.strategies import records
@@ -205,7 +207,7 @@ def test_problems_name_the_field_and_the_reason() -> None:
 
 def test_the_shipped_catalog_is_compatible_at_its_configured_levels() -> None:
     reports = check_catalog(Catalog.load())
-    assert DEFAULT_LEVEL is Level.FULL
+    assert DEFAULT_LEVEL is Level.FULL_TRANSITIVE
     steps = {(r.old.label, r.new.label): r for r in reports}
     assert ("bank.Deposited v1", "bank.Deposited v2") in steps
     assert all(report.ok for report in reports), [str(r) for r in reports if not r.ok]
@@ -244,8 +246,8 @@ def test_check_names_a_new_field_without_default(tmp_path: Path) -> None:
     result = runner.invoke(app, ["schemas", "check", "--dir", str(root)])
     assert result.exit_code == 1
     assert (
-        "bank.Deposited v2 -> v3 breaks FULL: backward: field 'channel': the reader's field "
-        "has no default and the writer does not have it"
+        "bank.Deposited v2 -> v3 breaks FULL_TRANSITIVE: backward: field 'channel': the "
+        "reader's field has no default and the writer does not have it"
     ) in result.output
     # Forward alone is fine: old readers skip the new field.
     forward = runner.invoke(app, ["schemas", "check", "--dir", str(root), "--level", "forward"])
@@ -306,3 +308,151 @@ def test_show_prints_the_self_contained_schema() -> None:
     assert entry.fingerprint_hex in result.output
     body = result.output[result.output.index("{\n") :]
     assert json.loads(body) == entry.schema
+
+
+# -- transitive levels ----------------------------------------------------------------------
+
+
+def _versions(tmp_path: Path, *levels: str | None) -> tuple[Any, ...]:
+    """A one-schema tree `t.R` v1..vN; `levels[i]` is the declared level of v(i+1)."""
+    folder = tmp_path / "t"
+    folder.mkdir()
+    for number, level in enumerate(levels, start=1):
+        extra = {"compatibility": level} if level else {}
+        schema = rec([f(f"f{number}", "long", default=0)], **extra)
+        (folder / f"R.v{number}.avsc").write_text(json.dumps(schema))
+    return Catalog.load(tmp_path).versions("t.R")
+
+
+def _pair_labels(pairs: list[tuple[Any, Any, Level]]) -> list[tuple[int, int, str]]:
+    return [(old.version, new.version, str(level)) for old, new, level in pairs]
+
+
+def test_a_transitive_level_pairs_each_version_with_every_earlier_one(tmp_path: Path) -> None:
+    versions = _versions(tmp_path, None, None, None)
+    assert _pair_labels(required_pairs(versions)) == [
+        (1, 2, "FULL_TRANSITIVE"),
+        (1, 3, "FULL_TRANSITIVE"),
+        (2, 3, "FULL_TRANSITIVE"),
+    ]
+    assert _pair_labels(required_pairs(versions, Level.BACKWARD)) == [
+        (1, 2, "BACKWARD"),
+        (2, 3, "BACKWARD"),
+    ]
+
+
+def test_a_none_version_is_where_transitive_checks_stop(tmp_path: Path) -> None:
+    versions = _versions(tmp_path, None, None, "NONE", "FORWARD", "BACKWARD_TRANSITIVE")
+    assert _pair_labels(required_pairs(versions)) == [
+        (1, 2, "FULL_TRANSITIVE"),
+        (2, 3, "NONE"),
+        (3, 4, "FORWARD"),
+        (3, 5, "BACKWARD_TRANSITIVE"),
+        (4, 5, "BACKWARD_TRANSITIVE"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("level", "backward", "forward", "transitive"),
+    [
+        (Level.BACKWARD, True, False, False),
+        (Level.BACKWARD_TRANSITIVE, True, False, True),
+        (Level.FORWARD, False, True, False),
+        (Level.FORWARD_TRANSITIVE, False, True, True),
+        (Level.FULL, True, True, False),
+        (Level.FULL_TRANSITIVE, True, True, True),
+        (Level.NONE, False, False, False),
+    ],
+)
+def test_each_level_says_what_it_requires(
+    level: Level, backward: bool, forward: bool, transitive: bool
+) -> None:
+    assert (level.backward, level.forward, level.transitive) == (backward, forward, transitive)
+
+
+def tree_breaking_v2_at_v4(tmp_path: Path) -> Path:
+    """Deposited v3 drops `memo` (it had a default), v4 brings it back as a long: each step
+    is FULL compatible, but v2 and v4 disagree on the type of `memo`."""
+    root = copy_schemas(tmp_path / "schemas")
+    v2 = json.loads((root / "bank/events/Deposited.v2.avsc").read_text())
+    v3 = {**v2, "fields": [field for field in v2["fields"] if field["name"] != "memo"]}
+    memo = {"name": "memo", "type": "long", "default": 0}
+    v4 = {**v2, "fields": [*v3["fields"], memo]}
+    (root / "bank/events/Deposited.v3.avsc").write_text(json.dumps(v3))
+    (root / "bank/events/Deposited.v4.avsc").write_text(json.dumps(v4))
+    return root
+
+
+def test_check_refuses_a_change_that_breaks_a_non_adjacent_version(tmp_path: Path) -> None:
+    root = tree_breaking_v2_at_v4(tmp_path)
+    steps_only = runner.invoke(app, ["schemas", "check", "--dir", str(root), "--level", "full"])
+    assert steps_only.exit_code == 0, steps_only.output
+    result = runner.invoke(app, ["schemas", "check", "--dir", str(root)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines, result.output
+    head = "bank.Deposited v2 -> v4 breaks FULL_TRANSITIVE: "
+    assert all(line.startswith(head) for line in lines), lines
+    assert any(
+        line.endswith("backward: field 'memo': writer union branch string cannot be read as long")
+        for line in lines
+    ), lines
+    assert any("forward: field 'memo'" in line for line in lines), lines
+
+
+def test_check_accepts_the_transitive_level_flag(tmp_path: Path) -> None:
+    root = tree_breaking_v2_at_v4(tmp_path)
+    for level in ("backward_transitive", "forward_transitive"):
+        result = runner.invoke(app, ["schemas", "check", "--dir", str(root), "--level", level])
+        assert result.exit_code == 1, (level, result.output)
+        assert f"v2 -> v4 breaks {level.upper()}: " in result.output
+
+
+# -- every stored version decodes into every version the check pairs it with ----------------
+
+
+def _allowed_pairs() -> list[tuple[str, Any, Any]]:
+    """(direction, writer, reader) for every pair the shipped catalog's check accepts."""
+    pairs = []
+    for report in check_catalog(Catalog.load()):
+        assert report.ok, str(report)
+        if report.level.backward:
+            pairs.append(("backward", report.old, report.new))
+        if report.level.forward:
+            pairs.append(("forward", report.new, report.old))
+    return pairs
+
+
+ALLOWED = _allowed_pairs()
+
+
+def test_every_old_version_of_every_event_is_paired_with_the_newest() -> None:
+    catalog = Catalog.load()
+    labels = {(writer.label, reader.label) for _, writer, reader in ALLOWED}
+    events = [entry for entry in catalog if entry.kind == "events"]
+    assert any(entry.version > 1 for entry in events)  # bank.Deposited v2
+    for entry in events:
+        newest = catalog.latest(entry.name)
+        if entry is not newest:
+            assert (entry.label, newest.label) in labels
+
+
+@pytest.mark.parametrize(
+    ("direction", "writer", "reader"),
+    ALLOWED,
+    ids=[f"{w.label}->v{r.version}" for _, w, r in ALLOWED],
+)
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_an_old_event_decodes_into_the_schema_the_check_pairs_it_with(
+    direction: str, writer: Any, reader: Any, data: st.DataObject
+) -> None:
+    record = data.draw(records(writer))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, writer.parsed, record)
+    body.seek(0)
+    decoded = fastavro.schemaless_reader(body, writer.parsed, reader.parsed)
+    reader.validate(decoded)
+    written = {field["name"]: field["type"] for field in writer.schema["fields"]}
+    same = [f["name"] for f in reader.schema["fields"] if written.get(f["name"]) == f["type"]]
+    assert {name: decoded[name] for name in same} == {name: record[name] for name in same}
