@@ -14,6 +14,7 @@ from cqrsctl import (
     dlq_cmd,
     gateway_cmd,
     new_cmd,
+    projections_cmd,
     read_side_cmd,
     run_cmd,
     schemas_cmd,
@@ -73,6 +74,7 @@ gateway_cmd.register(app)
 tail_cmd.register(app)
 dlq_cmd.register(app)
 new_cmd.register(app)
+projections_cmd.register(app)
 
 
 def main() -> None:
