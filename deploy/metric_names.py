@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 ROLE_METRICS: dict[str, tuple[str, ...]] = {
     "processor": ("processors.metrics:ProcessorMetrics",),
     "projector": ("processors.projector.metrics:ProjectorMetrics",),
-    "sink": ("sinks.metrics:SinkMetrics",),
+    "sink": ("sinks.metrics:SinkMetrics", "sinks.progress_metrics:ProgressMetrics"),
     "reactor": ("processors.reactor_metrics:ReactorMetrics",),
     "gateway": ("producers.gateway.metrics:GatewayMetrics",),
 }

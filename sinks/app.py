@@ -52,6 +52,7 @@ from schemas.codec import CodecError, default_codec
 from sinks.batch import SinkBatch, SinkRecord, reduce_batch, skipped_offsets
 from sinks.db import CHECKPOINT_CHANNEL, connect
 from sinks.metrics import SinkMetrics
+from sinks.progress_metrics import PROGRESS_EVERY_S, ProgressMetrics, ProgressMonitor
 from sinks.tables import (
     SELECT_OFFSETS,
     UPSERT_CHECKPOINT,
@@ -79,6 +80,7 @@ class SinkConfig:
     batch_wait_s: float = 0.02
     session_timeout_s: float = 10.0
     instance_id: str | None = None  # static group membership when set
+    progress_every_s: float = PROGRESS_EVERY_S  # projection progress metrics; 0 = off
 
     @property
     def topics(self) -> ContextTopics:
@@ -107,6 +109,16 @@ class Sink:
             p.name: table_writer(p, self.codec.catalog) for p in self.projections
         }
         self.metrics = SinkMetrics()
+        self.progress = ProgressMonitor(
+            config.dsn,
+            config.schema,
+            config.kafka.client_config(),
+            self.topics.events,
+            self.partitions,
+            [p.name for p in self.projections],
+            ProgressMetrics(),
+            config.progress_every_s,
+        )
         self.last_loop_at = time.monotonic()
         self._stop = threading.Event()
         self._fatal: KafkaError | None = None
@@ -174,6 +186,8 @@ class Sink:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_revoke,
             )
+            if self.config.progress_every_s > 0:
+                self.progress.start()
             while not self._stop.is_set():
                 self.last_loop_at = time.monotonic()
                 messages = self._consumer.consume(self.config.batch_max, self.config.batch_wait_s)
@@ -192,6 +206,7 @@ class Sink:
 
     def _close(self) -> None:
         # Closed here, not left to interpreter exit (where a Consumer may segfault).
+        self.progress.stop()
         self._consumer.close()
         self._drop_connection()
 

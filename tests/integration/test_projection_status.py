@@ -1,5 +1,6 @@
-"""`cqrsctl projections list|status` against a running read side: lag while the sink is
-stopped, none once it has caught up, and one-line errors with truthful exit codes."""
+"""`cqrsctl projections list|status` and the sink's progress metrics against a running read
+side: lag while the projector is stopped, none once it has caught up, and one-line errors
+with truthful exit codes."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.cli_run import wait_for
 from tests.integration.read_side import PROJECTION_NAMES, ReadSideRig
+from tests.integration.workers import Worker
 from tests.integration.write_side import BankRig, movement, open_account
 
 
@@ -30,6 +36,18 @@ def listed(rig: ReadSideRig, *args: str) -> dict[str, dict[str, Any]]:
     return {row["projection"]: row for row in json.loads(done.stdout)}
 
 
+def gauges(worker: Worker, name: str) -> dict[str, float]:
+    """{projection: value} of one of the sink's progress gauges."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{worker.health_port}/metrics") as resp:
+        text = resp.read().decode()
+    return {
+        sample.labels["projection"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
 def send_all(rig: ReadSideRig, commands: list[tuple[str, dict[str, Any]]]) -> None:
     client = rig.client()
     try:
@@ -39,11 +57,11 @@ def send_all(rig: ReadSideRig, commands: list[tuple[str, dict[str, Any]]]) -> No
         client.close()
 
 
-def test_status_shows_the_lag_of_a_stopped_sink_and_none_once_it_caught_up(
+def test_status_and_metrics_show_the_lag_of_a_stopped_projector_and_none_once_caught_up(
     bank: BankRig, read_side: ReadSideRig
 ) -> None:
     bank.processor()
-    read_side.projector()
+    projector = read_side.projector()
     sink = read_side.sink()
     accounts = [f"acct-{i}" for i in range(12)]
     send_all(read_side, [("bank.OpenAccount", open_account(a)) for a in accounts])
@@ -56,8 +74,15 @@ def test_status_shows_the_lag_of_a_stopped_sink_and_none_once_it_caught_up(
         assert (row["state"], row["lag_events"], row["lag_seconds"]) == ("live", 0, 0)
         assert row["applied"] == applied
         assert row["rate"] is None and row["eta_seconds"] is None  # one sample: no rate
+    wait_for(
+        lambda: (
+            gauges(sink, "cqrs_projection_applied_offsets")
+            == dict.fromkeys(PROJECTION_NAMES, applied)
+        ),
+        what="the progress metrics at the checkpoints",
+    )
 
-    sink.stop()
+    projector.stop()
     send_all(read_side, [("bank.Deposit", movement(a, 100)) for a in accounts])
     time.sleep(1.0)
     behind = listed(read_side, "status", "--interval", "0.5")
@@ -69,14 +94,31 @@ def test_status_shows_the_lag_of_a_stopped_sink_and_none_once_it_caught_up(
         assert (row["rate"], row["eta_seconds"]) == (0, None)  # nothing moves: no estimate
         positions = {p["partition"]: p for p in row["partitions"]}
         assert sum(p["lag"] for p in positions.values()) == row["lag_events"]
+    wait_for(
+        lambda: all(
+            v >= len(accounts) for v in gauges(sink, "cqrs_projection_lag_events").values()
+        ),
+        what="the lag in the metrics",
+    )
+    assert all(v >= 1.0 for v in gauges(sink, "cqrs_projection_lag_seconds").values())
 
-    read_side.sink()
+    read_side.projector()
     read_side.wait_caught_up()
     one = listed(read_side, "status", "accounts", "--interval", "0.2")
     assert list(one) == ["accounts"]
     row = one["accounts"]
     assert (row["lag_events"], row["lag_seconds"], row["eta_seconds"]) == (0, 0, 0)
-    assert row["applied"] == sum(p.offset + 1 for p in read_side.last_event_positions())
+    applied = sum(p.offset + 1 for p in read_side.last_event_positions())
+    assert row["applied"] == applied
+    wait_for(
+        lambda: (
+            gauges(sink, "cqrs_projection_lag_events") == dict.fromkeys(PROJECTION_NAMES, 0)
+            and gauges(sink, "cqrs_projection_applied_offsets")
+            == dict.fromkeys(PROJECTION_NAMES, applied)
+            and gauges(sink, "cqrs_projection_eta_seconds") == dict.fromkeys(PROJECTION_NAMES, 0)
+        ),
+        what="the metrics caught up",
+    )
 
 
 def test_an_unknown_projection_and_an_unreachable_database_are_one_line(
