@@ -1,0 +1,259 @@
+"""Generations of a projection in Postgres: the catalog, the atomic swap, the drop.
+
+Readers query the relation named after the projection: a view over the live generation's
+table (processors/generations.py names the tables). `swap()` makes another generation
+live in ONE transaction, and only when no reader could tell it went backwards: the new
+table must hold every key of the live one with a guard (version, or per-partition source
+offset) at or past the live row's, and its checkpoints must be at or past the live ones.
+Checkpoints alone are not enough, since a live row may already hold changes of events past
+its table's checkpoint (docs/read-side.md, "Checkpoints, exactly"). The live table is
+locked against writes (readers go on) while that is checked; then the view is re-created
+over the new table and the generations' states change, and Postgres makes all of it
+visible at once at commit.
+
+These functions change the schema (views, tables), so they run as the migration role,
+which also creates `cqrs_generations` on first use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from processors.projections import Projection
+
+BUILDING, LIVE, RETIRED = "building", "live", "retired"
+
+CATALOG_DDL = """
+CREATE TABLE IF NOT EXISTS cqrs_generations (
+    projection     text        NOT NULL,
+    generation     integer     NOT NULL CHECK (generation >= 1),
+    state          text        NOT NULL CHECK (state IN ('building', 'live', 'retired')),
+    relation       text        NOT NULL,
+    checkpoint_key text        NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    live_at        timestamptz,
+    retired_at     timestamptz,
+    PRIMARY KEY (projection, generation)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS cqrs_generations_one_live
+    ON cqrs_generations (projection) WHERE state = 'live';
+"""
+LOCK_TIMEOUT = "10s"
+
+
+class GenerationError(RuntimeError):
+    """A generation is unknown, or in a state that does not allow what was asked."""
+
+
+class SwapRefused(GenerationError):
+    """The new generation is not yet where the live one is; try again once it caught up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    projection: str
+    generation: int
+    state: str
+    relation: str
+    checkpoint_key: str
+
+
+def ensure_catalog(conn: psycopg.Connection[Any]) -> None:
+    with conn.transaction():
+        conn.execute(CATALOG_DDL)
+
+
+def register(
+    conn: psycopg.Connection[Any],
+    projection: str,
+    generation: int,
+    relation: str,
+    checkpoint_key: str,
+    state: str = BUILDING,
+) -> Generation:
+    """Record a generation whose table exists: the first as live (its table already behind
+    the view), later ones as building, to become live through `swap()`. At most one
+    generation of a projection is live (a unique index says so)."""
+    ensure_catalog(conn)
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO cqrs_generations "
+            "(projection, generation, state, relation, checkpoint_key, live_at) "
+            "VALUES (%s, %s, %s, %s, %s, CASE WHEN %s = 'live' THEN now() END)",
+            (projection, generation, state, relation, checkpoint_key, state),
+        )
+    return Generation(projection, generation, state, relation, checkpoint_key)
+
+
+def generations(conn: psycopg.Connection[Any], projection: str) -> list[Generation]:
+    ensure_catalog(conn)
+    rows = conn.execute(
+        "SELECT projection, generation, state, relation, checkpoint_key FROM cqrs_generations "
+        "WHERE projection = %s ORDER BY generation",
+        (projection,),
+    ).fetchall()
+    return [Generation(*row) for row in rows]
+
+
+def swap(conn: psycopg.Connection[Any], projection: Projection, generation: int) -> Generation:
+    """Make `generation` of `projection` the one readers see, atomically; the live one
+    becomes retired. Raises SwapRefused (nothing changed) while the new generation is behind,
+    GenerationError when the states do not allow a swap."""
+    ensure_catalog(conn)
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        rows = conn.execute(
+            "SELECT projection, generation, state, relation, checkpoint_key "
+            "FROM cqrs_generations WHERE projection = %s FOR UPDATE",
+            (projection.name,),
+        ).fetchall()
+        found = {row[1]: Generation(*row) for row in rows}
+        live = next((g for g in found.values() if g.state == LIVE), None)
+        new = found.get(generation)
+        if new is None or new.state != BUILDING:
+            state = "unknown" if new is None else new.state
+            raise GenerationError(
+                f"{projection.name} generation {generation} is {state}; only a building "
+                "generation can be swapped in"
+            )
+        if live is None:
+            raise GenerationError(f"{projection.name} has no live generation to replace")
+        conn.execute(
+            sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(live.relation))
+        )
+        behind = _checkpoints_behind(conn, live, new)
+        if behind:
+            raise SwapRefused(
+                f"{projection.name} generation {generation} is behind generation "
+                f"{live.generation}: checkpoints of partitions {behind}"
+            )
+        stale = _rows_behind(conn, projection, live, new)
+        if stale:
+            raise SwapRefused(
+                f"{projection.name} generation {generation} is behind generation "
+                f"{live.generation}: {stale}"
+            )
+        _repoint_view(conn, projection, live.relation, new.relation)
+        conn.execute(
+            "UPDATE cqrs_generations SET state = 'retired', retired_at = now() "
+            "WHERE projection = %s AND generation = %s",
+            (projection.name, live.generation),
+        )
+        conn.execute(
+            "UPDATE cqrs_generations SET state = 'live', live_at = now() "
+            "WHERE projection = %s AND generation = %s",
+            (projection.name, generation),
+        )
+    return Generation(new.projection, new.generation, LIVE, new.relation, new.checkpoint_key)
+
+
+def drop(conn: psycopg.Connection[Any], projection: str, generation: int) -> Generation:
+    """Remove a retired (or abandoned building) generation: its table, its checkpoints and
+    its catalog row. The live generation cannot be dropped."""
+    ensure_catalog(conn)
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        row = conn.execute(
+            "SELECT projection, generation, state, relation, checkpoint_key "
+            "FROM cqrs_generations WHERE projection = %s AND generation = %s FOR UPDATE",
+            (projection, generation),
+        ).fetchone()
+        if row is None:
+            raise GenerationError(f"{projection} has no generation {generation}")
+        found = Generation(*row)
+        if found.state == LIVE:
+            raise GenerationError(
+                f"{projection} generation {generation} is live: swap another one in first"
+            )
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(found.relation)))
+        conn.execute("DELETE FROM cqrs_checkpoints WHERE projection = %s", (found.checkpoint_key,))
+        conn.execute(
+            "DELETE FROM cqrs_generations WHERE projection = %s AND generation = %s",
+            (projection, generation),
+        )
+    return found
+
+
+# -- the checks and the view --------------------------------------------------------------
+
+
+def _checkpoints_behind(
+    conn: psycopg.Connection[Any], live: Generation, new: Generation
+) -> list[int]:
+    rows = conn.execute(
+        "SELECT l.source_partition FROM cqrs_checkpoints l "
+        "LEFT JOIN cqrs_checkpoints n "
+        "ON n.projection = %s AND n.source_partition = l.source_partition "
+        "WHERE l.projection = %s AND coalesce(n.source_offset, -1) < l.source_offset "
+        "ORDER BY 1",
+        (new.checkpoint_key, live.checkpoint_key),
+    ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def _rows_behind(
+    conn: psycopg.Connection[Any], projection: Projection, live: Generation, new: Generation
+) -> str | None:
+    """None when the new table has every live key at the same or a newer guard; else the
+    first key that is missing or older, as text."""
+    keys = [sql.Identifier(k) for k in projection.key_fields]
+    guard = sql.Identifier(projection.guard_field)
+    join = sql.SQL(" AND ").join(sql.SQL("n.{k} = l.{k}").format(k=k) for k in keys)
+    query = sql.SQL(
+        "SELECT {keys}, l.{guard}, n.{guard} FROM {live} l LEFT JOIN {new} n ON {join} "
+        "WHERE n.{first} IS NULL OR n.{guard} < l.{guard} LIMIT 1"
+    ).format(
+        keys=sql.SQL(", ").join(sql.SQL("l.{}").format(k) for k in keys),
+        guard=guard,
+        live=sql.Identifier(live.relation),
+        new=sql.Identifier(new.relation),
+        join=join,
+        first=keys[0],
+    )
+    row = conn.execute(query).fetchone()
+    if row is None:
+        return None
+    *key, live_guard, new_guard = row
+    have = "missing" if new_guard is None else f"at {projection.guard_field} {new_guard}"
+    return f"row {tuple(key)} is {have}, live at {live_guard}"
+
+
+def _repoint_view(
+    conn: psycopg.Connection[Any], projection: Projection, old: str, new: str
+) -> None:
+    """Re-create the view readers query over `new`: `SELECT *` for a projection with its own
+    table, and for one whose view reads a table of another name (a watermark projection's
+    view sums the per-partition rows) its own definition, reading `new` where it read `old`."""
+    view = projection.name
+    found = conn.execute(
+        "SELECT c.relkind, pg_get_viewdef(c.oid) FROM pg_class c WHERE c.oid = to_regclass(%s)",
+        (sql_identifier(view),),
+    ).fetchone()
+    if found is None or found[0] != "v":
+        raise GenerationError(f"{view} is not a view: readers must query a view to swap it")
+    if projection.table is None:
+        definition: sql.Composable = sql.SQL("SELECT * FROM {}").format(sql.Identifier(new))
+    else:
+        definition = sql.SQL(repointed(str(found[1]), old, new))  # type: ignore[arg-type]
+    conn.execute(sql.SQL("CREATE OR REPLACE VIEW {} AS ").format(sql.Identifier(view)) + definition)
+
+
+def repointed(definition: str, old: str, new: str) -> str:
+    """A view definition reading table `new` wherever it read `old` (bare or quoted)."""
+    pattern = re.compile(rf'(?<![\w."]){re.escape(old)}(?![\w"])|"{re.escape(old)}"')
+    result, count = pattern.subn(sql_identifier(new), definition)
+    if count == 0:
+        raise GenerationError(f"the view does not read {old}: cannot repoint it to {new}")
+    return result.rstrip().rstrip(";")
+
+
+def sql_identifier(name: str) -> str:
+    """`name` as Postgres writes an identifier: bare when it is lower-case and plain."""
+    if re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'

@@ -1,0 +1,55 @@
+"""Names of a projection's generations, and repointing a view's definition (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bank.projections import PROJECTIONS
+from processors.generations import GenerationNames
+from sinks.generations import GenerationError, repointed, sql_identifier
+
+BY_NAME = {p.name: p for p in PROJECTIONS}
+
+
+def test_generation_one_keeps_todays_names_but_its_table() -> None:
+    names = GenerationNames.of("bank", BY_NAME["accounts"], 1)
+    assert names.projector_app_id == "bank.projector"
+    assert names.changelog == "bank.projector-accounts-changelog"
+    assert names.topic == "bank.projection.accounts"
+    assert names.sink_group == "bank.sink"
+    assert names.checkpoint_key == "accounts"
+    assert names.relation == "accounts_g1"
+
+
+def test_a_later_generation_has_its_own_everything() -> None:
+    names = GenerationNames.of("bank", BY_NAME["daily_totals"], 3)
+    assert names.projector_app_id == "bank.projector.daily_totals.g3"
+    assert names.changelog == "bank.projector.daily_totals.g3-daily_totals-changelog"
+    assert names.topic == "bank.projection.daily_totals.g3"
+    assert names.sink_group == "bank.sink.daily_totals.g3"
+    assert names.checkpoint_key == "daily_totals.g3"
+    assert names.relation == "daily_totals_by_partition_g3"
+    with pytest.raises(ValueError, match="generation must be >= 1"):
+        GenerationNames.of("bank", BY_NAME["accounts"], 0)
+
+
+def test_a_view_definition_is_repointed_to_the_new_table_only() -> None:
+    definition = (
+        " SELECT t_g1.currency, sum(t_g1.amount) AS amount\n   FROM t_g1\n"
+        "  WHERE t_g1.currency <> 'x_t_g1' GROUP BY t_g1.currency;"
+    )
+    assert repointed(definition, "t_g1", "t_g2") == (
+        " SELECT t_g2.currency, sum(t_g2.amount) AS amount\n   FROM t_g2\n"
+        "  WHERE t_g2.currency <> 'x_t_g1' GROUP BY t_g2.currency"
+    )
+    assert repointed('SELECT * FROM "t_g1"', "t_g1", "T2") == 'SELECT * FROM "T2"'
+    assert repointed("SELECT * FROM other.t_g1 JOIN t_g10 ON true", "t_g10", "n") == (
+        "SELECT * FROM other.t_g1 JOIN n ON true"
+    )
+    with pytest.raises(GenerationError, match="does not read t_g1"):
+        repointed("SELECT * FROM t_g10", "t_g1", "t_g2")
+
+
+def test_identifiers_are_quoted_only_when_needed() -> None:
+    assert sql_identifier("accounts_g2") == "accounts_g2"
+    assert sql_identifier('Odd"name') == '"Odd""name"'
