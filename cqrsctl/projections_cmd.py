@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from cqrsctl.console import (
+    FAILED,
     OUTPUT_OPTION,
     UNAVAILABLE,
     OutputFormat,
@@ -18,7 +19,8 @@ from cqrsctl.console import (
 )
 
 projections_app = typer.Typer(
-    help="Projections: applied events, lag, state and time to catch up, per projection.",
+    help="Projections: progress per generation (list, status), rebuild beside the live one "
+    "and swap, drop a retired generation.",
     no_args_is_help=True,
 )
 
@@ -53,7 +55,7 @@ def _sample(
     from processors.registry import UnknownContext, default_registry
     from processors.topics import ContextTopics
     from sinks.db import connect, resolve_schema
-    from sinks.progress import EventsProbe, ProbeError, estimate, read_progress
+    from sinks.progress import EventsProbe, ProbeError, estimate, read_progress, tracked
 
     settings = settings_or_fail()
     try:
@@ -74,11 +76,12 @@ def _sample(
     try:
         resolved = resolve_schema(settings.postgres_dsn, schema)
         with connect(settings.postgres_dsn, resolved) as conn:
-            first = read_progress(conn, probe, names)
+            entries = tracked(conn, names)
+            first = read_progress(conn, probe, entries)
             if interval <= 0:
                 return first, resolved
             time.sleep(interval)
-            second = read_progress(conn, probe, names)
+            second = read_progress(conn, probe, entries)
     except psycopg.Error as exc:
         # psycopg's connection errors add a hint on a second line: keep the error one line.
         fail("postgres: " + " ".join(str(exc).split()), code=UNAVAILABLE)
@@ -97,16 +100,18 @@ def _show(samples: list[Any], schema: str, output: OutputFormat, title: str) -> 
         return
     console = out_console()
     table = Table(title=f"{title} (schema {schema})")
-    columns = ["projection", "state", "applied", "lag events", "lag"]
+    columns = ["projection", "generation", "state", "applied", "lag events", "lag"]
     with_rate = any(s.rate is not None for s in samples)
     if with_rate:
         columns += ["events/s", "ETA"]
     if console.is_terminal:
         columns.append("progress")
     for column in columns:
-        table.add_column(column, justify="left" if column in ("projection", "state") else "right")
+        left = column in ("projection", "generation", "state")
+        table.add_column(column, justify="left" if left else "right")
     for s in samples:
-        cells = [s.projection, s.state, str(s.applied), str(s.lag_events), _seconds(s.lag_seconds)]
+        cells = [s.projection, f"g{s.generation}", s.state, str(s.applied), str(s.lag_events)]
+        cells.append(_seconds(s.lag_seconds))
         if with_rate:
             cells += [f"{s.rate:.0f}", _seconds(s.eta_seconds)]
         if console.is_terminal:
@@ -144,6 +149,148 @@ def status(
     on a terminal."""
     samples, resolved = _sample(context, prefix, schema, projection, interval)
     _show(samples, resolved, output, f"projections of {context}")
+
+
+def _projection(context: str, name: str) -> tuple[Any, Any]:
+    from processors.registry import UnknownContext, default_registry
+
+    try:
+        ctx = default_registry().context(context)
+    except UnknownContext as exc:
+        fail(str(exc))
+    found = {p.name: p for p in ctx.projections}
+    if name not in found:
+        fail(f"{ctx.name} has no projection {name!r} (known: {', '.join(found)})")
+    return ctx, found[name]
+
+
+@projections_app.command("rebuild")
+def rebuild(
+    projection: str = typer.Argument(..., help="The projection to rebuild, e.g. accounts."),
+    context: str = _CONTEXT,
+    prefix: str = _PREFIX,
+    schema: str = _SCHEMA,
+    generation: int = typer.Option(
+        None, min=2, help="The generation to build (default: the next one)."
+    ),
+    wait: bool = typer.Option(
+        True, help="Wait until the new generation has caught up, then swap it in."
+    ),
+    timeout: float = typer.Option(3600.0, min=1, help="Seconds to wait for the swap."),
+) -> None:
+    """Build a new generation of a projection beside the live one, and swap it in once it
+    has caught up: readers see the old generation until then, and never a half-built table.
+
+    Prepares the generation's table and topic; its workers are
+    `cqrsctl run projector|sink --projection NAME --generation N` (they start at offset 0
+    of <ctx>.events). With --wait (default), swaps when the new generation has every row of
+    the live one at the same or a newer state; exit 3 if that does not happen in --timeout."""
+    import psycopg
+    from confluent_kafka import KafkaException
+
+    from cqrsctl.console import TIMEOUT
+    from processors.generations import GenerationNames
+    from processors.topic_admin import create_topics
+    from processors.topics import DERIVED, TopicSpec
+    from sinks.db import connect, resolve_schema
+    from sinks.generations import GenerationError, SwapRefused, next_generation, prepare, swap
+    from sinks.migrate import MigrationError, migrate
+
+    settings = settings_or_fail()
+    ctx, found = _projection(context, projection)
+    topic_prefix = prefix or ctx.name
+    dsn = settings.postgres_dsn
+    try:
+        resolved = resolve_schema(dsn, schema)
+        with connect(dsn, resolved) as conn:
+            number = generation or next_generation(conn, found.name)
+            names = GenerationNames.of(topic_prefix, found, number)
+            building = prepare(conn, found, number, names.checkpoint_key)
+        migrate(dsn, resolved, ctx)  # grants on the new table and the catalog
+        spec = TopicSpec(names.topic, ctx.partitions, dict(DERIVED))
+        create_topics(settings.kafka.client_config(), [spec])
+    except GenerationError as exc:
+        fail(str(exc), code=FAILED)
+    except (psycopg.Error, MigrationError) as exc:
+        fail("postgres: " + " ".join(str(exc).split()), code=UNAVAILABLE)
+    except KafkaException as exc:
+        fail(f"kafka: {exc}", code=UNAVAILABLE)
+    run = f"run projector|sink --context {ctx.name} --projection {found.name} --generation {number}"
+    typer.echo(
+        f"{found.name} generation {number}: building into {building.relation} from "
+        f"{names.topic}; its workers: `cqrsctl {run}`"
+    )
+    if not wait:
+        return
+    deadline = time.monotonic() + timeout
+    last_reason = ""
+    try:
+        with connect(dsn, resolved) as conn:
+            while True:
+                try:
+                    live = swap(conn, found, number)
+                    break
+                except SwapRefused as exc:
+                    last_reason = str(exc)
+                if time.monotonic() >= deadline:
+                    fail(f"not swapped within {timeout:g}s: {last_reason}", code=TIMEOUT)
+                time.sleep(1.0)
+    except GenerationError as exc:
+        fail(str(exc), code=FAILED)
+    except psycopg.Error as exc:
+        fail("postgres: " + " ".join(str(exc).split()), code=UNAVAILABLE)
+    typer.echo(
+        f"{found.name} generation {live.generation} is live ({live.relation}); drop the "
+        f"retired one with `cqrsctl projections drop {found.name} GENERATION`"
+    )
+
+
+@projections_app.command("drop")
+def drop_generation(
+    projection: str = typer.Argument(..., help="The projection, e.g. accounts."),
+    generation: int = typer.Argument(..., min=1, help="The retired generation to drop."),
+    context: str = _CONTEXT,
+    prefix: str = _PREFIX,
+    schema: str = _SCHEMA,
+) -> None:
+    """Drop a retired (or abandoned building) generation: its table and checkpoints, and for
+    a rebuilt one its topic and changelog too (stop its workers first). The live generation
+    cannot be dropped."""
+    import psycopg
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from processors.generations import GenerationNames
+    from processors.projector.app import projector_app_id
+    from sinks.db import connect, resolve_schema
+    from sinks.generations import GenerationError, drop
+
+    settings = settings_or_fail()
+    ctx, found = _projection(context, projection)
+    try:
+        resolved = resolve_schema(settings.postgres_dsn, schema)
+        with connect(settings.postgres_dsn, resolved) as conn:
+            dropped = drop(conn, found.name, generation)
+    except GenerationError as exc:
+        fail(str(exc), code=FAILED)
+    except psycopg.Error as exc:
+        fail("postgres: " + " ".join(str(exc).split()), code=UNAVAILABLE)
+    topics: list[str] = []
+    if generation > 1:  # generation 1's topic and changelog belong to the shared workers
+        names = GenerationNames.of(prefix or ctx.name, found, generation)
+        app_id = projector_app_id(prefix or ctx.name, found.name, generation)
+        topics = [names.topic, f"{app_id}-{names.name}-changelog", f"{app_id}-__assignor-__leader"]
+        admin = AdminClient(settings.kafka.client_config())
+        try:
+            existing = admin.list_topics(timeout=10).topics
+            doomed = [t for t in topics if t in existing]
+            for future in admin.delete_topics(doomed, operation_timeout=30).values():
+                future.result(60)
+        except KafkaException as exc:
+            fail(f"kafka: {exc}", code=UNAVAILABLE)
+        topics = doomed
+    gone = ", ".join(topics) if topics else "no topics"
+    typer.echo(f"dropped {found.name} generation {dropped.generation}: {dropped.relation}, {gone}")
 
 
 def register(app: typer.Typer) -> None:

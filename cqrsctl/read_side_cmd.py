@@ -35,6 +35,19 @@ def _instance_id(given: str | None) -> str | None:
     return given or os.environ.get("CQRS_INSTANCE_ID") or None
 
 
+_PROJECTION = typer.Option(
+    None,
+    "--projection",
+    help="Run only this projection's generation --generation (a rebuild beside the live one).",
+)
+_GENERATION = typer.Option(1, "--generation", min=1, help="With --projection: 2 or more.")
+
+
+def _generation(projection: str | None, generation: int) -> None:
+    if (projection is None) != (generation == 1):
+        fail("--projection and --generation (2 or more) go together")
+
+
 def _context(name: str) -> Any:
     try:
         return default_registry().context(name)
@@ -63,31 +76,31 @@ def projector(
     replication_factor: int = typer.Option(
         -1, help="Replication of the changelog topics Faust creates; -1 = broker default."
     ),
+    projection: str = _PROJECTION,
+    generation: int = _GENERATION,
     log_level: str = typer.Option("INFO"),
     log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """The projector: `<ctx>.events` -> Faust tables -> `<ctx>.projection.<name>`."""
     from processors.faust_app import broker_default_replication, quiet_library_logs, run_worker
     from processors.health import heartbeat_alive, serve_health
-    from processors.projector.app import (
-        Projector,
-        ProjectorConfig,
-        changelog_topic,
-        projector_app_id,
-    )
+    from processors.projector.app import Projector, ProjectorConfig, projector_app_id
     from processors.projector.local_state import LocalState, kafka_identity
 
+    _generation(projection, generation)
     configure_logs(log_level, log_format, context=context, role="projector")
     quiet_library_logs(logging.getLevelName(log_level.upper()))
     settings = settings_or_fail(postgres=False)  # Kafka only
     ctx = _context(context)
     topic_prefix = prefix or ctx.name
+    app_id = projector_app_id(topic_prefix, projection, generation)
     config = ProjectorConfig(
         context=ctx.name,
         kafka=settings.kafka,
-        data_dir=data_dir
-        or Path(tempfile.gettempdir()) / "kafka-cqrs" / projector_app_id(topic_prefix),
+        data_dir=data_dir or Path(tempfile.gettempdir()) / "kafka-cqrs" / app_id,
         topic_prefix=topic_prefix,
+        projection=projection,
+        generation=generation,
         batch_max=batch_max,
         batch_wait_s=batch_wait,
         session_timeout_s=session_timeout,
@@ -97,10 +110,13 @@ def projector(
         else broker_default_replication(settings.kafka),
     )
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    worker = Projector(config, default_registry())
+    try:
+        worker = Projector(config, default_registry())
+    except ValueError as exc:  # an unknown --projection
+        fail(f"{ctx.name}: {exc}")
     _prepare(worker)
     local = LocalState(config.data_dir, Path(worker.app.conf.tabledir))
-    changelogs = [changelog_topic(topic_prefix, name) for name in worker.tables]
+    changelogs = [f"{config.app_id}-{name}-changelog" for name in worker.tables]
     local.prepare(kafka_identity(settings.kafka.client_config(), changelogs))
     if health_port:
         serve_health(health_port, heartbeat_alive(lambda: worker.liveness.last_beat), worker.ready)
@@ -133,6 +149,8 @@ def sink(
         0.02, min=0.001, help="Seconds a batch waits for more records."
     ),
     session_timeout: float = typer.Option(10.0, min=6.0, help="Consumer group session, s."),
+    projection: str = _PROJECTION,
+    generation: int = _GENERATION,
     log_level: str = typer.Option("INFO"),
     log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
@@ -145,6 +163,7 @@ def sink(
     from sinks.migrate import check_migrated
     from sinks.migrate import migrate as apply_migrations
 
+    _generation(projection, generation)
     configure_logs(log_level, log_format, context=context, role="sink")
     settings = settings_or_fail()
     ctx = _context(context)
@@ -168,8 +187,13 @@ def sink(
         batch_wait_s=batch_wait,
         session_timeout_s=session_timeout,
         instance_id=_instance_id(instance_id),
+        projection=projection,
+        generation=generation,
     )
-    worker = Sink(config, default_registry())
+    try:
+        worker = Sink(config, default_registry())
+    except ValueError as exc:  # an unknown --projection
+        fail(f"{ctx.name}: {exc}")
     _prepare(worker)
     worker.install_signal_handlers()
     if health_port:

@@ -1,19 +1,45 @@
-"""The names of one generation of a projection: its own projector, changelog, topic, sink,
-table and checkpoints, so a rebuild runs beside the live generation (docs/read-side.md,
-"Projection lifecycle").
+"""The names of one generation of a projection: its own topic, Postgres table and checkpoint
+key (its projector app and sink group: `projector_app_id`, `SinkConfig.group_id`), so a
+rebuild runs beside the live generation (docs/read-side.md, "Projection lifecycle").
 
 Generation 1 is the projection as first deployed and keeps the names it has always had
 (the shared projector and sink, `<ctx>.projection.<name>`, checkpoints under `<name>`),
 except for its table, `<table>_g1`, behind the view readers query. A later generation N
-gets its own projector app and sink group (so it starts at offset 0 of `<ctx>.events`),
-its own topic and changelog, and its own table and checkpoint key.
+runs as the projection renamed `<name>_gN` (`at_generation`), in its own projector app and
+sink group (so it starts at offset 0 of `<ctx>.events`): the runtime then derives its
+topic, Faust table, changelog, Postgres table and checkpoint key from that name as usual.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from processors.projections import Projection
+
+
+def generation_name(name: str, generation: int) -> str:
+    return name if generation == 1 else f"{name}_g{generation}"
+
+
+def at_generation(projection: Projection, generation: int) -> Projection:
+    """Generation `generation` (>= 2) of `projection`: the same rules under its own names."""
+    if generation < 2:
+        raise ValueError(f"a rebuilt generation is numbered from 2, got {generation}")
+    return dataclasses.replace(
+        projection,
+        name=generation_name(projection.name, generation),
+        table=f"{projection.table_name}_g{generation}",
+    )
+
+
+def select(projections: Sequence[Projection], name: str, generation: int) -> Projection:
+    """The projection a worker restricted to one generation runs."""
+    found = {p.name: p for p in projections}
+    if name not in found:
+        raise ValueError(f"no projection {name!r} (known: {', '.join(found)})")
+    return at_generation(found[name], generation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,39 +58,20 @@ class GenerationNames:
         return cls(prefix, projection.name, projection.table_name, generation)
 
     @property
-    def first(self) -> bool:
-        return self.generation == 1
-
-    @property
-    def tag(self) -> str:
-        return f"g{self.generation}"
-
-    @property
-    def projector_app_id(self) -> str:
-        """The Faust app id: consumer group and prefix of the projector's own topics."""
-        base = f"{self.prefix}.projector"
-        return base if self.first else f"{base}.{self.projection}.{self.tag}"
-
-    @property
-    def changelog(self) -> str:
-        return f"{self.projector_app_id}-{self.projection}-changelog"
+    def name(self) -> str:
+        """The name the generation runs under."""
+        return generation_name(self.projection, self.generation)
 
     @property
     def topic(self) -> str:
-        base = f"{self.prefix}.projection.{self.projection}"
-        return base if self.first else f"{base}.{self.tag}"
-
-    @property
-    def sink_group(self) -> str:
-        base = f"{self.prefix}.sink"
-        return base if self.first else f"{base}.{self.projection}.{self.tag}"
+        return f"{self.prefix}.projection.{self.name}"
 
     @property
     def relation(self) -> str:
         """The generation's Postgres table."""
-        return f"{self.table}_{self.tag}"
+        return f"{self.table}_g{self.generation}"
 
     @property
     def checkpoint_key(self) -> str:
         """Its rows' `projection` in `cqrs_checkpoints`."""
-        return self.projection if self.first else f"{self.projection}.{self.tag}"
+        return self.name

@@ -34,6 +34,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from processors.gc_tuning import tune_gc
+from processors.generations import generation_name, select
 from processors.group_watch import GroupWatch
 from processors.projections import Projection
 from processors.projector.records import (
@@ -51,6 +52,7 @@ from schemas import headers as ce
 from schemas.codec import CodecError, default_codec
 from sinks.batch import SinkBatch, SinkRecord, reduce_batch, skipped_offsets
 from sinks.db import CHECKPOINT_CHANNEL, connect
+from sinks.generations import RETIRED_ROUTE, read_routes
 from sinks.metrics import SinkMetrics
 from sinks.progress_metrics import PROGRESS_EVERY_S, ProgressMetrics, ProgressMonitor
 from sinks.tables import (
@@ -81,6 +83,9 @@ class SinkConfig:
     session_timeout_s: float = 10.0
     instance_id: str | None = None  # static group membership when set
     progress_every_s: float = PROGRESS_EVERY_S  # projection progress metrics; 0 = off
+    # Write only generation `generation` (>= 2) of this projection, in its own group.
+    projection: str | None = None
+    generation: int = 1
 
     @property
     def topics(self) -> ContextTopics:
@@ -88,7 +93,10 @@ class SinkConfig:
 
     @property
     def group_id(self) -> str:
-        return sink_group_id(self.topics.prefix)
+        if self.projection is None:
+            return sink_group_id(self.topics.prefix)
+        own = generation_name(self.projection, self.generation)
+        return f"{sink_group_id(self.topics.prefix)}.{own}"
 
 
 def sink_group_id(prefix: str) -> str:
@@ -100,7 +108,11 @@ class Sink:
     def __init__(self, config: SinkConfig, registry: Registry) -> None:
         self.config = config
         ctx = registry.context(config.context)
-        self.projections: Sequence[Projection] = tuple(ctx.projections)
+        self.projections: Sequence[Projection] = (
+            tuple(ctx.projections)
+            if config.projection is None
+            else (select(ctx.projections, config.projection, config.generation),)
+        )
         self.partitions = ctx.partitions
         self.topics = config.topics
         self.codec = default_codec()
@@ -109,6 +121,8 @@ class Sink:
             p.name: table_writer(p, self.codec.catalog) for p in self.projections
         }
         self.metrics = SinkMetrics()
+        self._routed: dict[str, TableWriter] = {}  # by generation table
+        self._staged: set[str] = set()  # generation tables with a staging table
         self.progress = ProgressMonitor(
             config.dsn,
             config.schema,
@@ -186,7 +200,8 @@ class Sink:
                 on_revoke=self._on_revoke,
                 on_lost=self._on_revoke,
             )
-            if self.config.progress_every_s > 0:
+            # The shared sink reports every generation (sinks/progress.py reads them all).
+            if self.config.progress_every_s > 0 and self.config.projection is None:
                 self.progress.start()
             while not self._stop.is_set():
                 self.last_loop_at = time.monotonic()
@@ -281,20 +296,40 @@ class Sink:
     def _write(
         self, cur: psycopg.Cursor[Any], batch: SinkBatch, offsets: dict[Position, int]
     ) -> None:
+        routes = read_routes(cur, list(self.writers))
         for name, rows in batch.rows.items():
-            writer = self.writers[name]
+            route = routes.get(name)
+            if route == RETIRED_ROUTE:
+                continue
+            writer = self._writer(cur, name, route)
             with cur.copy(writer.copy) as copy:
                 for row in rows.values():
                     copy.write_row(writer.params(row))
             cur.execute(writer.upsert)
-        if batch.checkpoints:
-            cur.executemany(
-                UPSERT_CHECKPOINT,
-                [(p, part, off) for (p, part), off in batch.checkpoints.items()],
-            )
+        checkpoints = [
+            (p, part, off)
+            for (p, part), off in batch.checkpoints.items()
+            if routes.get(p) != RETIRED_ROUTE
+        ]
+        if checkpoints:
+            cur.executemany(UPSERT_CHECKPOINT, checkpoints)
         cur.executemany(UPSERT_OFFSET, [(t, p, o) for (t, p), o in offsets.items()])
         # Delivered at commit, and only if the transaction commits.
         cur.execute("SELECT pg_notify(%s, %s)", (CHECKPOINT_CHANNEL, self.config.schema))
+
+    def _writer(self, cur: psycopg.Cursor[Any], name: str, relation: str | None) -> TableWriter:
+        """The projection's writer, or once it has generations, one for its generation's
+        table (whose staging table this connection creates on first use)."""
+        if relation is None:
+            return self.writers[name]
+        writer = self._routed.get(relation)
+        if writer is None:
+            projection = self.writers[name].projection
+            writer = self._routed[relation] = table_writer(projection, self.codec.catalog, relation)
+        if relation not in self._staged:
+            cur.execute(writer.stage)
+            self._staged.add(relation)
+        return writer
 
     def _transaction(self, work: Any, *args: Any) -> Any:
         """`work(cursor, *args)` in one transaction, retried while the database restarts."""
@@ -314,6 +349,7 @@ class Sink:
         if self._conn is None or self._conn.closed:
             # autocommit: each batch is one explicit transaction block
             conn = connect(self.config.dsn, self.config.schema)
+            self._staged = set()
             try:
                 for writer in self.writers.values():
                     conn.execute(writer.stage)  # this session's staging tables

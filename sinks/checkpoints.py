@@ -38,6 +38,22 @@ class ReadModelTimeout(TimeoutError):
     """The projection did not reach the positions in time."""
 
 
+ALL_CHECKPOINTS = "SELECT projection, source_partition, source_offset FROM cqrs_checkpoints"
+# Once a projection has generations (sinks/generations.py), its checkpoints are those of
+# the live generation, under the projection's name; other generations' are left out.
+LIVE_CHECKPOINTS = (
+    "SELECT coalesce(g.projection, c.projection), c.source_partition, c.source_offset "
+    "FROM cqrs_checkpoints c LEFT JOIN cqrs_generations g ON g.checkpoint_key = c.projection "
+    "WHERE g.state IS NULL OR g.state = 'live'"
+)
+
+
+def live_checkpoints(conn: psycopg.Connection[Any]) -> str:
+    """The query of the checkpoints readers wait for, by projection name."""
+    found = conn.execute("SELECT to_regclass('cqrs_generations') IS NOT NULL").fetchone()
+    return LIVE_CHECKPOINTS if found and found[0] else ALL_CHECKPOINTS
+
+
 class CheckpointWaiter:
     """Shared by any number of threads; `close()` (or `with`) stops its listener thread."""
 
@@ -130,9 +146,7 @@ class CheckpointWaiter:
                 backoff = min(backoff * 2, 10.0)
 
     def _reload(self, conn: psycopg.Connection[Any]) -> None:
-        rows = conn.execute(
-            "SELECT projection, source_partition, source_offset FROM cqrs_checkpoints"
-        ).fetchall()
+        rows = conn.execute(live_checkpoints(conn)).fetchall()
         with self._changed:
             for projection, partition, offset in rows:
                 self._checkpoints[(projection, partition)] = offset

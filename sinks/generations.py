@@ -63,6 +63,27 @@ class Generation:
     checkpoint_key: str
 
 
+# `read_routes` value of a retired generation: its rows are no longer written.
+RETIRED_ROUTE = ""
+
+
+def read_routes(cur: psycopg.Cursor[Any], keys: list[str]) -> dict[str, str]:
+    """For the sink, inside its batch transaction: {checkpoint key: the table to write} for
+    the projections (by checkpoint key) that have generations, RETIRED_ROUTE for a retired
+    one. The rows are locked FOR SHARE, so a swap waits for the batch, and a batch after
+    the swap sees the new states."""
+    cur.execute("SELECT to_regclass('cqrs_generations') IS NOT NULL")
+    found = cur.fetchone()
+    if not found or not found[0]:
+        return {}
+    cur.execute(
+        "SELECT checkpoint_key, state, relation FROM cqrs_generations "
+        "WHERE checkpoint_key = ANY(%s) FOR SHARE",
+        (keys,),
+    )
+    return {key: RETIRED_ROUTE if state == RETIRED else relation for key, state, relation in cur}
+
+
 def ensure_catalog(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute(CATALOG_DDL)
@@ -98,6 +119,82 @@ def generations(conn: psycopg.Connection[Any], projection: str) -> list[Generati
         (projection,),
     ).fetchall()
     return [Generation(*row) for row in rows]
+
+
+def adopt(conn: psycopg.Connection[Any], projection: Projection) -> Generation:
+    """The live generation of `projection`; the first call makes its table generation 1:
+    renamed `<table>_g1`, and for a projection with its own table a view under its name
+    (a watermark projection's view already reads the table, and follows the rename).
+    Sinks write where `read_routes` says, so a running sink follows at its next batch."""
+    ensure_catalog(conn)
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        conn.execute("LOCK TABLE cqrs_generations IN SHARE ROW EXCLUSIVE MODE")
+        rows = conn.execute(
+            "SELECT projection, generation, state, relation, checkpoint_key "
+            "FROM cqrs_generations WHERE projection = %s AND state = 'live'",
+            (projection.name,),
+        ).fetchall()
+        if rows:
+            return Generation(*rows[0])
+        table = projection.table_name
+        first = f"{table}_g1"
+        conn.execute(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                sql.Identifier(table), sql.Identifier(first)
+            )
+        )
+        if projection.table is None:
+            conn.execute(
+                sql.SQL("CREATE VIEW {} AS SELECT * FROM {}").format(
+                    sql.Identifier(projection.name), sql.Identifier(first)
+                )
+            )
+        conn.execute(
+            "INSERT INTO cqrs_generations "
+            "(projection, generation, state, relation, checkpoint_key, live_at) "
+            "VALUES (%s, 1, 'live', %s, %s, now())",
+            (projection.name, first, projection.name),
+        )
+    return Generation(projection.name, 1, LIVE, first, projection.name)
+
+
+def prepare(
+    conn: psycopg.Connection[Any], projection: Projection, generation: int, checkpoint_key: str
+) -> Generation:
+    """A building generation: its empty table, like the live one's (columns, keys, indexes),
+    and its catalog row. Idempotent for a generation that is already building."""
+    live = adopt(conn, projection)
+    relation = f"{projection.table_name}_g{generation}"
+    with conn.transaction():
+        row = conn.execute(
+            "SELECT projection, generation, state, relation, checkpoint_key "
+            "FROM cqrs_generations WHERE projection = %s AND generation = %s",
+            (projection.name, generation),
+        ).fetchone()
+        if row is not None:
+            found = Generation(*row)
+            if found.state != BUILDING:
+                raise GenerationError(
+                    f"{projection.name} generation {generation} is {found.state}, not building"
+                )
+            return found
+        conn.execute(
+            sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(
+                sql.Identifier(relation), sql.Identifier(live.relation)
+            )
+        )
+        conn.execute(
+            "INSERT INTO cqrs_generations (projection, generation, state, relation, "
+            "checkpoint_key) VALUES (%s, %s, 'building', %s, %s)",
+            (projection.name, generation, relation, checkpoint_key),
+        )
+    return Generation(projection.name, generation, BUILDING, relation, checkpoint_key)
+
+
+def next_generation(conn: psycopg.Connection[Any], projection: str) -> int:
+    found = generations(conn, projection)
+    return max((g.generation for g in found), default=1) + 1
 
 
 def swap(conn: psycopg.Connection[Any], projection: Projection, generation: int) -> Generation:

@@ -17,6 +17,7 @@ the pure part; `read_progress` does the I/O (one query, one Kafka consumer).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ class ProbeError(RuntimeError):
     """The events topic could not be read (an error from the broker, or no answer in time)."""
 
 
-LIVE = "live"  # the generation readers query (every projection has one generation now)
+LIVE = "live"  # the generation readers query; others are building or retired
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +62,11 @@ class ProjectionProgress:
     partitions: tuple[PartitionProgress, ...]
     rate: float | None = None  # offsets applied per second between two samples
     eta_seconds: float | None = None  # None: unknown (no progress between the samples)
+    generation: int = 1
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.projection, self.generation)
 
     @property
     def applied(self) -> int:
@@ -84,6 +90,7 @@ class ProjectionProgress:
     def as_dict(self) -> dict[str, Any]:
         return {
             "projection": self.projection,
+            "generation": self.generation,
             "state": self.state,
             "applied": self.applied,
             "lag_events": self.lag_events,
@@ -103,6 +110,8 @@ def measure(
     ends: Mapping[int, int],
     oldest_unapplied_ms: Mapping[int, int],
     at: float,
+    state: str = LIVE,
+    generation: int = 1,
 ) -> ProjectionProgress:
     """The progress of `projection` from its checkpoints, the partitions' ends and the time of
     the first event after each checkpoint (absent: none follows it)."""
@@ -110,7 +119,7 @@ def measure(
         PartitionProgress(p, checkpoints.get(p, -1), end, oldest_unapplied_ms.get(p))
         for p, end in sorted(ends.items())
     )
-    return ProjectionProgress(projection, LIVE, at, partitions)
+    return ProjectionProgress(projection, state, at, partitions, generation=generation)
 
 
 def estimate(earlier: ProjectionProgress, later: ProjectionProgress) -> ProjectionProgress:
@@ -123,9 +132,7 @@ def estimate(earlier: ProjectionProgress, later: ProjectionProgress) -> Projecti
         eta: float | None = 0.0
     else:
         eta = later.lag_events / rate if rate > 0 else None
-    return ProjectionProgress(
-        later.projection, later.state, later.at, later.partitions, rate=rate, eta_seconds=eta
-    )
+    return dataclasses.replace(later, rate=rate, eta_seconds=eta)
 
 
 # -- I/O -------------------------------------------------------------------------------------
@@ -205,20 +212,54 @@ class EventsProbe:
         self._consumer.close()
 
 
-def read_progress(
-    conn: psycopg.Connection[Any], probe: EventsProbe, projections: Iterable[str]
-) -> list[ProjectionProgress]:
-    """One sample of every projection in `projections`."""
+@dataclass(frozen=True, slots=True)
+class Tracked:
+    """One generation of one projection, as `read_progress` samples it."""
+
+    projection: str
+    checkpoint_key: str
+    state: str = LIVE
+    generation: int = 1
+
+
+def tracked(conn: psycopg.Connection[Any], projections: Iterable[str]) -> list[Tracked]:
+    """Every generation of each projection (cqrs_generations), or the projection itself as
+    its one live generation when it has never been rebuilt."""
     names = list(projections)
-    checkpoints = read_checkpoints(conn, names)
+    found: dict[str, list[Tracked]] = {name: [] for name in names}
+    exists = conn.execute("SELECT to_regclass('cqrs_generations') IS NOT NULL").fetchone()
+    if exists and exists[0]:
+        rows = conn.execute(
+            "SELECT projection, checkpoint_key, state, generation FROM cqrs_generations "
+            "WHERE projection = ANY(%s) ORDER BY projection, generation",
+            (names,),
+        )
+        for name, key, state, generation in rows:
+            found[name].append(Tracked(name, key, state, generation))
+    return [t for name in names for t in (found[name] or [Tracked(name, name)])]
+
+
+def read_progress(
+    conn: psycopg.Connection[Any], probe: EventsProbe, entries: Iterable[Tracked]
+) -> list[ProjectionProgress]:
+    """One sample of every generation in `entries`."""
+    wanted = list(entries)
+    checkpoints = read_checkpoints(conn, [t.checkpoint_key for t in wanted])
     ends = probe.ends()
     at = time.time()
     out = []
-    for name in names:
-        behind = {
-            p: checkpoints[name].get(p, -1)
-            for p, end in ends.items()
-            if checkpoints[name].get(p, -1) + 1 < end
-        }
-        out.append(measure(name, checkpoints[name], ends, probe.first_times(behind), at))
+    for entry in wanted:
+        mine = checkpoints[entry.checkpoint_key]
+        behind = {p: mine.get(p, -1) for p, end in ends.items() if mine.get(p, -1) + 1 < end}
+        out.append(
+            measure(
+                entry.projection,
+                mine,
+                ends,
+                probe.first_times(behind),
+                at,
+                entry.state,
+                entry.generation,
+            )
+        )
     return out

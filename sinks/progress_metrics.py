@@ -19,7 +19,14 @@ from confluent_kafka import KafkaException
 from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 
 from sinks.db import connect
-from sinks.progress import EventsProbe, ProbeError, ProjectionProgress, estimate, read_progress
+from sinks.progress import (
+    EventsProbe,
+    ProbeError,
+    ProjectionProgress,
+    estimate,
+    read_progress,
+    tracked,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +35,7 @@ PROGRESS_EVERY_S = 5.0
 
 class ProgressMetrics:
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        labels = ["projection", "state"]
+        labels = ["projection", "generation", "state"]
         self.applied = Gauge(
             "cqrs_projection_applied_offsets",
             "Offsets of <ctx>.events the read model has passed (checkpoints + 1, summed)",
@@ -55,7 +62,7 @@ class ProgressMetrics:
         )
 
     def set(self, progress: ProjectionProgress) -> None:
-        labels = (progress.projection, progress.state)
+        labels = (progress.projection, str(progress.generation), progress.state)
         self.applied.labels(*labels).set(progress.applied)
         self.lag_events.labels(*labels).set(progress.lag_events)
         self.lag_seconds.labels(*labels).set(progress.lag_seconds)
@@ -98,7 +105,7 @@ class ProgressMonitor:
             self._thread.join(10)
 
     def _run(self) -> None:
-        previous: dict[str, ProjectionProgress] = {}
+        previous: dict[tuple[str, int], ProjectionProgress] = {}
         probe = EventsProbe(self._kafka, self._topic, self._partitions)
         conn: psycopg.Connection[Any] | None = None
         try:
@@ -106,12 +113,13 @@ class ProgressMonitor:
                 try:
                     if conn is None or conn.closed:
                         conn = connect(self._dsn, self._schema)
-                    for sample in read_progress(conn, probe, self._projections):
-                        earlier = previous.get(sample.projection)
+                    entries = tracked(conn, self._projections)
+                    for sample in read_progress(conn, probe, entries):
+                        earlier = previous.get(sample.key)
                         moved = earlier is not None and sample.at > earlier.at
                         shown = estimate(earlier, sample) if moved else sample
                         self.metrics.set(shown)
-                        previous[sample.projection] = sample
+                        previous[sample.key] = sample
                 except (psycopg.Error, KafkaException, ProbeError) as exc:
                     log.warning("projection progress not sampled: %s", exc)
                     if conn is not None:

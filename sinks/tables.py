@@ -35,14 +35,19 @@ class TableWriter:
         return tuple(row[c] for c in self.projection.key_fields)
 
 
-def table_writer(projection: Projection, catalog: Catalog) -> TableWriter:
+def table_writer(
+    projection: Projection, catalog: Catalog, relation: str | None = None
+) -> TableWriter:
+    """The SQL for `projection`'s rows, written to `relation` (default: its `table_name`;
+    a generation's own table once the projection has generations, sinks/generations.py)."""
     fields = catalog.latest(projection.row_schema).schema["fields"]
     columns = tuple(f["name"] for f in fields)
     missing = [k for k in (*projection.key_fields, projection.guard_field) if k not in columns]
     if missing:
         raise ValueError(f"{projection.row_schema} lacks fields {missing} of {projection.name}")
-    table = sql.Identifier(projection.table_name)
-    staging = sql.Identifier("pg_temp", f"cqrs_stage_{projection.table_name}")
+    target = relation or projection.table_name
+    table = sql.Identifier(target)
+    staging = sql.Identifier("pg_temp", f"cqrs_stage_{target}")
     column_list = sql.SQL(", ").join(map(sql.Identifier, columns))
     updates = [c for c in columns if c not in projection.key_fields]
     guard = sql.Identifier(projection.guard_field)

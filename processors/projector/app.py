@@ -42,6 +42,7 @@ from processors.faust_app import (
     prepare_topics,
 )
 from processors.fetch_ledger import FetchLedger, runs_text
+from processors.generations import generation_name, select
 from processors.projections import EventMeta, Projection
 from processors.projector.batch import (
     BatchOutcome,
@@ -64,15 +65,20 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, kw_only=True)
 class ProjectorConfig(WorkerConfig):
     batch_max: int = 2000
+    # Run only generation `generation` (>= 2) of this projection, in its own app (a rebuild).
+    projection: str | None = None
+    generation: int = 1
 
     @property
     def app_id(self) -> str:
-        return projector_app_id(self.topics.prefix)
+        return projector_app_id(self.topics.prefix, self.projection, self.generation)
 
 
-def projector_app_id(prefix: str) -> str:
-    """The Faust app id: the consumer group and the prefix of the projector's own topics."""
-    return f"{prefix}.projector"
+def projector_app_id(prefix: str, projection: str | None = None, generation: int = 1) -> str:
+    """The Faust app id: the consumer group and the prefix of the projector's own topics; a
+    projector of one rebuilt generation has its own."""
+    base = f"{prefix}.projector"
+    return base if projection is None else f"{base}.{generation_name(projection, generation)}"
 
 
 def changelog_topic(prefix: str, projection: str) -> str:
@@ -105,7 +111,11 @@ class Projector:
         self.config = config
         self.registry = registry
         ctx = registry.context(config.context)
-        self.projections: Sequence[Projection] = tuple(ctx.projections)
+        self.projections: Sequence[Projection] = (
+            tuple(ctx.projections)
+            if config.projection is None
+            else (select(ctx.projections, config.projection, config.generation),)
+        )
         self.partitions = ctx.partitions
         if not self.projections:
             raise ValueError(f"context {ctx.name} declares no projections")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bank.projections import PROJECTIONS
-from processors.generations import GenerationNames
+from processors.generations import GenerationNames, at_generation, select
+from processors.projector.app import projector_app_id
+from processors.topics import ContextTopics
 from sinks.generations import GenerationError, repointed, sql_identifier
 
 BY_NAME = {p.name: p for p in PROJECTIONS}
@@ -13,22 +15,38 @@ BY_NAME = {p.name: p for p in PROJECTIONS}
 
 def test_generation_one_keeps_todays_names_but_its_table() -> None:
     names = GenerationNames.of("bank", BY_NAME["accounts"], 1)
-    assert names.projector_app_id == "bank.projector"
-    assert names.changelog == "bank.projector-accounts-changelog"
+    assert projector_app_id("bank") == "bank.projector"
     assert names.topic == "bank.projection.accounts"
-    assert names.sink_group == "bank.sink"
     assert names.checkpoint_key == "accounts"
     assert names.relation == "accounts_g1"
 
 
 def test_a_later_generation_has_its_own_everything() -> None:
     names = GenerationNames.of("bank", BY_NAME["daily_totals"], 3)
-    assert names.projector_app_id == "bank.projector.daily_totals.g3"
-    assert names.changelog == "bank.projector.daily_totals.g3-daily_totals-changelog"
-    assert names.topic == "bank.projection.daily_totals.g3"
-    assert names.sink_group == "bank.sink.daily_totals.g3"
-    assert names.checkpoint_key == "daily_totals.g3"
+    assert projector_app_id("bank", "daily_totals", 3) == "bank.projector.daily_totals_g3"
+    assert names.topic == "bank.projection.daily_totals_g3"
+    assert names.checkpoint_key == "daily_totals_g3"
     assert names.relation == "daily_totals_by_partition_g3"
+
+
+@pytest.mark.parametrize("name", ["accounts", "daily_totals", "event_log"])
+def test_the_renamed_projection_yields_the_generations_names(name: str) -> None:
+    projection = BY_NAME[name]
+    renamed = select(PROJECTIONS, name, 2)
+    names = GenerationNames.of("bank", projection, 2)
+    topics = ContextTopics("bank")
+    assert topics.projection(renamed.name) == names.topic
+    assert renamed.table_name == names.relation
+    assert renamed.name == names.checkpoint_key
+    assert (renamed.key_fields, renamed.guard, renamed.apply) == (
+        projection.key_fields,
+        projection.guard,
+        projection.apply,
+    )
+    with pytest.raises(ValueError, match="numbered from 2"):
+        at_generation(projection, 1)
+    with pytest.raises(ValueError, match="no projection 'nope'"):
+        select(PROJECTIONS, "nope", 2)
     with pytest.raises(ValueError, match="generation must be >= 1"):
         GenerationNames.of("bank", BY_NAME["accounts"], 0)
 
