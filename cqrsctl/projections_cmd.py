@@ -202,6 +202,7 @@ def rebuild(
     dsn = settings.postgres_dsn
     try:
         resolved = resolve_schema(dsn, schema)
+        migrate(dsn, resolved, ctx)  # the projection's table exists (e.g. one added since)
         with connect(dsn, resolved) as conn:
             number = generation or next_generation(conn, found.name)
             names = GenerationNames.of(topic_prefix, found, number)

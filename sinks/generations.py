@@ -44,6 +44,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS cqrs_generations_one_live
     ON cqrs_generations (projection) WHERE state = 'live';
 """
 LOCK_TIMEOUT = "10s"
+SELECT_GENERATIONS = (
+    "SELECT projection, generation, state, relation, checkpoint_key FROM cqrs_generations "
+)
 
 
 class GenerationError(RuntimeError):
@@ -114,8 +117,7 @@ def register(
 def generations(conn: psycopg.Connection[Any], projection: str) -> list[Generation]:
     ensure_catalog(conn)
     rows = conn.execute(
-        "SELECT projection, generation, state, relation, checkpoint_key FROM cqrs_generations "
-        "WHERE projection = %s ORDER BY generation",
+        SELECT_GENERATIONS + "WHERE projection = %s ORDER BY generation",
         (projection,),
     ).fetchall()
     return [Generation(*row) for row in rows]
@@ -128,11 +130,10 @@ def adopt(conn: psycopg.Connection[Any], projection: Projection) -> Generation:
     Sinks write where `read_routes` says, so a running sink follows at its next batch."""
     ensure_catalog(conn)
     with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        _lock_timeout(conn)
         conn.execute("LOCK TABLE cqrs_generations IN SHARE ROW EXCLUSIVE MODE")
         rows = conn.execute(
-            "SELECT projection, generation, state, relation, checkpoint_key "
-            "FROM cqrs_generations WHERE projection = %s AND state = 'live'",
+            SELECT_GENERATIONS + "WHERE projection = %s AND state = 'live'",
             (projection.name,),
         ).fetchall()
         if rows:
@@ -168,8 +169,7 @@ def prepare(
     relation = f"{projection.table_name}_g{generation}"
     with conn.transaction():
         row = conn.execute(
-            "SELECT projection, generation, state, relation, checkpoint_key "
-            "FROM cqrs_generations WHERE projection = %s AND generation = %s",
+            SELECT_GENERATIONS + "WHERE projection = %s AND generation = %s",
             (projection.name, generation),
         ).fetchone()
         if row is not None:
@@ -203,10 +203,9 @@ def swap(conn: psycopg.Connection[Any], projection: Projection, generation: int)
     GenerationError when the states do not allow a swap."""
     ensure_catalog(conn)
     with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        _lock_timeout(conn)
         rows = conn.execute(
-            "SELECT projection, generation, state, relation, checkpoint_key "
-            "FROM cqrs_generations WHERE projection = %s FOR UPDATE",
+            SELECT_GENERATIONS + "WHERE projection = %s FOR UPDATE",
             (projection.name,),
         ).fetchall()
         found = {row[1]: Generation(*row) for row in rows}
@@ -254,10 +253,9 @@ def drop(conn: psycopg.Connection[Any], projection: str, generation: int) -> Gen
     its catalog row. The live generation cannot be dropped."""
     ensure_catalog(conn)
     with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
+        _lock_timeout(conn)
         row = conn.execute(
-            "SELECT projection, generation, state, relation, checkpoint_key "
-            "FROM cqrs_generations WHERE projection = %s AND generation = %s FOR UPDATE",
+            SELECT_GENERATIONS + "WHERE projection = %s AND generation = %s FOR UPDATE",
             (projection, generation),
         ).fetchone()
         if row is None:
@@ -277,6 +275,11 @@ def drop(conn: psycopg.Connection[Any], projection: str, generation: int) -> Gen
 
 
 # -- the checks and the view --------------------------------------------------------------
+
+
+def _lock_timeout(conn: psycopg.Connection[Any]) -> None:
+    """Fail rather than wait forever for a lock a stuck transaction holds."""
+    conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
 
 
 def _checkpoints_behind(

@@ -18,6 +18,7 @@ import psycopg
 
 from producers.command_client import CommandClient, PendingCommand
 from tests.integration.cli_run import wait_for
+from tests.integration.polling_reader import PollingReader
 from tests.integration.read_side import (
     ReadSideRig,
     fold_accounts,
@@ -49,34 +50,6 @@ def projections(rig: ReadSideRig, *args: str) -> subprocess.CompletedProcess[str
         timeout=300,
         env={**os.environ, "CQRS_POSTGRES_DSN": rig.dsn},
     )
-
-
-class Reader(threading.Thread):
-    """Polls `accounts` every ~3 ms; records a row that vanished or went back in version."""
-
-    def __init__(self, dsn: str) -> None:
-        super().__init__(daemon=True)
-        self.dsn = dsn
-        self.polls = 0
-        self.seen: dict[str, int] = {}
-        self.problems: list[str] = []
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        try:
-            with psycopg.connect(self.dsn, autocommit=True) as conn:
-                while not self.stop.is_set():
-                    rows = dict(conn.execute("SELECT account_id, version FROM accounts"))
-                    self.polls += 1
-                    for account, version in self.seen.items():
-                        now = rows.get(account)
-                        if now is None or now < version:
-                            self.problems.append(f"{account}: version {version} -> {now}")
-                    self.seen.update(rows)
-                    time.sleep(0.003)
-        except BaseException as exc:  # reported by the test
-            self.error = exc
 
 
 class Sender(threading.Thread):
@@ -126,7 +99,7 @@ def test_a_rebuild_under_load_with_a_kill_swaps_in_without_readers_seeing_a_step
         assert all(p.result(120).accepted for p in pending)
     read_side.wait_caught_up()
 
-    reader = Reader(read_side.dsn)
+    reader = PollingReader(read_side.dsn, "accounts", "account_id", every_s=0.003)
     reader.start()
     client = read_side.bank.client()
     sender = Sender(client)

@@ -24,6 +24,7 @@ from sinks.generations import (
     register,
     swap,
 )
+from tests.integration.polling_reader import PollingReader
 
 CHECKPOINTS_SQL = (
     Path(__file__).parents[2] / "sinks/migrations/cqrs/0001_checkpoints.sql"
@@ -141,30 +142,6 @@ class Applier(threading.Thread):
         self.applied = end
 
 
-class Reader(threading.Thread):
-    """Polls the view every ~2 ms; records any row that vanished or went back in version."""
-
-    def __init__(self, dsn: str) -> None:
-        super().__init__(daemon=True)
-        self.dsn = dsn
-        self.polls = 0
-        self.seen: dict[str, int] = {}
-        self.problems: list[str] = []
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with psycopg.connect(self.dsn, autocommit=True) as conn:
-            while not self.stop.is_set():
-                rows = dict(conn.execute("SELECT account_id, version FROM accounts").fetchall())
-                self.polls += 1
-                for account, version in self.seen.items():
-                    now = rows.get(account)
-                    if now is None or now < version:
-                        self.problems.append(f"poll {self.polls}: {account} {version} -> {now}")
-                self.seen.update(rows)
-                time.sleep(0.002)
-
-
 def test_a_swap_under_steady_writes_never_shows_a_missing_or_older_row(
     pg_conn: psycopg.Connection[Any], pg_dsn_for_schema: str
 ) -> None:
@@ -173,7 +150,7 @@ def test_a_swap_under_steady_writes_never_shows_a_missing_or_older_row(
     events.send(KEYS)
     live = Applier(pg_dsn_for_schema, events, "accounts_g1", "accounts", 5, 0)
     rebuild = Applier(pg_dsn_for_schema, events, "accounts_g2", "accounts.g2", 400, 0.5)
-    reader = Reader(pg_dsn_for_schema)
+    reader = PollingReader(pg_dsn_for_schema, "accounts", "account_id")
     stop_sending = threading.Event()
 
     def sender() -> None:
@@ -208,6 +185,7 @@ def test_a_swap_under_steady_writes_never_shows_a_missing_or_older_row(
         reader.stop.set()
         reader.join(5)
     assert live.error is None and rebuild.error is None, (live.error, rebuild.error)
+    assert reader.error is None, reader.error
     assert refusals, "the rebuild started behind: the first attempts must be refused"
     assert "generation 2 is behind generation 1" in refusals[0]
     assert reader.polls > 50
