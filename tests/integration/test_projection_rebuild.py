@@ -2,7 +2,8 @@
 by its own projector and sink from offset 0 while a sender keeps sending and the live
 generation keeps serving; its projector is killed with SIGKILL and resumes; the swap makes
 it live. A reader polling `accounts` every few milliseconds throughout never sees a row
-vanish or go back to an older version, and the swapped-in table equals the fold."""
+vanish or go back to an older version, and the swapped-in table equals the fold. And a
+projection added to a running system is backfilled from offset 0 the same way."""
 
 from __future__ import annotations
 
@@ -167,3 +168,57 @@ def test_a_rebuild_under_load_with_a_kill_swaps_in_without_readers_seeing_a_step
     assert refused.stderr.strip() == (
         "error: accounts generation 2 is live: swap another one in first"
     )
+
+
+def test_a_projection_added_to_a_running_system_is_backfilled_from_offset_0(
+    read_side: ReadSideRig,
+) -> None:
+    """`event_log` emptied while the shared workers run is the state of a projection deployed
+    just now: it holds only what happens from then on. A rebuild fills it from offset 0
+    while the shared processor, projector and sink keep running, untouched."""
+    read_side.bank.processor("p0", ready=False)
+    shared = [read_side.projector(False), read_side.sink(False), *read_side.bank.workers]
+    for worker in shared:
+        worker.wait_ready(90)
+    with read_side.bank.client() as client:
+        pending = [client.send("bank.OpenAccount", open_account(a)) for a in ACCOUNTS]
+        pending += [client.send(t, d) for t, d in random_workload(ACCOUNTS, 300, seed=9)]
+        assert all(p.result(120) for p in pending)
+    read_side.wait_caught_up()
+    with read_side.pg() as conn:
+        conn.execute("TRUNCATE event_log")
+        conn.execute("DELETE FROM cqrs_checkpoints WHERE projection = 'event_log'")
+
+    client = read_side.bank.client()
+    sender = Sender(client)
+    sender.start()
+    try:
+        prepared = projections(read_side, "rebuild", "event_log", "--no-wait")
+        assert prepared.returncode == 0, prepared.stderr
+        own = ["--prefix", read_side.prefix, "--projection", "event_log", "--generation", "2"]
+        data = ["--data-dir", str(read_side.bank.log_dir / "projector-event-log-g2")]
+        workers = [
+            read_side._start("projector", [*own, *data], ready=False),
+            read_side._start("sink", [*own, "--schema", read_side.schema], ready=False),
+        ]
+        swapped = projections(read_side, "rebuild", "event_log", "--generation", "2")
+        assert swapped.returncode == 0, swapped.stderr
+        assert sender.is_alive()
+    finally:
+        sender.stop.set()
+        sender.join(60)
+        assert all(p.result(300) for p in sender.sent)
+        client.close()
+    read_side.wait_caught_up(timeout=300)
+    assert all(worker.alive for worker in shared)  # never restarted
+    events = read_events(read_side.kafka, read_side.bank.topics.events)
+    with read_side.pg() as conn:
+        logged = conn.execute(
+            "SELECT aggregate_id, version, source_partition, source_offset FROM event_log"
+        ).fetchall()
+        assert sorted(logged) == sorted(
+            (e.aggregate_id, e.version, e.partition, e.offset) for e in events
+        )
+        assert pg_accounts(conn) == fold_accounts(events)  # the others kept up throughout
+    for worker in workers:
+        worker.stop()
