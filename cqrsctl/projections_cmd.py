@@ -196,8 +196,8 @@ def rebuild(
     from sinks.generations import GenerationError, SwapRefused, next_generation, prepare, swap
     from sinks.migrate import MigrationError, migrate
 
-    settings = settings_or_fail()
     ctx, found = _projection(context, projection)
+    settings = settings_or_fail()
     topic_prefix = prefix or ctx.name
     dsn = settings.postgres_dsn
     try:
@@ -266,8 +266,8 @@ def drop_generation(
     from sinks.db import connect, resolve_schema
     from sinks.generations import GenerationError, drop
 
-    settings = settings_or_fail()
     ctx, found = _projection(context, projection)
+    settings = settings_or_fail()
     try:
         resolved = resolve_schema(settings.postgres_dsn, schema)
         with connect(settings.postgres_dsn, resolved) as conn:

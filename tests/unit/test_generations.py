@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from typer.testing import CliRunner
 
 from bank.projections import PROJECTIONS
+from cqrsctl.main import app
 from processors.generations import GenerationNames, at_generation, select
 from processors.projector.app import projector_app_id
 from processors.topics import ContextTopics
@@ -71,3 +73,30 @@ def test_a_view_definition_is_repointed_to_the_new_table_only() -> None:
 def test_identifiers_are_quoted_only_when_needed() -> None:
     assert sql_identifier("accounts_g2") == "accounts_g2"
     assert sql_identifier('Odd"name') == '"Odd""name"'
+
+
+# -- usage errors of the lifecycle commands, before any connection --------------------------
+
+runner = CliRunner()
+TOGETHER = "error: --projection and --generation (2 or more) go together"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["projections", "rebuild", "nope"],
+            "error: bank has no projection 'nope' (known: accounts, daily_totals, event_log)",
+        ),
+        (
+            ["projections", "drop", "nope", "1"],
+            "error: bank has no projection 'nope' (known: accounts, daily_totals, event_log)",
+        ),
+        (["run", "projector", "--projection", "accounts"], TOGETHER),
+        (["run", "sink", "--generation", "2"], TOGETHER),
+    ],
+)
+def test_lifecycle_usage_errors_are_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == message
