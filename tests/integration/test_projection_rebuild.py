@@ -17,17 +17,16 @@ from typing import Any
 
 import psycopg
 
+from deploy.local.pipeline import WorkerProcess
 from producers.command_client import CommandClient, PendingCommand
-from tests.integration.cli_run import wait_for
-from tests.integration.polling_reader import PollingReader
-from tests.integration.read_side import (
+from tests.support.cli_run import wait_for
+from tests.support.polling_reader import PollingReader
+from tests.support.read_side import (
     ReadSideRig,
     fold_accounts,
     pg_accounts,
-    read_events,
 )
-from tests.integration.workers import Worker
-from tests.integration.write_side import open_account, random_workload
+from tests.support.write_side import open_account, random_workload, read_events
 
 ACCOUNTS = [f"acct-{i:03d}" for i in range(60)]
 SEND_EVERY_S = 0.01  # the sender runs from before the rebuild until after the swap
@@ -71,7 +70,7 @@ class Sender(threading.Thread):
         self.client.flush()
 
 
-def generation_workers(rig: ReadSideRig, instance: str) -> tuple[Worker, Worker]:
+def generation_workers(rig: ReadSideRig, instance: str) -> tuple[WorkerProcess, WorkerProcess]:
     """The projector and the sink of generation 2 of accounts (not yet waited for)."""
     own = ["--prefix", rig.prefix, "--projection", "accounts", "--generation", "2"]
     group = ["--instance-id", instance, "--session-timeout", "6", "--batch-wait", "0.01"]

@@ -24,7 +24,7 @@ from sinks.generations import (
     register,
     swap,
 )
-from tests.integration.polling_reader import PollingReader
+from tests.support.polling_reader import PollingReader
 
 CHECKPOINTS_SQL = (
     Path(__file__).parents[2] / "sinks/migrations/cqrs/0001_checkpoints.sql"
