@@ -122,7 +122,7 @@ class Sink:
         }
         self.metrics = SinkMetrics()
         self._routed: dict[str, TableWriter] = {}  # by generation table
-        self._staged: set[str] = set()  # generation tables with a staging table
+        self._staged: set[tuple[str, str | None]] = set()  # writers with a staging table
         self.progress = ProgressMonitor(
             config.dsn,
             config.schema,
@@ -319,16 +319,20 @@ class Sink:
 
     def _writer(self, cur: psycopg.Cursor[Any], name: str, relation: str | None) -> TableWriter:
         """The projection's writer, or once it has generations, one for its generation's
-        table (whose staging table this connection creates on first use)."""
+        table. Its staging table is created on first use in this connection: a table a
+        writer is not used for may since have become a generation (renamed `<table>_g1`)."""
         if relation is None:
-            return self.writers[name]
-        writer = self._routed.get(relation)
-        if writer is None:
-            projection = self.writers[name].projection
-            writer = self._routed[relation] = table_writer(projection, self.codec.catalog, relation)
-        if relation not in self._staged:
+            writer = self.writers[name]
+        else:
+            writer = self._routed.get(relation)
+            if writer is None:
+                projection = self.writers[name].projection
+                writer = table_writer(projection, self.codec.catalog, relation)
+                self._routed[relation] = writer
+        staged = (name, relation)
+        if staged not in self._staged:
             cur.execute(writer.stage)
-            self._staged.add(relation)
+            self._staged.add(staged)
         return writer
 
     def _transaction(self, work: Any, *args: Any) -> Any:
@@ -348,15 +352,8 @@ class Sink:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             # autocommit: each batch is one explicit transaction block
-            conn = connect(self.config.dsn, self.config.schema)
-            self._staged = set()
-            try:
-                for writer in self.writers.values():
-                    conn.execute(writer.stage)  # this session's staging tables
-            except psycopg.Error:
-                conn.close()
-                raise
-            self._conn = conn
+            self._conn = connect(self.config.dsn, self.config.schema)
+            self._staged = set()  # staging tables are per session
         return self._conn
 
     def _drop_connection(self) -> None:
