@@ -515,13 +515,22 @@ def run_live(
     *,
     rate: float | None = None,
     window: int | None = DEFAULT_WINDOW,
+    charts: Path | None = None,
+    stage: str = "full",
 ) -> dict[str, Any]:
     """Every worker ready, then the client drives the workload; timed until Postgres
-    reflects every accepted command."""
+    reflects every accepted command. With `charts`, the workers' lag is sampled during the
+    run and its charts are written there (`write_run_charts`)."""
     projections = [p.name for p in default_registry().context(CONTEXT).projections]
     with fresh_run(target, name) as pipeline:
         pipeline.start()
         pipeline.wait_ready(START_TIMEOUT_S)
+        sampler = None
+        if charts is not None:
+            from cqrsctl.run_charts import LagSampler
+
+            ports = {role: w.health_port for role, w in pipeline.workers.items()}
+            sampler = LagSampler(ports).start()
         with CheckpointRecorder(target.dsn, name, projections) as recorder:
             client = ClientProcess(target, name, spec, "results", rate, window).start()
             meter = _meter(target)
@@ -537,6 +546,8 @@ def run_live(
             visible = recorder.wait_past(
                 drive.last_event_offsets(), STALL_TIMEOUT_S, pipeline.check
             )
+            if sampler is not None:
+                sampler.stop()
             usage = _worker_usage(pipeline, cpu_before)
             stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
             visible_latency = [
@@ -550,10 +561,14 @@ def run_live(
                 )
                 if outcome == ACCEPTED and p >= 0
             ]
+        written = []
+        if sampler is not None and charts is not None:
+            written = write_run_charts(charts, stage, drive, sampler.samples)
         balances = _read_balances(target.dsn, name)
         logged = _count_event_log(target.dsn, name)
     first = drive.first_sent
     return {
+        **({"charts": written} if written else {}),
         "drive": drive,
         "balances": balances,
         "event_log_rows": logged,
@@ -568,6 +583,19 @@ def run_live(
         "peak_rss_mb": {"client": sent["peak_rss_mb"], **usage["peak_rss_mb"]},
         **{k: v for k, v in stack.items() if k != "cpu_s"},
     }
+
+
+def write_run_charts(
+    folder: Path, stage: str, drive: Drive, lag: Mapping[str, list[tuple[float, float]]]
+) -> list[str]:
+    """`<stage>-throughput.png`, `<stage>-latency.png` and `<stage>-lag.png` of one live
+    run in `folder`, drawn by the demo's chart module (cqrsctl/run_charts.py)."""
+    from cqrsctl.run_charts import write_charts
+
+    paths = write_charts(
+        folder, drive.sent_at, drive.result_at, lag, title=f"bench {stage}", prefix=f"{stage}-"
+    )
+    return [str(p) for p in paths]
 
 
 def check_correctness(spec: WorkloadSpec, live: Mapping[str, Any]) -> list[str]:
@@ -603,10 +631,12 @@ def run_ours(
     stages: tuple[str, ...] = ("drain", "full", "paced"),
     say: Callable[[str], None] = lambda line: None,
     work_dir: Path | None = None,
+    charts: Path | None = None,
 ) -> dict[str, Any]:
     """One benchmark of our pipeline; returns the figures in bench/report.py's shape, plus
     `drain` and `paced` sections. Latencies in the main figures are the full run's; the
-    paced run's are under `paced`."""
+    paced run's are under `paced`. With `charts`, the full and paced runs' charts go
+    there (full-*.png, paced-*.png)."""
     spec = WorkloadSpec(accounts=accounts, commands=commands, seed=seed)
     run_id = secrets.token_hex(3)
     load_before = os.getloadavg()
@@ -617,7 +647,7 @@ def run_ours(
         if "drain" in stages:
             figures["drain"] = run_drain(target, spec, f"bench{run_id}-drain", say)
         if "full" in stages:
-            full = run_live(target, spec, f"bench{run_id}-full", say, window=window)
+            full = run_live(target, spec, f"bench{run_id}-full", say, window=window, charts=charts)
             figures["full"] = full
         if "paced" in stages:
             base = figures.get("full", {}).get("e2e_cmds_per_s")
@@ -625,7 +655,14 @@ def run_ours(
                 raise BenchError("the paced run needs the full run's rate (stage 'full')")
             rate = base * paced_share
             figures["paced"] = run_live(
-                target, spec, f"bench{run_id}-paced", say, rate=rate, window=None
+                target,
+                spec,
+                f"bench{run_id}-paced",
+                say,
+                rate=rate,
+                window=None,
+                charts=charts,
+                stage="paced",
             )
     finally:
         if work_dir is None:

@@ -2,6 +2,11 @@
 seeded workload, one after the other in one run, printed side by side with ratios.
 
     .venv/bin/python -m bench [--accounts 1000] [--commands 100000] [--runs 1] [--json FILE]
+                              [--charts DIR]
+
+`--charts DIR` writes PNG charts of throughput, latency and consumer lag over our full and
+paced runs (full-*.png, paced-*.png; with --runs N, one folder run-<n> per run), drawn by
+the demo's chart module (cqrsctl/run_charts.py; needs matplotlib, the `charts` extra).
 
 Needs the local stack (`cqrsctl up`, or CQRS_KAFKA_BOOTSTRAP_SERVERS / CQRS_POSTGRES_DSN) and
 the `bench` extra (`pip install -e '.[bench]'`) for the peer. Method and figures:
@@ -70,8 +75,19 @@ def main(
     peer: bool = typer.Option(True, "--peer/--no-peer", help="run the eventsourcing peer"),
     stages: str = typer.Option("drain,full,paced", help="our runs, comma-separated"),
     json_out: Path = typer.Option(None, "--json", help="also write every figure to this file"),
+    charts: Path = typer.Option(
+        None, "--charts", help="also write PNG charts of our full and paced runs here"
+    ),
 ) -> None:
     """Run ours and the peer on the same workload and print them side by side."""
+    if charts is not None:
+        from cqrsctl.console import fail
+        from cqrsctl.run_charts import ChartsUnavailable, require_matplotlib
+
+        try:
+            require_matplotlib()
+        except ChartsUnavailable as exc:
+            fail(str(exc))
     console = Console()
     if not console.is_terminal:
         console.width = 150  # the tables are wide; a log file has room
@@ -84,7 +100,13 @@ def main(
             console.log(f"run {run + 1}/{runs}: ours, A={accounts:,} C={commands:,}")
             ours_runs.append(
                 run_ours(
-                    accounts, commands, seed=seed, window=window, stages=chosen, say=console.log
+                    accounts,
+                    commands,
+                    seed=seed,
+                    window=window,
+                    stages=chosen,
+                    say=console.log,
+                    charts=_charts_folder(charts, run, runs),
                 )
             )
             if peer:
@@ -122,6 +144,17 @@ def main(
     if json_out is not None:
         json_out.write_text(json.dumps({"ours": ours, "peer": theirs}, indent=2, default=str))
         console.print(f"figures written to {json_out}")
+    for run in ours_runs:
+        for stage in ("full", "paced"):
+            for path in (run.get(stage) or {}).get("charts", []):
+                console.print(f"chart: {path}", soft_wrap=True)
+
+
+def _charts_folder(charts: Path | None, run: int, runs: int) -> Path | None:
+    """Where run `run` (0-based) of `runs` writes its charts: `charts` itself for one run."""
+    if charts is None or runs == 1:
+        return charts
+    return charts / f"run-{run + 1}"
 
 
 def cli() -> None:

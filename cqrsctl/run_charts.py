@@ -1,11 +1,12 @@
-"""PNG charts of one run (`cqrsctl demo --charts DIR`): throughput, latency and lag over
-time.
+"""PNG charts of one run (`cqrsctl demo --charts DIR`, `python -m bench --charts DIR`):
+throughput, latency and lag over time.
 
     sampler = LagSampler({"processor": 8081, "projector": 8082, "sink": 8083})
     sampler.start()                     # scrapes each worker's /metrics every 0.25 s
     ...                                 # the run
     sampler.stop()
     write_charts(DIR, sent_at, result_at, sampler.samples)   # -> the PNG paths
+    write_charts(DIR, ..., prefix="full-")   # full-throughput.png, ... (one per bench run)
 
 `sent_at` and `result_at` are per-command monotonic times (0 = no result); lag is the sum
 of each role's `cqrs_consumer_lag_records` gauge. matplotlib is the optional extra `charts`
@@ -95,8 +96,10 @@ def write_charts(
     result_at: Sequence[float],
     lag: Mapping[str, Sequence[tuple[float, float]]],
     title: str = "demo",
+    prefix: str = "",
 ) -> list[Path]:
-    """Write throughput.png, latency.png and lag.png into `folder`; returns their paths."""
+    """Write throughput.png, latency.png and lag.png (each name after `prefix`) into
+    `folder`; returns their paths."""
     require_matplotlib()
     import matplotlib
 
@@ -127,7 +130,7 @@ def write_charts(
     ax.plot(centers, result_rate, label="results")
     ax.set(title=f"{title}: throughput", xlabel="seconds into the run", ylabel="commands/s")
     ax.legend()
-    paths.append(_save(fig, folder / CHART_FILES[0]))
+    paths.append(_save(fig, folder / f"{prefix}{CHART_FILES[0]}"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for q in (50, 95, 99):
@@ -139,7 +142,7 @@ def write_charts(
         ylabel="ms",
     )
     ax.legend()
-    paths.append(_save(fig, folder / CHART_FILES[1]))
+    paths.append(_save(fig, folder / f"{prefix}{CHART_FILES[1]}"))
 
     fig, ax = plt.subplots(figsize=(8, 4))
     for role, series in lag.items():
@@ -147,7 +150,7 @@ def write_charts(
     ax.set(title=f"{title}: consumer lag", xlabel="seconds into the run", ylabel="records")
     if lag:
         ax.legend()
-    paths.append(_save(fig, folder / CHART_FILES[2]))
+    paths.append(_save(fig, folder / f"{prefix}{CHART_FILES[2]}"))
     plt.close("all")
     return paths
 
