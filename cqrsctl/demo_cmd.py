@@ -4,6 +4,11 @@ projector and the sink as child processes, drives the benchmark's bank workload 
 command client, waits until Postgres reflects every accepted command (the read-your-writes
 checkpoints, not a sleep), prints a short report, and stops the workers it started.
 
+With --observability it also starts a real Prometheus (deploy/local/prometheus.py, the one
+`cqrsctl up --observability` runs) scraping those workers, with its own folder
+`<state>/demo/prometheus`; it lives as long as the workers: stopped (and its data deleted)
+at the end, or left running with them by --keep-running until `demo --stop`.
+
 Account ids carry a fresh run tag (`<tag>-acc-000042`), so every demo opens its own accounts
 and its outcome can be checked against the workload's reference model, run after run.
 """
@@ -49,16 +54,21 @@ def _tagged(commands: Iterator[tuple[str, dict[str, Any]]], tag: str) -> Iterato
 
 
 def _stop_kept(console: Console) -> int:
-    """Stop the workers a previous `--keep-running` demo left, if they are still ours."""
+    """Stop the workers (and the Prometheus) a previous `--keep-running` demo left, if they
+    are still ours."""
+    from deploy.local import prometheus
     from deploy.local.pipeline import WORKER_MARKER
     from deploy.local.processes import stop_process
 
+    stopped = 0
+    if prometheus.stop(_demo_dir(), keep_data=False):
+        console.print("stopped the prometheus a previous demo left running")
+        stopped += 1
     path = _demo_dir() / WORKERS_FILE
     try:
         kept = json.loads(path.read_text())
     except (OSError, ValueError):
-        return 0
-    stopped = 0
+        return stopped
     for role, pid in kept.items():
         if stop_process(int(pid), WORKER_MARKER, timeout=30):
             console.print(f"stopped the {role} a previous demo left running (pid {pid})")
@@ -94,6 +104,12 @@ def demo(
         help="Also write PNG charts of throughput, latency and consumer lag over the run "
         "into this folder (needs the `charts` extra: matplotlib).",
     ),
+    observability: bool = typer.Option(
+        False,
+        "--observability",
+        help="Also start Prometheus (Debian's package) on 127.0.0.1, scraping the demo's "
+        "workers; it stops with them (--keep-running keeps it until --stop).",
+    ),
 ) -> None:
     """Run the whole pipeline on a bank workload and show the read model."""
     console = out_console()
@@ -108,6 +124,13 @@ def demo(
             require_matplotlib()
         except ChartsUnavailable as exc:
             fail(str(exc))
+    if observability:
+        from deploy.local.prometheus import PrometheusError, binary
+
+        try:
+            binary()  # fails now, before anything starts, when it is missing
+        except PrometheusError as exc:
+            fail(str(exc), code=1)
     import psycopg
     from confluent_kafka import KafkaException
 
@@ -129,6 +152,7 @@ def demo(
             timeout,
             report_json,
             charts,
+            observability,
         )
     except WorkerFailed as failed:
         console.print(failed.log_tail, markup=False, highlight=False, style="dim")
@@ -160,6 +184,7 @@ def _run(
     timeout: float,
     report_json: Path | None,
     charts: Path | None = None,
+    observability: bool = False,
 ) -> None:
     from cqrsctl.driver import DriveError, Driver
     from cqrsctl.stack_cmd import mask_dsn
@@ -223,6 +248,7 @@ def _run(
             pipeline.wait_ready(timeout)
         pids = ", ".join(f"{role} {pid}" for role, pid in pipeline.pids().items())
         console.print(f"workers ready ({pids}); logs in {spec.log_dir}")
+        prom_url = _start_prometheus(console, pipeline) if observability else None
 
         sampler = None
         if charts is not None:
@@ -289,20 +315,50 @@ def _run(
         figures = _report(console, drive, visible, model, read_dsn, read_schema, tag)
         if report_json is not None:
             figures.update(
-                prefix=topic_prefix, schema=read_schema, tag=tag, workers=pipeline.pids()
+                prefix=topic_prefix,
+                schema=read_schema,
+                tag=tag,
+                workers=pipeline.pids(),
+                prometheus=prom_url,
             )
             report_json.write_text(json.dumps(figures, indent=2))
         if keep_running:
             kept = pipeline.pids()
             (folder / WORKERS_FILE).write_text(json.dumps(kept))
+            also = f", prometheus {prom_url}" if prom_url else ""
             console.print(
-                f"workers left running: {', '.join(f'{r} {p}' for r, p in kept.items())}; "
-                f"stop them with `{cli_name()} demo --stop`"
+                f"workers left running: {', '.join(f'{r} {p}' for r, p in kept.items())}"
+                f"{also}; stop them with `{cli_name()} demo --stop`",
+                soft_wrap=True,
             )
     finally:
         if not keep_running:
             with console.status("stopping the workers"):
                 pipeline.stop()
+                if observability:
+                    from deploy.local import prometheus
+
+                    prometheus.stop(folder, keep_data=False)
+
+
+def _start_prometheus(console: Console, pipeline: Any) -> str:
+    """Prometheus scraping the demo's workers, waited for until it scraped each one (so the
+    run is on its record from the first command); returns its URL."""
+    from deploy.local import prometheus
+
+    workers = list(pipeline.workers.values())
+    with console.status("starting prometheus"):
+        prom, _ = prometheus.start(_demo_dir(), workers)
+        roles = {w.role for w in workers}
+        seen = prometheus.wait_scraped(prom, roles)
+    up = sorted(r for r in roles if seen.get(r) == "1")
+    not_yet = sorted(roles - set(up))
+    console.print(
+        f"prometheus: {prom.url} (pid {prom.pid}), scraping {', '.join(sorted(roles))}"
+        + (f"; not scraped as up yet: {', '.join(not_yet)}" if not_yet else "; all up"),
+        soft_wrap=True,
+    )
+    return prom.url
 
 
 def _projections() -> list[str]:

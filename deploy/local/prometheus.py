@@ -9,6 +9,7 @@ job named after the worker's role (processor, projector, sink, ...), with the la
     prom = start(state_dir, workers)   # written config, started, ready (or PrometheusError)
     recorded(state_dir)                # what prometheus.json holds, or None
     healthy(prom)                      # /-/healthy answers 200
+    wait_scraped(prom, {"processor"})  # until each job's targets were scraped as up
     stop(state_dir)                    # SIGTERM, SIGKILL after the grace period
 """
 
@@ -21,7 +22,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -180,3 +181,20 @@ def query(prom: RecordedPrometheus, promql: str, timeout: float = 5.0) -> list[d
     if body.get("status") != "success":
         raise PrometheusError(f"query {promql!r}: {body.get('error')}")
     return list(body["data"]["result"])
+
+
+def wait_scraped(
+    prom: RecordedPrometheus, jobs: Collection[str], timeout: float = 15.0
+) -> dict[str, str]:
+    """Until every job in `jobs` has been scraped as up, or `timeout`; returns the `up`
+    value last seen per job ("1" up, "0" down; a job not scraped yet is missing)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            found = query(prom, f'up{{namespace="{NAMESPACE}"}}')
+        except (OSError, PrometheusError):
+            found = []
+        seen = {s["metric"]["job"]: s["value"][1] for s in found}
+        if all(seen.get(job) == "1" for job in jobs) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.5)

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from cqrsctl.workload import WorkloadSpec, account_id, expected_outcome, iter_commands
-from deploy.local import postgres_roles
-from deploy.local.processes import cmdline
+from deploy.local import postgres_roles, prometheus
+from deploy.local.processes import cmdline, is_our_process
 from deploy.local.state import ENV_STATE_DIR, StackState
 from processors.settings import ENV_BOOTSTRAP, ENV_PG_DSN
 from sinks.migrate import roles
@@ -35,6 +39,19 @@ def run_demo(
         timeout=timeout,
         env={**(os.environ if env is None else env), "COLUMNS": "160"},
     )
+
+
+def own_state(state: Path) -> dict[str, str]:
+    """The environment with a state folder of its own: kept workers no other run can stop."""
+    return {**os.environ, ENV_STATE_DIR: str(state)}
+
+
+@pytest.fixture
+def demo_state(tmp_path: Path) -> Iterator[Path]:
+    """A state folder of the test's own; whatever Prometheus a demo left there is stopped."""
+    state = tmp_path / "state"
+    yield state
+    prometheus.stop(state / "demo", keep_data=False)
 
 
 def test_demo_drives_the_workload_into_postgres_and_stops_its_workers(
@@ -101,17 +118,29 @@ def test_a_worker_that_dies_is_one_line_and_its_log_tail(ctx_name: str):
     assert "pg_x" in done.stdout  # the sink's own last log lines say why
 
 
-def test_demo_charts_are_png_images_of_the_run(ctx_name: str, pg_schema: str, tmp_path: Path):
+def test_demo_charts_are_png_images_of_the_run_and_its_prometheus_stops_with_it(
+    ctx_name: str, pg_schema: str, tmp_path: Path, demo_state: Path
+):
     import matplotlib.image
 
     folder = tmp_path / "charts"
+    state = demo_state
     done = run_demo(
         [
             *("--accounts", "20", "--commands", "200", "--seed", "3"),
             *("--prefix", ctx_name, "--schema", pg_schema, "--charts", str(folder)),
-        ]
+            "--observability",
+        ],
+        env=own_state(state),
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # The demo's Prometheus ran, scraped every worker as up, and stopped with the workers.
+    flat = " ".join(done.stdout.split())
+    started = re.search(r"prometheus: http://127\.0\.0\.1:\d+ \(pid (\d+)\)", flat)
+    assert started, done.stdout
+    assert "scraping processor, projector, sink; all up" in flat
+    assert cmdline(int(started.group(1))) is None, "the demo left its prometheus running"
+    assert prometheus.recorded(state / "demo") is None
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["lag.png", "latency.png", "throughput.png"]
     for name in names:
@@ -150,3 +179,48 @@ def test_demo_on_the_local_stack_migrates_as_the_migration_role_and_runs_a_write
         this_run = log.read().decode(errors="replace")
     assert this_run.strip(), "the sink wrote nothing to its log"
     assert "applied migration" not in this_run  # it ran with --no-migrate
+
+
+def test_demo_observability_keeps_prometheus_scraping_its_workers_until_stop(
+    ctx_name: str, pg_schema: str, demo_state: Path
+):
+    state = demo_state
+    args = ["--accounts", "5", "--commands", "20", "--prefix", ctx_name, "--schema", pg_schema]
+    done = run_demo([*args, "--observability", "--keep-running"], env=own_state(state))
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        prom = prometheus.recorded(state / "demo")
+        assert prom is not None and prometheus.running(prom), done.stdout
+        assert f"prometheus {prom.url}; stop them with" in " ".join(done.stdout.split())
+        # Prometheus itself says each worker's target is up, under the role's job.
+        seen = prometheus.wait_scraped(prom, {"processor", "projector", "sink"}, timeout=30)
+        assert seen == {"processor": "1", "projector": "1", "sink": "1"}
+        # ... and has scraped the processor after it decided the demo's 25 commands.
+        decided = 'sum(cqrs_commands_total{job="processor",namespace="local"}) >= 25'
+        deadline = time.monotonic() + 30
+        while not prometheus.query(prom, decided) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert prometheus.query(prom, decided), prometheus.query(prom, "cqrs_commands_total")
+    finally:
+        stopped = run_demo(["--stop"], env=own_state(state))
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped the prometheus a previous demo left running" in stopped.stdout
+    assert not is_our_process(prom.pid, prom.config)
+    assert prometheus.recorded(state / "demo") is None
+
+
+def test_demo_observability_without_prometheus_is_one_clear_error(ctx_name: str, demo_state: Path):
+    env = {**own_state(demo_state), "PATH": str(Path(sys.executable).parent)}
+    done = subprocess.run(
+        [sys.executable, "-m", "cqrsctl.main", "demo", "--observability", "--prefix", ctx_name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: prometheus is not installed (Debian: apt-get install prometheus); "
+        "--observability needs it"
+    ]
+    assert not (demo_state / "demo").exists()  # it stopped before starting anything
