@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from schemas.codec import LATEST, default_codec
-from schemas.headers import CloudEventHeaders
+from schemas.wire.headers import CloudEventHeaders
 
 EVENT = {
     "account_id": "acc-000123",

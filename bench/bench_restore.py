@@ -32,7 +32,8 @@ from processors.state_restore import restore_partition
 from processors.topic_admin import create_topics
 from processors.topic_reader import read_partition
 from processors.topics import ContextTopics, declared_topics
-from schemas import headers as ce
+from schemas.wire import headers as ce
+from schemas.wire.limits import snapshot_key
 
 
 def fill(kafka: dict[str, Any], topics: ContextTopics, snapshots: int, aggregates: int) -> None:
@@ -41,7 +42,7 @@ def fill(kafka: dict[str, Any], topics: ContextTopics, snapshots: int, aggregate
         key = f"acct-{i % aggregates:05d}"
         entry = AggregateEntry(Account(key, "owner", "EUR", i, "OPEN"), i // aggregates + 1)
         value = wire.encode_snapshot(ACCOUNT, key, entry)
-        producer.produce(topics.aggregates, value, wire.snapshot_key(ACCOUNT.name, key), 0)
+        producer.produce(topics.aggregates, value, snapshot_key(ACCOUNT.name, key), 0)
         headers = [(ce.CAUSATION_ID, f"cmd-{i}".encode())]
         producer.produce(topics.results, b"r" * 120, key, 0, headers=headers)
         if i % 10_000 == 0:

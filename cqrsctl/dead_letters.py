@@ -1,7 +1,7 @@
 """Dead letters of `<ctx>.dlq`: read them, filter them, and replay them to `<ctx>.commands`.
 
 A dead letter is the original command record (key, value, headers) plus the processor's
-`dlq_*` headers (processors/wire.py: `dlq_reason`, `dlq_error_type`, `dlq_source_topic`,
+`dlq_*` headers (schemas/wire/dead_letter.py: `dlq_reason`, `dlq_error_type`, `dlq_source_topic`,
 `dlq_source_partition`, `dlq_source_offset`, `dlq_time`, and `dlq_truncated` when it had to
 be cut down). A replay produces the original key, value and headers again (the `dlq_*` ones
 dropped, `cqrs_replay_of` naming the dead letter), so the command keeps its `ce_id`: the
@@ -22,7 +22,8 @@ from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message, Produc
 from cqrsctl.record_view import text
 from processors.partitioning import partition_for
 from processors.topic_reader import read_topic
-from schemas import headers as ce
+from schemas.wire import dead_letter as dlq
+from schemas.wire import headers as ce
 
 REPLAY_OF = "cqrs_replay_of"
 """Header on a replayed command: the dead letter it came from, `<dlq topic>:<p>:<offset>`."""
@@ -55,26 +56,26 @@ class DeadLetter:
 
     @property
     def reason(self) -> str:
-        return self.header("dlq_reason") or ""
+        return self.header(dlq.REASON) or ""
 
     @property
     def error_type(self) -> str:
-        return self.header("dlq_error_type") or ""
+        return self.header(dlq.ERROR_TYPE) or ""
 
     @property
     def time(self) -> dt.datetime | None:
         """When the processor dead-lettered it (`dlq_time`), else the record's timestamp."""
-        stamp = self.header("dlq_time")
+        stamp = self.header(dlq.TIME)
         if stamp:
             try:
-                return ce.parse_time(stamp, "dlq_time")
+                return ce.parse_time(stamp, dlq.TIME)
             except ce.HeaderError:
                 pass
         return self.timestamp
 
     @property
     def truncated(self) -> str | None:
-        return self.header("dlq_truncated")
+        return self.header(dlq.TRUNCATED)
 
     def summary(self) -> dict[str, Any]:
         moment = self.time
@@ -88,9 +89,9 @@ class DeadLetter:
             "command_type": self.header(ce.TYPE),
             "command_id": self.header(ce.ID),
             "source": {
-                "topic": self.header("dlq_source_topic"),
-                "partition": _int(self.header("dlq_source_partition")),
-                "offset": _int(self.header("dlq_source_offset")),
+                "topic": self.header(dlq.SOURCE_TOPIC),
+                "partition": _int(self.header(dlq.SOURCE_PARTITION)),
+                "offset": _int(self.header(dlq.SOURCE_OFFSET)),
             },
             "truncated": self.truncated,
             "replay_of": self.header(REPLAY_OF),
@@ -242,12 +243,12 @@ def _plan(letter: DeadLetter, partitions: int) -> Replay:
             letter,
             "skipped",
             f"the dead letter was cut down ({letter.truncated}); the whole original is on "
-            f"{letter.header('dlq_source_topic')} partition "
-            f"{letter.header('dlq_source_partition')} offset "
-            f"{letter.header('dlq_source_offset')}",
+            f"{letter.header(dlq.SOURCE_TOPIC)} partition "
+            f"{letter.header(dlq.SOURCE_PARTITION)} offset "
+            f"{letter.header(dlq.SOURCE_OFFSET)}",
         )
     partition = _target_partition(letter, partitions)
-    headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq_") and k != REPLAY_OF]
+    headers = [(k, v) for k, v in letter.headers if not k.startswith(dlq.PREFIX) and k != REPLAY_OF]
     headers.append((REPLAY_OF, f"{letter.topic}:{letter.position}".encode()))
     return Replay(letter, "would_replay", partition=partition, headers=headers)
 
@@ -260,7 +261,7 @@ def _target_partition(letter: DeadLetter, partitions: int) -> int:
             return partition_for(letter.key.decode(), partitions)
         except UnicodeDecodeError:
             pass
-    source = _int(letter.header("dlq_source_partition"))
+    source = _int(letter.header(dlq.SOURCE_PARTITION))
     if source is not None and 0 <= source < partitions:
         return source
     return letter.partition % partitions

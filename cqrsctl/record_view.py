@@ -18,8 +18,8 @@ from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
-from schemas import headers as ce
 from schemas.codec import MAGIC, Codec, CodecError
+from schemas.wire import headers as ce
 
 VALUE_PREVIEW_BYTES = 64  # of an undecodable value, shown as hex
 

@@ -7,6 +7,7 @@ to memory is journalled per batch, so an aborted transaction rolls memory back w
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any
 from processors.domain import AggregateType, Command, CommandOutcome, Event, IssueCommand, Rejected
 from processors.partitioning import partition_for
 from processors.registry import Registry, UnknownMessageType
+
+log = logging.getLogger(__name__)
 
 ACCEPTED = "ACCEPTED"
 REJECTED = "REJECTED"
@@ -40,7 +43,8 @@ class PartitionState:
 @dataclass(frozen=True, slots=True)
 class CommandMessage:
     """A command as it came off `<ctx>.commands` (or, `internal`, off
-    `<ctx>.internal-commands`), already decoded. `principal`: its `ce_principal` header."""
+    `<ctx>.internal-commands`), already decoded. `principal`: its `ce_principal` header;
+    `traceparent`: its valid W3C `traceparent` header, carried onto what it causes."""
 
     partition: int
     offset: int
@@ -52,6 +56,7 @@ class CommandMessage:
     expected_version: int | None
     principal: str | None = None
     internal: bool = False
+    traceparent: str | None = None
 
     @property
     def dedup_key(self) -> str:
@@ -65,6 +70,20 @@ def dedup_key(command_id: str, internal: bool) -> str:
     return f"internal\x00{command_id}" if internal else command_id
 
 
+@dataclass(frozen=True, slots=True)
+class Issued:
+    """A command a process manager issues, with the aggregate and partition it goes to."""
+
+    command_id: str
+    command: Command
+    aggregate_id: str
+    partition: int
+
+
+class NoTarget(Exception):
+    """A process manager issued a command no aggregate of the registry takes."""
+
+
 @dataclass(slots=True)
 class Decided:
     """The outcome of a command that was not a duplicate."""
@@ -76,7 +95,7 @@ class Decided:
     detail: str
     version: int
     events: list[Event]
-    issued: list[IssueCommand]
+    issued: list[Issued]
     snapshot_state: Any = None
     # The aggregate's entry before this command, so `retract` can undo just this command.
     previous: AggregateEntry | None = None
@@ -175,7 +194,12 @@ class CommandHandler:
             else:
                 aggregates[key] = d.previous
         rejected = Decided(msg, d.aggregate, REJECTED, reason, detail, version, [], [])
-        rejected.issued = self._react(rejected)
+        try:
+            rejected.issued = self._react(rejected)
+        except NoTarget as exc:
+            log.error(
+                "command %s: dropping the commands issued on its rejection: %s", msg.command_id, exc
+            )
         return rejected
 
     def _decide(self, owned: PartitionState, msg: CommandMessage) -> Decided:
@@ -244,10 +268,13 @@ class CommandHandler:
                 self._undo_aggregates[undo_key] = entry
             owned.aggregates[key] = AggregateEntry(state, version)
             decided = Decided(msg, agg, ACCEPTED, "", "", version, events, [], state, entry)
-        decided.issued = self._react(decided)
+        try:
+            decided.issued = self._react(decided)
+        except NoTarget as exc:
+            return self.retract(decided, "invalid_output", str(exc))
         return decided
 
-    def _react(self, decided: Decided) -> list[IssueCommand]:
+    def _react(self, decided: Decided) -> list[Issued]:
         """Process managers react in the same transaction as the command that triggered them,
         so their commands are issued exactly once."""
         issued: list[IssueCommand] = []
@@ -262,13 +289,18 @@ class CommandHandler:
             for event in decided.events:
                 if event.type in pm.event_types:
                     issued += pm.react(event)
-        return issued
+        return [self._target(issue) for issue in issued]
 
-    def target(self, command: Command) -> tuple[str, int]:
-        """The aggregate id and partition a process manager's command goes to."""
-        agg = self.registry.aggregate_for_command(command.type)
-        aggregate_id = str(command.data[agg.id_field])
-        return aggregate_id, partition_for(aggregate_id, self.partitions)
+    def _target(self, issue: IssueCommand) -> Issued:
+        """Where a process manager's command goes: its aggregate id and partition."""
+        command = issue.command
+        try:
+            agg = self.registry.aggregate_for_command(command.type)
+            aggregate_id = str(command.data[agg.id_field])
+        except Exception as exc:
+            raise NoTarget(f"command {command.type}: no target: {exc!r}") from exc
+        partition = partition_for(aggregate_id, self.partitions)
+        return Issued(issue.command_id, command, aggregate_id, partition)
 
 
 def _field_with_nul(value: Any, path: str = "") -> str | None:

@@ -38,12 +38,15 @@ from processors.domain import AggregateType
 from processors.gc_tuning import tune_gc
 from processors.group_watch import GroupWatch
 from processors.metrics import ProcessorMetrics
+from processors.outputs import OutputBuilder, OutputRefused, Outputs, SnapshotRefused
 from processors.registry import Registry
 from processors.state_restore import restore_partition
 from processors.topic_admin import TopicsNotReady, check_declared_topics
 from processors.topics import ContextTopics, TopicSpec
 from processors.watchdog import Watchdog
-from schemas import headers as ce
+from schemas.wire import headers as ce
+from schemas.wire.dead_letter import Undecodable, dead_letter
+from schemas.wire.limits import DEFAULT_MAX_RECORD_BYTES, snapshot_key
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,7 @@ class ProcessorConfig:
     @property
     def max_record_bytes(self) -> int:
         """The largest record our producer sends; output over it is refused up front."""
-        return int(self.kafka.get("message.max.bytes", wire.DEFAULT_MAX_RECORD_BYTES))
+        return int(self.kafka.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES))
 
     @property
     def group_id(self) -> str:
@@ -94,7 +97,7 @@ class _PendingEvent:
     position: list[Any]  # [partition, offset], filled by the delivery callback
 
 
-_Decided = tuple[Decided, list[_PendingEvent], wire.Outputs]
+_Decided = tuple[Decided, list[_PendingEvent], Outputs]
 
 
 class CommandProcessor:
@@ -109,8 +112,8 @@ class CommandProcessor:
         ctx = registry.context(config.context)
         self.partitions = ctx.partitions
         self.handler = CommandHandler(registry, config.context, ctx.partitions, config.dedup_window)
-        self.outputs = wire.OutputBuilder(
-            self.topics.prefix, self.topics.events, config.max_record_bytes, self.handler.target
+        self.outputs = OutputBuilder(
+            self.topics.prefix, self.topics.events, config.max_record_bytes
         )
         self.metrics = ProcessorMetrics(metrics_registry)
         self.source = f"/{config.context}/command-processor"
@@ -300,7 +303,7 @@ class CommandProcessor:
         next_offsets: dict[tuple[str, int], int] = {}
         try:
             self._producer.begin_transaction()
-            stamp = wire.Stamp(self.source)
+            stamp = ce.Stamp(self.source)
             decided, duplicates = self._decide_all(stamp, messages, first_offsets, next_offsets)
             # Events must be acknowledged before results can name their offsets.
             self._flush()
@@ -320,7 +323,7 @@ class CommandProcessor:
         except KafkaException as exc:
             self._recover(exc, first_offsets)
             return
-        except wire.SnapshotRefused as refused:
+        except SnapshotRefused as refused:
             # Rare: an aggregate's state outgrew what Kafka takes during this batch. Undo the
             # batch and replay it checking that aggregate's snapshot after every command, so
             # the command that made it too large is rejected instead of retried forever.
@@ -347,7 +350,7 @@ class CommandProcessor:
 
     def _decide_all(
         self,
-        stamp: wire.Stamp,
+        stamp: ce.Stamp,
         messages: list[Message],
         first_offsets: dict[tuple[str, int], int],
         next_offsets: dict[tuple[str, int], int],
@@ -372,7 +375,7 @@ class CommandProcessor:
             first_offsets.setdefault((topic, partition), offset)
             next_offsets[(topic, partition)] = offset + 1
             parsed = wire.parse_command(msg, internal=topic == self.topics.internal_commands)
-            if isinstance(parsed, wire.Undecodable):
+            if isinstance(parsed, Undecodable):
                 self._dead_letter(stamp, msg, parsed)
                 continue
             outcome = self.handler.handle(parsed)
@@ -381,11 +384,11 @@ class CommandProcessor:
                 continue
             # Output Kafka would refuse turns the command into a rejection here, before any
             # of it is produced, rather than into an abort that would come back forever.
-            outcome, outputs = self.outputs.settle(stamp, outcome, self.handler.retract)
+            outcome, outputs = settle(self.handler, self.outputs, stamp, outcome)
             decided.append((outcome, self._produce_events(outcome, outputs), outputs))
         return decided, duplicates
 
-    def _produce_events(self, d: Decided, outputs: wire.Outputs) -> list[_PendingEvent]:
+    def _produce_events(self, d: Decided, outputs: Outputs) -> list[_PendingEvent]:
         pending: list[_PendingEvent] = []
         msg = d.message
         for value, headers in outputs.events:
@@ -402,7 +405,7 @@ class CommandProcessor:
         return pending
 
     def _publish_outcomes(
-        self, stamp: wire.Stamp, decided: list[_Decided], duplicates: list[Duplicate]
+        self, stamp: ce.Stamp, decided: list[_Decided], duplicates: list[Duplicate]
     ) -> None:
         produce = self._producer.produce
         # One snapshot per aggregate per batch, of its state after the batch.
@@ -438,7 +441,7 @@ class CommandProcessor:
             if value is None:  # encoded (and size-checked) once per batch, here
                 entry = self.handler.owned[partition].aggregates[(name, key)]
                 value = self.outputs.snapshot_value(agg, key, entry)
-            key_text = wire.snapshot_key(name, key)
+            key_text = snapshot_key(name, key)
             produce(self.topics.aggregates, value, key_text, partition=partition)
         for dup in duplicates:
             msg = dup.message
@@ -453,7 +456,7 @@ class CommandProcessor:
                 headers=wire.result_headers(stamp, msg),
             )
 
-    def _dead_letter(self, stamp: wire.Stamp, msg: Message, why: wire.Undecodable) -> None:
+    def _dead_letter(self, stamp: ce.Stamp, msg: Message, why: Undecodable) -> None:
         self.metrics.dead_letters.labels(why.error_type).inc()
         log.warning(
             "dead-lettered %s[%d]@%d: %s: %s",
@@ -464,7 +467,9 @@ class CommandProcessor:
             why.reason,
             extra=_fields(msg.partition(), _header_text(msg, ce.ID)),
         )
-        key, value, headers = wire.dead_letter(stamp, msg, why, self.config.max_record_bytes)
+        key, value, headers = dead_letter(
+            wire.original(msg), why, stamp.time_header, self.config.max_record_bytes
+        )
         self._producer.produce(
             self.topics.dlq, value, key, partition=msg.partition(), headers=headers
         )
@@ -563,6 +568,30 @@ def _log_outcome(d: Decided) -> None:
         d.detail,
         extra=_fields(msg.partition, msg.command_id),
     )
+
+
+def settle(
+    handler: CommandHandler, outputs: OutputBuilder, stamp: ce.Stamp, d: Decided
+) -> tuple[Decided, Outputs]:
+    """The outcome of a decided command and its records: `d`'s own, or, when they cannot be
+    written, those of its rejection (`handler.retract` undoes its memory changes)."""
+    try:
+        return d, outputs.build(stamp, d)
+    except OutputRefused as refused:
+        rejected = handler.retract(d, refused.reason, refused.detail)
+    try:
+        return rejected, outputs.build(stamp, rejected)
+    except OutputRefused as again:
+        # Only commands that process managers issue in reaction to the rejection can be
+        # left over; they cannot be written either.
+        log.error(
+            "command %s: dropping %d process-manager commands: %s",
+            d.message.command_id,
+            len(rejected.issued),
+            again,
+        )
+        rejected.issued = []
+        return rejected, outputs.build(stamp, rejected)
 
 
 def _record_position(slot: _PendingEvent) -> Callable[[KafkaError | None, Message], None]:

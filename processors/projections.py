@@ -61,6 +61,7 @@ class EventMeta:
     correlation_id: str | None = None
     causation_id: str | None = None
     principal: str | None = None  # ce_principal: who caused the event's command
+    traceparent: str | None = None  # the W3C trace context of the event's command
 
 
 @dataclass(frozen=True)

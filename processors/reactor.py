@@ -32,15 +32,14 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from processors import wire
 from processors.consumer_lag import consumer_positions
 from processors.domain import BoundedContext, Event, IssueCommand
 from processors.partitioning import partition_for
 from processors.reactor_metrics import ReactorMetrics
 from processors.registry import Registry
 from processors.topics import ContextTopics
-from schemas import headers as ce
 from schemas.codec import LATEST, CodecError, default_codec
+from schemas.wire import headers as ce
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ class Reactor:
         issued: Counter[str] = Counter()
         try:
             self._producer.begin_transaction()
-            stamp = wire.Stamp(self.source)
+            stamp = ce.Stamp(self.source)
             for msg in messages:
                 err = msg.error()
                 if err is not None:
@@ -209,8 +208,8 @@ class Reactor:
                     reacted += 1
                 else:
                     ignored += 1
-                for issue in reactions:
-                    self._produce(stamp, msg, issue)
+                for cause, issue in reactions:
+                    self._produce(stamp, cause, issue)
                     issued[issue.command.type] += 1
             offsets = [TopicPartition(t, p, o) for (t, p), o in following.items()]
             self._producer.send_offsets_to_transaction(
@@ -226,14 +225,15 @@ class Reactor:
         for command_type, count in issued.items():
             m.issued.labels(command_type).inc(count)
 
-    def _reactions(self, msg: Message) -> list[IssueCommand]:
+    def _reactions(self, msg: Message) -> list[tuple[ce.CloudEventHeaders, IssueCommand]]:
         headers = dict(msg.headers() or ())
         type_header = headers.get(ce.TYPE)
         if type_header is None or type_header.decode(errors="replace") not in self.event_types:
             return []  # routed by header: events we do not react to are not even decoded
         try:
             decoded = self.codec.decode_message(msg.value(), LATEST)
-        except CodecError as exc:
+            cause = ce.CloudEventHeaders.from_kafka(msg.headers(), ())
+        except (CodecError, ce.HeaderError) as exc:
             # The other context's committed events; one we cannot read is logged, not ours
             # to dead-letter.
             self.metrics.skipped.inc()
@@ -251,28 +251,30 @@ class Reactor:
         for pm in self.ctx.process_managers:
             if event.type in pm.event_types:
                 issued += pm.react(event)
-        return issued
+        return [(cause, issue) for issue in issued]
 
-    def _produce(self, stamp: wire.Stamp, msg: Message, issue: IssueCommand) -> None:
+    def _produce(self, stamp: ce.Stamp, cause: ce.CloudEventHeaders, issue: IssueCommand) -> None:
+        """The command carries the correlation and trace of the event it reacts to; its
+        causation id is the event's id."""
         command = issue.command
         agg = self.registry.aggregate_for_command(command.type)
         target = str(command.data[agg.id_field])
-        headers = dict(msg.headers() or ())
-        cause = (headers.get(ce.ID) or b"").decode()
-        correlation = (headers.get(ce.CORRELATION_ID) or b"").decode() or cause
+        headers = ce.CloudEventHeaders(
+            id=issue.command_id,
+            type=command.type,
+            source=stamp.source,
+            subject=target,
+            time=stamp.time,
+            correlation_id=cause.correlation_id or cause.id,
+            causation_id=cause.id,
+            traceparent=cause.traceparent,
+        )
         self._producer.produce(
             self.topics.internal_commands,
-            wire.encode(command.type, dict(command.data)),
+            self.codec.encode(command.type, dict(command.data)),
             target,
             partition=partition_for(target, self.ctx.partitions),
-            headers=[
-                *stamp.common,
-                (ce.ID, issue.command_id.encode()),
-                (ce.TYPE, command.type.encode()),
-                (ce.SUBJECT, target.encode()),
-                (ce.CORRELATION_ID, correlation.encode()),
-                (ce.CAUSATION_ID, cause.encode()),
-            ],
+            headers=headers.to_kafka(),
         )
 
     def _abort(self, exc: KafkaException, first: dict[tuple[str, int], int]) -> None:

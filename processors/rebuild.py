@@ -19,8 +19,9 @@ from processors.domain import Event
 from processors.registry import Registry
 from processors.topic_reader import partition_count, read_partition
 from processors.topics import ContextTopics
-from schemas import headers as ce
 from schemas.codec import LATEST, default_codec
+from schemas.wire import headers as ce
+from schemas.wire.limits import snapshot_key
 
 
 class RebuildRefused(RuntimeError):
@@ -76,7 +77,7 @@ def rebuild_snapshots(
             producer.produce(
                 topics.aggregates,
                 wire.encode_snapshot(agg, aggregate_id, entry),
-                wire.snapshot_key(agg_name, aggregate_id),
+                snapshot_key(agg_name, aggregate_id),
                 partition=partition,
             )
         report.aggregates += len(entries)

@@ -9,15 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from processors.domain import BoundedContext
+from schemas.wire.limits import DERIVED_MAX_RECORD_BYTES
 
 DELETE_FOREVER = {"cleanup.policy": "delete", "retention.ms": "-1"}
 COMPACTED = {"cleanup.policy": "compact"}
-# A read-model row can be several times larger than the event it came from: JSON escapes a
-# control character as six bytes (event_log's payload), and a projection may gather fields.
-# Events stay under Kafka's default 1 MB, so derived topics (projection topics and the
-# projector's table changelogs) take records up to 8 MiB; larger rows are refused by the
-# projector (counted and logged, never produced).
-DERIVED_MAX_RECORD_BYTES = 8 * 1024 * 1024
+# Derived topics take rows up to DERIVED_MAX_RECORD_BYTES (schemas/wire/limits.py).
 DERIVED = {**COMPACTED, "max.message.bytes": str(DERIVED_MAX_RECORD_BYTES + 64 * 1024)}
 # Results and dead letters are operational records, not the event store: a week is plenty
 # for clients awaiting results and for operators inspecting dead letters.

@@ -31,7 +31,6 @@ from confluent_kafka import (
     Producer,
 )
 
-from processors import wire
 from processors.registry import Registry, UnknownMessageType, default_registry
 from processors.topics import ContextTopics
 from producers.command_results import (
@@ -42,8 +41,9 @@ from producers.command_results import (
     PendingCommand,
 )
 from producers.results_listener import STALL_S, ResultListener
-from schemas import headers as ce
 from schemas.codec import Codec, default_codec
+from schemas.wire import headers as ce
+from schemas.wire.limits import DEFAULT_MAX_RECORD_BYTES, MAX_ID_BYTES, record_size
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class CommandClient:
         self.context = self.registry.context(context)
         self.topics = ContextTopics(topic_prefix or context)
         self.codec = codec or default_codec()
-        self.source = source.encode()
+        self.source = source
         self._new_id = ce.IdSequence()
         config = {
             **kafka,
@@ -102,7 +102,7 @@ class CommandClient:
             "partitioner": "murmur2_random",  # Java-compatible: same partition as Kafka's
             **(producer_config or {}),
         }
-        self._max_record_bytes = int(config.get("message.max.bytes", wire.DEFAULT_MAX_RECORD_BYTES))
+        self._max_record_bytes = int(config.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES))
         # A per-message delivery callback (below) replaces the configured one: call both.
         self._configured_on_delivery = config.get("on_delivery")
         self._producer_config = config
@@ -155,11 +155,13 @@ class CommandClient:
         correlation_id: str | None = None,
         wait_for: str | None = None,
         principal: str | None = None,
+        traceparent: str | None = None,
     ) -> PendingCommand:
         """Validate and produce a command. With `wait_for="<projection>"`, the returned
         command's `result()` returns only once that projection's rows show the command's
         effect (read your writes; needs `read_your_writes`). `principal` (the `ce_principal`
-        header) names who sends it; the processor carries it onto the command's events."""
+        header) names who sends it; the processor carries it onto the command's events, as it
+        does a valid W3C `traceparent` (an invalid one is not sent)."""
         read_your_writes = self._read_your_writes(wait_for) if wait_for else None
         aggregate_id, value = self.prepare(command_type, data)
         return self.send_encoded(
@@ -170,6 +172,7 @@ class CommandClient:
             expected_version=expected_version,
             correlation_id=correlation_id,
             principal=principal,
+            traceparent=traceparent,
             read_your_writes=read_your_writes,
         )
 
@@ -183,6 +186,7 @@ class CommandClient:
         expected_version: int | None = None,
         correlation_id: str | None = None,
         principal: str | None = None,
+        traceparent: str | None = None,
         read_your_writes: Callable[[CommandResult, float], None] | None = None,
     ) -> PendingCommand:
         """Produce a command `encode` (or `prepare`) returned."""
@@ -190,23 +194,20 @@ class CommandClient:
         _check_id("command id", command_id)
         if correlation_id:
             _check_id("correlation id", correlation_id)
-        headers = [
-            (ce.SPECVERSION, b"1.0"),
-            (ce.ID, command_id.encode()),
-            (ce.TYPE, command_type.encode()),
-            (ce.SOURCE, self.source),
-            (ce.TIME, ce.time_header_value()),
-            (ce.SUBJECT, aggregate_id.encode()),
-            (ce.CONTENT_TYPE, b"application/avro"),
-        ]
-        if correlation_id:
-            headers.append((ce.CORRELATION_ID, correlation_id.encode()))
-        if expected_version is not None:
-            headers.append((ce.EXPECTED_VERSION, str(expected_version).encode()))
         if principal:
             _check_id("principal", principal)
-            headers.append((ce.PRINCIPAL, principal.encode()))
-        size = wire.record_size(aggregate_id, value, headers)
+        headers = ce.CloudEventHeaders(
+            id=command_id,
+            type=command_type,
+            source=self.source,
+            subject=aggregate_id,
+            time=ce.Stamp(self.source).time,
+            correlation_id=correlation_id or None,
+            expected_version=expected_version,
+            principal=principal or None,
+            traceparent=ce.valid_traceparent(traceparent),
+        ).to_kafka()
+        size = record_size(aggregate_id, value, headers)
         if size > self._max_record_bytes:
             # librdkafka would refuse it too, but as "Broker: Message size too large".
             raise InvalidCommand(
@@ -378,7 +379,7 @@ class CommandClient:
 
 def _check_id(what: str, text: str) -> None:
     size = len(text.encode("utf-8", "surrogatepass"))
-    if size > wire.MAX_ID_BYTES:
+    if size > MAX_ID_BYTES:
         raise InvalidCommand(
-            f"{what}: {size:,} bytes; ids are at most {wire.MAX_ID_BYTES} bytes (UTF-8)"
+            f"{what}: {size:,} bytes; ids are at most {MAX_ID_BYTES} bytes (UTF-8)"
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from producers.command_results import InvalidCommand
-from schemas import headers as ce
+from schemas.wire import headers as ce
 
 if TYPE_CHECKING:
     from producers.command_client import CommandClient

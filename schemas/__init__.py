@@ -2,7 +2,7 @@
 
 - `schemas.catalog`: load, fingerprint and look up every schema; validate records.
 - `schemas.codec`: Avro single-object encoding and decoding with schema resolution.
-- `schemas.headers`: CloudEvents attributes as Kafka headers.
+- `schemas.wire`: headers, keys, size rules, progress headers and dead letters on Kafka.
 - `schemas.compatibility`: Avro resolution rules and the catalog-wide compatibility check.
 - `schemas.upcasters`: record migrations for changes that resolution cannot express.
 

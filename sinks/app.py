@@ -37,19 +37,13 @@ from processors.gc_tuning import tune_gc
 from processors.generations import generation_name, select
 from processors.group_watch import GroupWatch
 from processors.projections import Projection
-from processors.projector.records import (
-    SOURCE_OFFSET,
-    BadProgressHeaders,
-    header_map,
-    is_checkpoint,
-    read_progress,
-)
 from processors.registry import Registry
 from processors.settings import KafkaSettings
 from processors.topic_admin import check_declared_topics
 from processors.topics import ContextTopics, TopicSpec
-from schemas import headers as ce
 from schemas.codec import CodecError, default_codec
+from schemas.wire import headers as ce
+from schemas.wire.progress import BadProgressHeaders, header_map, is_checkpoint, read_progress
 from sinks.batch import SinkBatch, SinkRecord, reduce_batch, skipped_offsets
 from sinks.db import CHECKPOINT_CHANNEL, connect
 from sinks.generations import RETIRED_ROUTE, read_routes
@@ -398,9 +392,8 @@ class Sink:
             counts[projection.name] = counts.get(projection.name, 0) + 1
             headers = header_map(m.headers())
             try:
-                partition, checkpoint = read_progress(headers)
-                cause = int(headers[SOURCE_OFFSET]) if SOURCE_OFFSET in headers else None
-            except (BadProgressHeaders, ValueError) as exc:
+                partition, checkpoint, cause = read_progress(headers)
+            except BadProgressHeaders as exc:
                 self._skip(m, exc)
                 continue
             if m.value() is None or is_checkpoint(headers):  # None: earlier versions' markers

@@ -56,8 +56,8 @@ from processors.projector.records import KafkaRecord, encode, record_size
 from processors.registry import Registry, UnknownMessageType
 from processors.topic_reader import read_offsets
 from processors.topics import DERIVED_MAX_RECORD_BYTES, TopicSpec
-from schemas import headers as ce
 from schemas.codec import LATEST, CodecError, default_codec
+from schemas.wire import headers as ce
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Projector:
             raise ValueError(f"context {ctx.name} declares no projections")
         self.topics = config.topics
         self.codec = default_codec()
-        self.source = f"/{ctx.name}/projector".encode()
+        self.source = f"/{ctx.name}/projector"
         self.metrics = ProjectorMetrics()
         self.liveness = Liveness()
         self.positions = PositionTracker()
@@ -323,6 +323,7 @@ class Projector:
             correlation_id=envelope.correlation_id,
             causation_id=envelope.causation_id,
             principal=envelope.principal,
+            traceparent=envelope.traceparent,
         )
         return SourceEvent(Event(decoded.schema.name, decoded.record), meta)
 

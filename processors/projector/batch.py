@@ -23,12 +23,9 @@ from dataclasses import dataclass, field
 
 from processors.domain import Event, Record
 from processors.projections import EventMeta, Projection
+from schemas.wire.progress import CHECKPOINT_KEY_PREFIX
 
 log = logging.getLogger(__name__)
-
-# Keys of the checkpoint records on projection topics (processors/projector/records.py); a
-# row key starting with it would share their compaction key, so the runtime refuses it.
-RESERVED_KEY_PREFIX = "__cqrs_checkpoint__:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,9 +111,9 @@ def project_batch(
                 continue
             try:
                 key = projection.row_key(event, meta)
-                if key.startswith(RESERVED_KEY_PREFIX):
+                if key.startswith(CHECKPOINT_KEY_PREFIX):
                     raise ValueError(
-                        f"row key {key!r} starts with reserved {RESERVED_KEY_PREFIX!r}"
+                        f"row key {key!r} starts with reserved {CHECKPOINT_KEY_PREFIX!r}"
                     )
                 rows = touched.setdefault(meta.partition, {})
                 entry = rows.get(key)

@@ -27,7 +27,6 @@ import anyio.to_thread
 
 from processors.domain import BoundedContext
 from processors.registry import Registry
-from processors.wire import MAX_ID_BYTES
 from producers.command_client import (
     CommandClient,
     CommandResult,
@@ -37,9 +36,10 @@ from producers.command_client import (
 from producers.gateway.avro_json import from_json
 from producers.gateway.config import GatewayConfig
 from producers.gateway.responses import ClientError
-from schemas import headers as ce
 from schemas.catalog import Catalog
 from schemas.validation import ValidationError
+from schemas.wire import headers as ce
+from schemas.wire.limits import MAX_ID_BYTES
 from sinks.checkpoints import CheckpointWaiter, ReadModelTimeout
 from sinks.db import ReadModelError
 
@@ -122,6 +122,7 @@ class CommandGateway:
         wait: str | None,
         timeout: float,
         principal: str | None = None,
+        traceparent: str | None = None,
     ) -> Submitted:
         record = self.validate(command_type, body)
         if idempotency_key is not None and not _valid_key(idempotency_key):
@@ -149,6 +150,7 @@ class CommandGateway:
                 command_id=command_id,
                 expected_version=expected_version,
                 principal=principal,
+                traceparent=traceparent,
             )
         except InvalidCommand as exc:  # e.g. over the producer's record size
             raise CommandRejectedByGateway(422, "invalid_command", str(exc)) from None

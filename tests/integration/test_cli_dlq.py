@@ -9,8 +9,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from processors.partitioning import partition_for
 from processors.topic_reader import read_topic
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
 from tests.support.cli_run import cqrsctl, wait_for
 from tests.support.write_side import BankRig, movement, open_account, read_events
 

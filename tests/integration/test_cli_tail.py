@@ -14,8 +14,8 @@ from confluent_kafka import Producer
 
 from deploy.local.pipeline import WorkerProcess
 from processors.partitioning import partition_for
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
 from tests.support.cli_run import cqrsctl, json_lines, wait_for
 from tests.support.write_side import BankRig, movement, open_account
 

@@ -13,8 +13,8 @@ from confluent_kafka import KafkaError, Producer
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, TopicSpec
 from producers.command_client import CommandClient, CommandNotDelivered
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
 from tests.support.topics import read_until
 from tests.support.write_side import movement
 

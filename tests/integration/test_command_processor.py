@@ -16,8 +16,9 @@ from processors import wire
 from processors.command_handler import AggregateEntry
 from processors.partitioning import partition_for
 from processors.topic_reader import read_topic
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
+from schemas.wire.limits import snapshot_key
 from tests.support.write_side import (
     BankRig,
     check_event_log,
@@ -133,7 +134,7 @@ def test_rebuild_replaces_a_corrupt_snapshot_with_the_fold_of_the_events(bank: B
     producer.produce(
         bank.topics.aggregates,
         wire.encode_snapshot(ACCOUNT, "acc-5", AggregateEntry(corrupt, 3)),
-        wire.snapshot_key(ACCOUNT.name, "acc-5"),
+        snapshot_key(ACCOUNT.name, "acc-5"),
         partition=partition_for("acc-5", 6),
     )
     producer.flush(10)

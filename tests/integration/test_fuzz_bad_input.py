@@ -23,10 +23,11 @@ from hypothesis import strategies as st
 from processors import wire
 from processors.partitioning import partition_for
 from processors.topic_reader import read_topic
-from schemas import headers as ce
 from schemas.catalog import SchemaEntry
 from schemas.codec import MAGIC, default_codec
 from schemas.strategies import records
+from schemas.wire import headers as ce
+from schemas.wire.limits import MAX_ID_BYTES
 from tests.support.write_side import BankRig, check_event_log, movement, read_events
 
 LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
@@ -147,7 +148,7 @@ def command_headers(command_id: str | bytes | None, type_name: str) -> list[tupl
 def answered(key: bytes, label: str, type_name: str, value: bytes) -> BadInput:
     """A decodable command: a result is due, or a dead letter when its key is over the cap."""
     command_id = str(uuid.uuid4())
-    if len(key) > wire.MAX_ID_BYTES:
+    if len(key) > MAX_ID_BYTES:
         return BadInput(
             label, key, value, command_headers(command_id, type_name), "dlq", command_id,
             frozenset({"OversizedId"}),
@@ -331,7 +332,7 @@ def bad_headers(pool: list[str]) -> st.SearchStrategy[BadInput]:
             headers.append((ce.CORRELATION_ID, b"\xc0\xaf"))
             return dead("MalformedHeader")
         if variant == "huge_correlation":
-            headers.append((ce.CORRELATION_ID, b"c" * (wire.MAX_ID_BYTES + 1)))
+            headers.append((ce.CORRELATION_ID, b"c" * (MAX_ID_BYTES + 1)))
             return dead("OversizedId")
         version = draw(st.integers(-(10**18), 10**18))
         headers.append((ce.EXPECTED_VERSION, str(version).encode()))

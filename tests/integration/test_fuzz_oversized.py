@@ -19,8 +19,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 from processors import wire
 from processors.topic_reader import read_topic
 from producers.command_client import InvalidCommand
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
 from tests.integration.test_fuzz_bad_input import (
     LONG_MAX,
     PARTITIONS,

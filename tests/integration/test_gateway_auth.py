@@ -27,7 +27,7 @@ from psycopg import sql
 
 from deploy.local.state import StackState
 from processors.topic_reader import read_topic
-from schemas import headers as ce
+from schemas.wire import headers as ce
 from tests.support.gateway_rig import (
     GatewayRig,
     movement_body,

@@ -13,8 +13,8 @@ import fastavro
 import fastavro.schema
 
 from processors.topic_reader import read_topic
-from schemas import headers as ce
 from schemas.catalog import default_catalog
+from schemas.wire import headers as ce
 from tests.support.read_side import PROJECTION_NAMES, ReadSideRig
 
 CE_HEADERS = (ce.SPECVERSION, ce.ID, ce.TYPE, ce.SOURCE, ce.TIME, ce.SUBJECT, ce.CONTENT_TYPE)

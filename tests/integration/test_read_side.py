@@ -10,8 +10,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from processors.topics import ContextTopics
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
 from tests.support.read_side import (
     ReadSideRig,
     committed_offsets,

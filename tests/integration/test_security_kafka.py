@@ -47,8 +47,8 @@ from processors.settings import load_settings
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
 from producers.command_client import CommandClient
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
 from tests.support.topics import read_until
 from tests.support.write_side import movement, open_account, read_events
 

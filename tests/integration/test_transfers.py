@@ -11,8 +11,8 @@ from confluent_kafka import Producer
 
 from processors.registry import default_registry
 from processors.topic_reader import read_topic
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
 from tests.support.topics import read_until
 from tests.support.write_side import (
     BankRig,

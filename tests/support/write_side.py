@@ -16,8 +16,8 @@ from deploy.local.pipeline import WorkerProcess
 from processors.topic_reader import read_topic
 from processors.topics import ContextTopics
 from producers.command_client import CommandClient, CommandResult, PendingCommand
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
 
 
 @dataclass

@@ -125,7 +125,7 @@ def test_transfer_request_makes_the_saga_issue_the_debit_in_the_same_step(handle
     }
     decided = handler.handle(message("bank.RequestTransfer", data, "c-t"))
     assert [i.command_id for i in decided.issued] == ["pm:transfer:t1:debit"]
-    target, partition = handler.target(decided.issued[0].command)
+    target, partition = decided.issued[0].aggregate_id, decided.issued[0].partition
     assert (target, partition) == ("a", partition_for("a", PARTITIONS))
     # The debit's outcome (rejected: account a does not exist) feeds back to the saga.
     debit = decided.issued[0]

@@ -4,7 +4,7 @@ the routing rules that keep one aggregate per id within one context."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 from confluent_kafka import Message, Producer
@@ -21,11 +21,15 @@ from processors.command_handler import (
     Decided,
     PartitionState,
 )
+from processors.command_processor import settle
 from processors.domain import AggregateType, BoundedContext, Event
+from processors.outputs import OutputBuilder, SnapshotRefused
 from processors.partitioning import partition_for
 from processors.registry import Registry, default_registry
-from schemas import headers as ce
 from schemas.codec import default_codec
+from schemas.wire import headers as ce
+from schemas.wire.dead_letter import Undecodable, dead_letter
+from schemas.wire.limits import MAX_DETAIL_CHARS, MAX_ID_BYTES, record_size, snapshot_key
 
 PARTITIONS = 6
 LONG_MIN, LONG_MAX = -(1 << 63), (1 << 63) - 1
@@ -68,12 +72,12 @@ header = st.tuples(
 )
 def test_any_record_parses_to_a_command_or_a_reason(key, value, headers) -> None:
     parsed = wire.parse_command(kafka_message(key, value, headers))
-    if isinstance(parsed, wire.Undecodable):
+    if isinstance(parsed, Undecodable):
         assert parsed.reason and parsed.error_type
         return
     assert isinstance(parsed, CommandMessage)
-    assert len(parsed.key.encode()) <= wire.MAX_ID_BYTES
-    assert parsed.command_id and len(parsed.command_id.encode()) <= wire.MAX_ID_BYTES
+    assert len(parsed.key.encode()) <= MAX_ID_BYTES
+    assert parsed.command_id and len(parsed.command_id.encode()) <= MAX_ID_BYTES
     v = parsed.expected_version
     assert v is None or LONG_MIN < v <= LONG_MAX
 
@@ -83,7 +87,7 @@ def test_an_expected_version_that_is_not_a_plain_decimal_is_malformed(text: byte
     # int() takes b"1_0" as 10 and b" 7" as 7: the header must not mean another number.
     headers = [(ce.ID, b"c1"), (ce.EXPECTED_VERSION, text)]
     parsed = wire.parse_command(kafka_message(b"a", deposit_value(), headers))
-    assert isinstance(parsed, wire.Undecodable), parsed
+    assert isinstance(parsed, Undecodable), parsed
     assert parsed.error_type == "MalformedHeader" and ce.EXPECTED_VERSION in parsed.reason
 
 
@@ -104,7 +108,7 @@ def test_plain_decimal_expected_versions_parse(text: bytes, version: int | None)
 )
 def test_ids_over_the_cap_are_undecodable(key: bytes, headers: list, what: str) -> None:
     parsed = wire.parse_command(kafka_message(key, deposit_value(), headers))
-    assert isinstance(parsed, wire.Undecodable), parsed
+    assert isinstance(parsed, Undecodable), parsed
     assert parsed.error_type == "OversizedId" and what in parsed.reason
 
 
@@ -130,27 +134,27 @@ def offline_producer():
 def test_record_size_is_an_upper_bound_of_librdkafkas_check(
     offline_producer, key, value, headers
 ) -> None:
-    if wire.record_size(key, value, headers) <= 5000:
+    if record_size(key, value, headers) <= 5000:
         offline_producer.produce("t", value, key, headers=headers)  # must not raise
     offline_producer.purge()
 
 
 def test_a_dead_letter_over_the_limit_is_cut_down_and_says_so(offline_producer) -> None:
-    stamp = wire.Stamp("/bank/command-processor")
-    why = wire.Undecodable("BadMagic", "not Avro single-object encoding: " + "x" * 300)
+    stamp = ce.Stamp("/bank/command-processor")
+    why = Undecodable("BadMagic", "not Avro single-object encoding: " + "x" * 300)
     original = bytes(4900)
     msg = kafka_message(b"k" * 3000, original, [(ce.ID, b"c1")])
-    key, value, headers = wire.dead_letter(stamp, msg, why, 5000)
+    key, value, headers = dead_letter(wire.original(msg), why, stamp.time_header, 5000)
     named = dict(headers)
-    assert wire.record_size(key, value, headers) <= 5000
+    assert record_size(key, value, headers) <= 5000
     offline_producer.produce("t", value, key, headers=headers)  # librdkafka agrees
     assert named["dlq_truncated"] == b"key,value"
     assert named["dlq_original_size"] == b"4900"
     assert named["dlq_error_type"] == b"BadMagic" and named[ce.ID] == b"c1"
-    assert value == original[: len(value)] and len(key) == wire.MAX_ID_BYTES
+    assert value == original[: len(value)] and len(key) == MAX_ID_BYTES
 
     small = kafka_message(b"k", b"\x00" * 10, [(ce.ID, b"c1")])
-    _, value, headers = wire.dead_letter(stamp, small, why, 5000)
+    _, value, headers = dead_letter(wire.original(small), why, stamp.time_header, 5000)
     assert value == b"\x00" * 10 and "dlq_truncated" not in dict(headers)
 
 
@@ -207,18 +211,18 @@ def to_message(n: int, command_type: str, data: dict) -> CommandMessage:
 @given(st.lists(commands(), min_size=1, max_size=25))
 def test_settled_output_always_fits_and_memory_matches_what_is_written(batch) -> None:
     handler = new_handler()
-    builder = wire.OutputBuilder("bank", "bank.events", LIMIT, handler.target)
-    stamp = wire.Stamp("/bank/command-processor")
+    builder = OutputBuilder("bank", "bank.events", LIMIT)
+    stamp = ce.Stamp("/bank/command-processor")
     written: dict[tuple[str, str], list[bytes]] = {}
     for n, (command_type, data) in enumerate(batch):
         decided = handler.handle(to_message(n, command_type, data))
         assert isinstance(decided, Decided)
-        settled, outputs = builder.settle(stamp, decided, handler.retract)
+        settled, outputs = settle(handler, builder, stamp, decided)
         msg = settled.message
         for value, headers in outputs.events:
-            assert wire.record_size(msg.key, value, headers) <= LIMIT
+            assert record_size(msg.key, value, headers) <= LIMIT
         for target, _, value, headers in outputs.issued:
-            assert wire.record_size(target, value, headers) <= LIMIT
+            assert record_size(target, value, headers) <= LIMIT
         assert settled.status != ACCEPTED or outputs.events
         if settled.status != ACCEPTED:
             assert settled.reason and not outputs.events and outputs.snapshot is None
@@ -238,7 +242,7 @@ def test_settled_output_always_fits_and_memory_matches_what_is_written(batch) ->
     for name, key in held:  # bank states are never larger than the events that made them
         entry = handler.owned[partition_for(key, PARTITIONS)].aggregates[(name, key)]
         value = builder.snapshot_value(default_registry().aggregate(name), key, entry)
-        assert wire.record_size(wire.snapshot_key(name, key), value, ()) <= LIMIT
+        assert record_size(snapshot_key(name, key), value, ()) <= LIMIT
 
 
 def _decoded_event(value: bytes) -> Event:
@@ -248,15 +252,15 @@ def _decoded_event(value: bytes) -> Event:
 
 def test_an_event_past_the_long_range_rejects_the_command_and_keeps_the_state() -> None:
     handler = new_handler()
-    builder = wire.OutputBuilder("bank", "bank.events", 1_000_000, handler.target)
-    stamp = wire.Stamp("/p")
+    builder = OutputBuilder("bank", "bank.events", 1_000_000)
+    stamp = ce.Stamp("/p")
     run = [
         ("bank.OpenAccount", {"account_id": "a", "owner": "o", "currency": "EUR"}),
         ("bank.Deposit", {"account_id": "a", "amount": {"amount": LONG_MAX, "currency": "EUR"}}),
         ("bank.Deposit", {"account_id": "a", "amount": {"amount": 1, "currency": "EUR"}}),
     ]
     outcomes = [
-        builder.settle(stamp, handler.handle(to_message(n, *c)), handler.retract)[0]
+        settle(handler, builder, stamp, handler.handle(to_message(n, *c)))[0]
         for n, c in enumerate(run)
     ]
     assert [o.status for o in outcomes] == [ACCEPTED, ACCEPTED, REJECTED]
@@ -268,10 +272,10 @@ def test_an_event_past_the_long_range_rejects_the_command_and_keeps_the_state() 
 
 def test_too_large_output_is_rejected_and_names_the_record_and_the_limit() -> None:
     handler = new_handler()
-    builder = wire.OutputBuilder("bank", "bank.events", LIMIT, handler.target)
+    builder = OutputBuilder("bank", "bank.events", LIMIT)
     data = {"account_id": "a", "owner": "o" * LIMIT, "currency": "EUR"}
     decided = handler.handle(to_message(1, "bank.OpenAccount", data))
-    settled, outputs = builder.settle(wire.Stamp("/p"), decided, handler.retract)
+    settled, outputs = settle(handler, builder, ce.Stamp("/p"), decided)
     assert (settled.status, settled.reason) == (REJECTED, "too_large")
     assert "event bank.AccountOpened" in settled.detail and f"{LIMIT:,}" in settled.detail
     assert not outputs.events and handler.owned[partition_for("a", PARTITIONS)].aggregates == {}
@@ -282,7 +286,7 @@ def test_a_result_detail_is_clipped() -> None:
     msg = to_message(1, "bank.Deposit", {"account_id": "a", "amount": money})
     decided = Decided(msg, None, REJECTED, "key_mismatch", "x" * 900_000, 0, [], [])
     result = _codec.decode(wire.encode_result(decided, []), "cqrs.CommandResult")
-    assert len(result["detail"]) <= wire.MAX_DETAIL_CHARS
+    assert len(result["detail"]) <= MAX_DETAIL_CHARS
     assert result["detail"].endswith("(900000 chars)")
 
 
@@ -325,21 +329,21 @@ def test_a_snapshot_over_the_limit_is_refused_at_the_end_and_checked_per_command
     for p in range(PARTITIONS):
         handler.assign(p, PartitionState())
     handler.begin_batch()
-    builder = wire.OutputBuilder("grow", "grow.events", LIMIT, handler.target)
-    stamp = wire.Stamp("/p")
+    builder = OutputBuilder("grow", "grow.events", LIMIT)
+    stamp = ce.Stamp("/p")
     pad = ("grow.Pad", "pad")
 
     def deposit(n: int, amount: int) -> Decided:
         money = {"amount": amount, "currency": "EUR"}
         msg = to_message(n, "bank.Deposit", {"account_id": "pad", "amount": money})
-        return builder.settle(stamp, handler.handle(msg), handler.retract)[0]
+        return settle(handler, builder, stamp, handler.handle(msg))[0]
 
     def entry():
         return handler.owned[partition_for("pad", PARTITIONS)].aggregates[pad]
 
     assert deposit(1, 1000).status == ACCEPTED and deposit(2, 1000).status == ACCEPTED
     assert deposit(3, 1000).status == ACCEPTED  # per batch: checked only at its end
-    with pytest.raises(wire.SnapshotRefused) as refused:
+    with pytest.raises(SnapshotRefused) as refused:
         builder.snapshot_value(GROWING.aggregates[0], "pad", entry())
     assert refused.value.aggregate == pad
     # The processor aborts the batch, rolls memory back and replays it, checking this
@@ -386,3 +390,43 @@ def test_a_command_of_another_context_is_unknown_here() -> None:
     assert (decided.status, decided.reason) == (REJECTED, "unknown_command")
     assert "not a command of context bank" in decided.detail
     assert not decided.events
+
+
+# -- trace context --------------------------------------------------------------------------
+
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@given(st.binary(max_size=100))
+def test_any_traceparent_value_leaves_the_command_decodable(value: bytes) -> None:
+    parsed = wire.parse_command(
+        kafka_message(b"a", deposit_value(), [(ce.ID, b"c1"), (ce.TRACEPARENT, value)])
+    )
+    assert isinstance(parsed, CommandMessage), parsed
+    assert parsed.traceparent is None or parsed.traceparent == value.decode()
+
+
+def test_a_commands_traceparent_is_on_its_events_result_and_saga_commands() -> None:
+    handler = new_handler()
+    builder = OutputBuilder("bank", "bank.events", 1_000_000)
+    stamp = ce.Stamp("/bank/command-processor")
+    data = {
+        "transfer_id": "t1",
+        "from_account_id": "a",
+        "to_account_id": "b",
+        "amount": {"amount": 3, "currency": "EUR"},
+    }
+    headers = [(ce.ID, b"c1"), (ce.TRACEPARENT, TRACE.encode())]
+    value = _codec.encode("bank.RequestTransfer", data)
+    msg = wire.parse_command(kafka_message(b"t1", value, headers))
+    assert isinstance(msg, CommandMessage) and msg.traceparent == TRACE
+    msg = replace(msg, partition=partition_for("t1", PARTITIONS))
+    decided, outputs = settle(handler, builder, stamp, handler.handle(msg))
+    assert decided.status == ACCEPTED and outputs.events and outputs.issued
+    for _, record_headers in outputs.events:
+        assert dict(record_headers)[ce.TRACEPARENT] == TRACE.encode()
+    for _, _, _, record_headers in outputs.issued:
+        assert dict(record_headers)[ce.TRACEPARENT] == TRACE.encode()
+    assert dict(wire.result_headers(stamp, msg))[ce.TRACEPARENT] == TRACE.encode()
+    untraced = replace(msg, traceparent=None)
+    assert ce.TRACEPARENT not in dict(wire.result_headers(stamp, untraced))

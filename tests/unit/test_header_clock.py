@@ -1,6 +1,6 @@
 import time
 
-from schemas import headers as ce
+from schemas.wire import headers as ce
 
 
 def test_time_header_is_rfc3339_utc_and_current():

@@ -193,15 +193,16 @@ def test_local_tables_of_another_cluster_or_other_topics_are_discarded_even_afte
 
 
 def test_a_marker_goes_out_as_a_keyed_typed_checkpoint_record():
-    from processors.projector.records import CHECKPOINT, SOURCE_PARTITION, encode, header_map
+    from processors.projector.records import encode
     from processors.topics import ContextTopics
     from schemas.codec import LATEST, default_codec
+    from schemas.wire.progress import CHECKPOINT, SOURCE_PARTITION, header_map
 
     codec = default_codec()
     outcome = run([ev(opened("a1"), 1, 7, partition=3)], Store())
     pub = next(p for p in outcome.publications if p.projection is DAILY_TOTALS)
     assert pub.is_marker
-    record = encode(pub, ContextTopics("bank"), b"/bank/projector", codec)
+    record = encode(pub, ContextTopics("bank"), "/bank/projector", codec)
     assert (record.topic, record.partition) == ("bank.projection.daily_totals", 3)
     assert record.key == b"__cqrs_checkpoint__:3"
     headers = header_map(record.headers)
@@ -221,16 +222,17 @@ def test_a_marker_goes_out_as_a_keyed_typed_checkpoint_record():
 
 
 def test_a_row_over_the_record_limit_becomes_a_checkpoint_record_with_its_checkpoint():
-    from processors.projector.records import CHECKPOINT, encode, header_map, record_size
+    from processors.projector.records import encode, record_size
     from processors.topics import ContextTopics
     from schemas.codec import default_codec
+    from schemas.wire.progress import CHECKPOINT, header_map
 
     outcome = run([ev(opened("a1"), 1, 7, partition=3)], Store())
     pub = next(p for p in outcome.publications if p.projection is ACCOUNTS and p.key)
     topics, codec = ContextTopics("bank"), default_codec()
-    record = encode(pub, topics, b"/bank/projector", codec)
+    record = encode(pub, topics, "/bank/projector", codec)
     assert record_size(record) == len(record.value) + len(record.key)
-    marker = encode(pub.as_marker(), topics, b"/bank/projector", codec)
+    marker = encode(pub.as_marker(), topics, "/bank/projector", codec)
     assert (marker.topic, marker.partition) == (record.topic, record.partition)
     assert marker.key == b"__cqrs_checkpoint__:3"
     assert header_map(marker.headers)[CHECKPOINT] == header_map(record.headers)[CHECKPOINT]
