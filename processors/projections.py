@@ -169,7 +169,7 @@ def event_log(row_schema: str, event_types: frozenset[str]) -> Projection:
 
     Keyed by (aggregate type, aggregate id, version), which is unique even when two
     aggregate types use the same id. The row schema must have the fields of
-    `bank.EventLogRow` (its latest version, with `principal`)."""
+    `bank.EventLogRow` (its latest version, with `principal` and `traceparent`)."""
 
     def key(event: Event, meta: EventMeta) -> str:
         return f"{meta.aggregate_type}:{meta.aggregate_id}:{meta.version}"
@@ -185,6 +185,7 @@ def event_log(row_schema: str, event_types: frozenset[str]) -> Projection:
             "correlation_id": meta.correlation_id,
             "causation_id": meta.causation_id,
             "principal": meta.principal,
+            "traceparent": meta.traceparent,
             "source_partition": meta.partition,
             "source_offset": meta.offset,
             "payload_json": payload_json(event.data),

@@ -35,6 +35,7 @@ from producers.gateway.responses import (
     error_response,
 )
 from schemas.validation import LONG_RANGE
+from schemas.wire import headers as ce
 from sinks.read_model import ProjectionView, json_value
 
 if TYPE_CHECKING:
@@ -69,6 +70,9 @@ async def post_command(gw: Gateway, request: Request) -> Response:
                 wait=params.get("wait"),
                 timeout=timeout,
                 principal=getattr(request.state, "principal", ANONYMOUS.name),
+                # The caller's trace, or a new one: the command's records all carry it.
+                traceparent=ce.valid_traceparent(request.headers.get("traceparent"))
+                or ce.new_traceparent(),
             )
     except WaitTimeout as exc:
         outcome = "timeout"

@@ -17,6 +17,9 @@ from schemas.codec import default_codec
 T0 = dt.datetime(2024, 5, 1, 23, 59, 59, tzinfo=dt.UTC)
 
 
+TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
 def meta(version: int, offset: int, *, partition: int = 0, time: dt.datetime = T0, agg="a1"):
     return EventMeta(
         event_id=f"bank:{agg}:{version}",
@@ -29,6 +32,7 @@ def meta(version: int, offset: int, *, partition: int = 0, time: dt.datetime = T
         correlation_id="corr-1",
         causation_id=f"cmd-{version}",
         principal="alice",
+        traceparent=TRACE,
     )
 
 
@@ -143,6 +147,7 @@ def test_event_log_rows_carry_the_envelope_and_the_payload_as_json():
         "correlation_id": "corr-1",
         "causation_id": "cmd-2",
         "principal": "alice",
+        "traceparent": TRACE,
         "source_partition": 1,
         "source_offset": 5,
     }

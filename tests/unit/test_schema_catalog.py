@@ -84,6 +84,7 @@ BANK_RECORDS = {
         "source_partition",
         "source_offset",
         "principal",
+        "traceparent",
     ],
 }
 

@@ -90,6 +90,7 @@ def test_migrations_run_the_runtime_scope_first():
         "cqrs/0002_sink_offsets",
         "bank/0001_read_models",
         "bank/0002_event_log_principal",
+        "bank/0003_event_log_traceparent",
     ]
     assert discover(BoundedContext("bare", aggregates=()))[-1].scope == "cqrs"
 
