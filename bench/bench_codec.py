@@ -90,11 +90,9 @@ def main() -> None:
     cases: list[tuple[str, str, Callable[[], object]]] = [
         ("encode", "fastavro schemaless (no framing)", fastavro_encode),
         ("encode", "codec.encode", lambda: [codec.encode("bank.Deposited", r) for r in batch]),
-        ("encode", "codec.encode_many", lambda: codec.encode_many("bank.Deposited", batch)),
         ("encode", "json.dumps", lambda: [json.dumps(r) for r in batch]),
         ("decode", "fastavro schemaless (no framing)", fastavro_decode),
         ("decode", "codec.decode", lambda: [codec.decode(m) for m in messages]),
-        ("decode", "codec.decode_many", lambda: codec.decode_many(messages)),
         (
             "decode",
             "codec.decode v1 -> v2 (resolution)",

@@ -11,7 +11,7 @@ and each (writer fingerprint, reader) pair is planned once and cached.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from io import BytesIO
 from typing import Any, NamedTuple
 
@@ -164,24 +164,6 @@ class Codec:
             raise _encode_error(entry, record, exc) from exc
         return buffer.getvalue()
 
-    def encode_many(
-        self, schema: str | SchemaEntry, records: Iterable[Mapping[str, Any]]
-    ) -> list[bytes]:
-        """Encode several records with one schema; raises on the first bad record."""
-        entry = schema if isinstance(schema, SchemaEntry) else self.catalog.latest(schema)
-        header = MAGIC + entry.fingerprint_bytes
-        parsed = entry.parsed
-        out = []
-        for record in records:
-            buffer = BytesIO()
-            buffer.write(header)
-            try:
-                schemaless_writer(buffer, parsed, record)
-            except Exception as exc:
-                raise _encode_error(entry, record, exc) from exc
-            out.append(buffer.getvalue())
-        return out
-
     # -- decoding -------------------------------------------------------------------------
 
     def decode(self, data: bytes, reader: str | SchemaEntry | None = None) -> dict[str, Any]:
@@ -209,14 +191,6 @@ class Codec:
         if plan.upcasts:
             record = self._upcast(record, plan)
         return plan, record
-
-    def decode_many(
-        self, messages: Iterable[bytes], reader: str | SchemaEntry | None = None
-    ) -> list[dict[str, Any]]:
-        """Decode several messages; raises on the first bad one (decode one by one when a
-        bad message must go to a DLQ while the others proceed)."""
-        decode = self._decode
-        return [decode(data, reader)[1] for data in messages]
 
     def writer_schema(self, data: bytes) -> SchemaEntry:
         """The writer schema a message names, from its header alone (the body is not read)."""

@@ -91,13 +91,6 @@ def test_a_v2_event_reads_into_a_v1_reader_without_the_new_field() -> None:
     assert CODEC.decode(message, v1) == DEPOSITED_V1
 
 
-def test_batch_apis_match_the_single_ones() -> None:
-    rows = [{**DEPOSITED_V1, "balance": n} for n in range(5)]
-    messages = CODEC.encode_many("bank.Deposited", rows)
-    assert messages == [CODEC.encode("bank.Deposited", row) for row in rows]
-    assert CODEC.decode_many(messages) == [{**row, "memo": None} for row in rows]
-
-
 # -- bad input -------------------------------------------------------------------------------
 
 
