@@ -16,6 +16,7 @@ from typing import Any
 from processors.domain import AggregateType, Command, CommandOutcome, Event, IssueCommand, Rejected
 from processors.partitioning import partition_for
 from processors.registry import Registry, UnknownMessageType
+from schemas.wire.headers import trace_id
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,15 @@ class CommandMessage:
     @property
     def dedup_key(self) -> str:
         return dedup_key(self.command_id, self.internal)
+
+
+def log_extra(msg: CommandMessage) -> dict[str, Any]:
+    """The fields of a log line about one command (processors/logs.py)."""
+    return {
+        "partition": msg.partition,
+        "command_id": msg.command_id,
+        "trace_id": trace_id(msg.traceparent),
+    }
 
 
 def dedup_key(command_id: str, internal: bool) -> str:
@@ -198,7 +208,10 @@ class CommandHandler:
             rejected.issued = self._react(rejected)
         except NoTarget as exc:
             log.error(
-                "command %s: dropping the commands issued on its rejection: %s", msg.command_id, exc
+                "command %s: dropping the commands issued on its rejection: %s",
+                msg.command_id,
+                exc,
+                extra=log_extra(msg),
             )
         return rejected
 

@@ -32,6 +32,7 @@ from processors.command_handler import (
     CommandHandler,
     Decided,
     Duplicate,
+    log_extra,
 )
 from processors.consumer_lag import consumer_positions
 from processors.domain import AggregateType
@@ -584,11 +585,13 @@ def settle(
     except OutputRefused as again:
         # Only commands that process managers issue in reaction to the rejection can be
         # left over; they cannot be written either.
+        msg = d.message
         log.error(
             "command %s: dropping %d process-manager commands: %s",
-            d.message.command_id,
+            msg.command_id,
             len(rejected.issued),
             again,
+            extra=log_extra(msg),
         )
         rejected.issued = []
         return rejected, outputs.build(stamp, rejected)

@@ -42,7 +42,8 @@ from processors.faust_producer import DrainingProducer
 from processors.fetch_ledger import FetchLedger
 from processors.settings import KafkaSettings
 from processors.topic_admin import TopicsNotReady, check_declared_topics, create_topics
-from processors.topics import DERIVED, DERIVED_MAX_RECORD_BYTES, ContextTopics, TopicSpec
+from processors.topics import DERIVED, ContextTopics, TopicSpec
+from schemas.wire.limits import DERIVED_MAX_RECORD_BYTES
 
 READ_COMMITTED = "read_committed"
 

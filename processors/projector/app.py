@@ -55,9 +55,10 @@ from processors.projector.metrics import ProjectorMetrics
 from processors.projector.records import KafkaRecord, encode, record_size
 from processors.registry import Registry, UnknownMessageType
 from processors.topic_reader import read_offsets
-from processors.topics import DERIVED_MAX_RECORD_BYTES, TopicSpec
+from processors.topics import TopicSpec
 from schemas.codec import LATEST, CodecError, default_codec
 from schemas.wire import headers as ce
+from schemas.wire.limits import DERIVED_MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -276,6 +276,11 @@ def valid_traceparent(text: str | None) -> str | None:
     return text
 
 
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a valid `traceparent` (32 hex digits), for logs."""
+    return traceparent[3:35] if traceparent else None
+
+
 def new_traceparent() -> str:
     """A fresh sampled `traceparent`: a new trace whose root is the caller."""
     return f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"

@@ -22,6 +22,7 @@ from schemas.wire.headers import (
     new_traceparent,
     parse_time,
     time_header_value,
+    trace_id,
     valid_traceparent,
 )
 
@@ -214,3 +215,8 @@ def test_every_writer_formats_ce_time_to_the_millisecond() -> None:
     assert time_header_value().decode()[-5:-1].startswith(".")
     stamp = Stamp("/p")
     assert stamp.time_header == format_time(stamp.time).encode()
+
+
+def test_a_log_line_names_the_trace_by_its_trace_id() -> None:
+    assert trace_id(TRACE) == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert trace_id(None) is None
