@@ -124,16 +124,18 @@ class CloudEventHeaders:
         if moment is None:
             raise ValueError("ce_time is required to write a record")
         global _shared
-        if moment is not _shared[0] or source is not _shared[1]:
+        shared = _shared  # read once: another thread may replace it
+        if moment is not shared[0] or source is not shared[1]:
             # Records of a batch share source and time: their headers are encoded once.
-            _shared = (moment, source, (SOURCE, source.encode()), (TIME, time_bytes(moment)))
+            shared = (moment, source, (SOURCE, source.encode()), (TIME, time_bytes(moment)))
+            _shared = shared
         content_type = self.content_type
         headers = [
             _SPECVERSION_HEADER,
             (ID, self.id.encode()),
             (TYPE, self.type.encode()),
-            _shared[2],
-            _shared[3],
+            shared[2],
+            shared[3],
             (SUBJECT, self.subject.encode()),
             _AVRO_HEADER
             if content_type is AVRO_CONTENT_TYPE
@@ -221,8 +223,7 @@ class Stamp:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        time_header_value()
-        _, self.time, self.time_header = _clock
+        _, self.time, self.time_header = _now()
 
 
 def new_id() -> str:
@@ -342,8 +343,9 @@ def time_bytes(moment: dt.datetime) -> bytes:
     """`format_time(moment)` encoded. Records of one batch share their stamp's time, and a
     projection row its event's: the value is formatted once for all of them."""
     global _last
-    if moment is _clock[1]:
-        return _clock[2]
+    clock = _clock  # read once: another thread may replace it
+    if moment is clock[1]:
+        return clock[2]
     last, value = _last
     if moment is not last:
         value = format_time(moment).encode()
@@ -351,15 +353,21 @@ def time_bytes(moment: dt.datetime) -> bytes:
     return value
 
 
+def _now() -> tuple[int, dt.datetime, bytes]:
+    """(milliseconds, datetime, ce_time value) of now, formatted once per millisecond."""
+    global _clock
+    millis = time.time_ns() // 1_000_000
+    clock = _clock  # read once: another thread may replace it
+    if millis != clock[0]:
+        moment = dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
+        clock = _clock = (millis, moment, format_time(moment).encode())
+    return clock
+
+
 def time_header_value() -> bytes:
     """ce_time for "now", formatted at most once per millisecond: at tens of thousands of
     records a second, formatting dominates otherwise."""
-    global _clock
-    millis = time.time_ns() // 1_000_000
-    if millis != _clock[0]:
-        moment = dt.datetime.fromtimestamp(millis / 1000, dt.UTC)
-        _clock = (millis, moment, format_time(moment).encode())
-    return _clock[2]
+    return _now()[2]
 
 
 class IdSequence:

@@ -10,16 +10,9 @@ import uuid
 
 from psycopg import sql
 
+from processors.topic_reader import read_topic
 from schemas.wire import headers as ce
-from tests.integration.gateway_rig import (  # noqa: F401 - fixtures, used by name
-    GatewayRig,
-    gateway_fixture,
-    movement_body,
-    open_account_body,
-    pipeline_fixture,
-    query_role_fixture,
-)
-from tests.integration.read_side import read_all
+from tests.support.gateway_rig import GatewayRig, movement_body, open_account_body
 
 TRACE = f"00-{uuid.uuid4().hex}-00f067aa0ba902b7-01"
 
@@ -27,7 +20,7 @@ TRACE = f"00-{uuid.uuid4().hex}-00f067aa0ba902b7-01"
 def _traces(kafka: dict, topic: str, correlation: str) -> set[str | None]:
     """The traceparent headers of `topic`'s records whose correlation id is `correlation`."""
     found = set()
-    for msg in read_all(kafka, topic):
+    for msg in read_topic(kafka, topic):
         headers = ce.CloudEventHeaders.from_kafka(msg.headers(), ())
         if headers.correlation_id == correlation:
             found.add(headers.traceparent)
