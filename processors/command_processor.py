@@ -567,7 +567,7 @@ def _log_outcome(d: Decided) -> None:
         msg.key,
         d.reason,
         d.detail,
-        extra=_fields(msg.partition, msg.command_id),
+        extra=log_extra(msg),
     )
 
 
