@@ -2,12 +2,14 @@
 and CQRS_POSTGRES_DSN point elsewhere), creates the topics, starts the command processor, the
 projector and the sink as child processes, drives the benchmark's bank workload through the
 command client, waits until Postgres reflects every accepted command (the read-your-writes
-checkpoints, not a sleep), prints a short report, and stops the workers it started.
+checkpoints, not a sleep), prints a short report (cqrsctl/demo_report.py), and stops the
+workers it started.
 
 With --observability it also starts a real Prometheus (deploy/local/prometheus.py, the one
 `cqrsctl up --observability` runs) scraping those workers, with its own folder
 `<state>/demo/prometheus`; it lives as long as the workers: stopped (and its data deleted)
-at the end, or left running with them by --keep-running until `demo --stop`.
+at the end, or left running with them by --keep-running until `demo --stop`. Starting that
+Prometheus, recording kept workers and stopping them is cqrsctl/demo_workers.py.
 
 Account ids carry a fresh run tag (`<tag>-acc-000042`), so every demo opens its own accounts
 and its outcome can be checked against the workload's reference model, run after run.
@@ -27,18 +29,12 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from cqrsctl.console import cli_name, fail, out_console
+from cqrsctl.demo_report import print_report
+from cqrsctl.demo_workers import demo_dir, record_kept, start_prometheus, stop_kept
 
 CONTEXT = "bank"
-WORKERS_FILE = "workers.json"
-
-
-def _demo_dir() -> Path:
-    from deploy.local.state import state_dir
-
-    return state_dir() / "demo"
 
 
 def _uses_local_stack() -> bool:
@@ -51,30 +47,6 @@ def _tagged(commands: Iterator[tuple[str, dict[str, Any]]], tag: str) -> Iterato
     for kind, data in commands:
         data = {**data, "account_id": f"{tag}-{data['account_id']}"}
         yield kind, data
-
-
-def _stop_kept(console: Console) -> int:
-    """Stop the workers (and the Prometheus) a previous `--keep-running` demo left, if they
-    are still ours."""
-    from deploy.local import prometheus
-    from deploy.local.pipeline import WORKER_MARKER
-    from deploy.local.processes import stop_process
-
-    stopped = 0
-    if prometheus.stop(_demo_dir(), keep_data=False):
-        console.print("stopped the prometheus a previous demo left running")
-        stopped += 1
-    path = _demo_dir() / WORKERS_FILE
-    try:
-        kept = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return stopped
-    for role, pid in kept.items():
-        if stop_process(int(pid), WORKER_MARKER, timeout=30):
-            console.print(f"stopped the {role} a previous demo left running (pid {pid})")
-            stopped += 1
-    path.unlink(missing_ok=True)
-    return stopped
 
 
 def demo(
@@ -114,7 +86,7 @@ def demo(
     """Run the whole pipeline on a bank workload and show the read model."""
     console = out_console()
     if stop:
-        if not _stop_kept(console):
+        if not stop_kept(console):
             console.print("no demo workers were left running")
         return
     if charts is not None:
@@ -196,7 +168,7 @@ def _run(
     from sinks.checkpoints import CheckpointWaiter, ReadModelTimeout
     from sinks.db import resolve_schema
 
-    _stop_kept(console)
+    stop_kept(console)
     if _uses_local_stack():
         with console.status("starting the local stack (Kafka, Postgres)"):
             stack.up(started_by="cqrsctl demo")
@@ -224,7 +196,7 @@ def _run(
         spec_options = postgres_roles.spec_options(logins)
         read_dsn = logins.query_dsn
 
-    folder = _demo_dir()
+    folder = demo_dir()
     # Projector tables are restored from their changelog topics on start; a folder left by
     # an earlier stack would hold rows of topics that no longer exist.
     shutil.rmtree(folder / "data", ignore_errors=True)
@@ -248,7 +220,7 @@ def _run(
             pipeline.wait_ready(timeout)
         pids = ", ".join(f"{role} {pid}" for role, pid in pipeline.pids().items())
         console.print(f"workers ready ({pids}); logs in {spec.log_dir}")
-        prom_url = _start_prometheus(console, pipeline) if observability else None
+        prom_url = start_prometheus(console, pipeline) if observability else None
 
         sampler = None
         if charts is not None:
@@ -312,7 +284,7 @@ def _run(
             written = write_charts(charts, drive.sent_at, drive.result_at, sampler.samples)
             console.print(f"charts: {', '.join(str(p) for p in written)}", soft_wrap=True)
         model = expected_outcome(iter_commands(work))
-        figures = _report(console, drive, visible, model, read_dsn, read_schema, tag)
+        figures = print_report(console, drive, visible, model, read_dsn, read_schema, tag)
         if report_json is not None:
             figures.update(
                 prefix=topic_prefix,
@@ -324,7 +296,7 @@ def _run(
             report_json.write_text(json.dumps(figures, indent=2))
         if keep_running:
             kept = pipeline.pids()
-            (folder / WORKERS_FILE).write_text(json.dumps(kept))
+            record_kept(kept)
             also = f", prometheus {prom_url}" if prom_url else ""
             console.print(
                 f"workers left running: {', '.join(f'{r} {p}' for r, p in kept.items())}"
@@ -339,26 +311,6 @@ def _run(
                     from deploy.local import prometheus
 
                     prometheus.stop(folder, keep_data=False)
-
-
-def _start_prometheus(console: Console, pipeline: Any) -> str:
-    """Prometheus scraping the demo's workers, waited for until it scraped each one (so the
-    run is on its record from the first command); returns its URL."""
-    from deploy.local import prometheus
-
-    workers = list(pipeline.workers.values())
-    with console.status("starting prometheus"):
-        prom, _ = prometheus.start(_demo_dir(), workers)
-        roles = {w.role for w in workers}
-        seen = prometheus.wait_scraped(prom, roles)
-    up = sorted(r for r in roles if seen.get(r) == "1")
-    not_yet = sorted(roles - set(up))
-    console.print(
-        f"prometheus: {prom.url} (pid {prom.pid}), scraping {', '.join(sorted(roles))}"
-        + (f"; not scraped as up yet: {', '.join(not_yet)}" if not_yet else "; all up"),
-        soft_wrap=True,
-    )
-    return prom.url
 
 
 def _projections() -> list[str]:
@@ -376,103 +328,6 @@ def _progress(console: Console) -> Progress:
         TimeElapsedColumn(),
         console=console,
     )
-
-
-def _report(
-    console: Console,
-    drive: Any,
-    visible: float,
-    model: Any,
-    dsn: str,
-    schema: str,
-    tag: str,
-) -> dict[str, Any]:
-    """Print the report; returns its figures."""
-    import psycopg
-    from psycopg import sql
-
-    from cqrsctl.driver import ACCEPTED, percentiles
-    from cqrsctl.stack_cmd import mask_dsn
-
-    wall = visible - drive.first_sent
-    total = drive.total
-    summary = Table(title="demo", show_header=False)
-    summary.add_column(no_wrap=True)
-    summary.add_column(justify="right", no_wrap=True)
-    summary.add_row("commands sent", f"{total:,}")
-    summary.add_row("accepted", f"{drive.accepted:,}")
-    for reason, count in sorted(drive.rejections.items()):
-        summary.add_row(f"rejected: {reason}", f"{count:,}")
-    summary.add_row("events", f"{drive.events:,}")
-    summary.add_row("wall time, first send -> all in Postgres", f"{wall:,.2f} s")
-    summary.add_row("end to end", f"{total / wall:,.0f} commands/s")
-    latency = percentiles(drive.result_latencies())
-    summary.add_row(
-        "send -> result p50 / p95 / p99",
-        " / ".join(f"{latency[p] * 1000:,.0f} ms" for p in ("p50", "p95", "p99")),
-    )
-    accepted = [o == ACCEPTED for o in drive.outcome]
-    same = accepted == model.accepted and dict(drive.rejections) == dict(model.rejections)
-    summary.add_row("outcomes match the reference model", "yes" if same else "[red]NO[/red]")
-    console.print(summary)
-
-    ident = sql.Identifier(schema)
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT account_id, owner, balance, status, version FROM {}.accounts"
-                " WHERE account_id LIKE %s ORDER BY balance DESC, account_id LIMIT 5"
-            ).format(ident),
-            (f"{tag}-%",),
-        ).fetchall()
-        balances = dict(
-            conn.execute(
-                sql.SQL(
-                    "SELECT account_id, balance FROM {}.accounts WHERE account_id LIKE %s"
-                ).format(ident),
-                (f"{tag}-%",),
-            ).fetchall()
-        )
-        totals = conn.execute(
-            sql.SQL(
-                "SELECT currency, day, deposits, withdrawals, count FROM {}.daily_totals"
-                " ORDER BY day DESC, currency LIMIT 5"
-            ).format(ident)
-        ).fetchall()
-    expected = {f"{tag}-{k}": v for k, v in model.balances.items()}
-    console.print(
-        f"accounts in Postgres: {len(balances):,} of this run's, balances "
-        + ("equal the reference model's" if balances == expected else "[red]DIFFER[/red]")
-    )
-    table = Table("account_id", "owner", "balance", "status", "version", title="accounts (top 5)")
-    for account_id, owner, balance, status, version in rows:
-        table.add_row(account_id, owner, f"{balance:,}", status, str(version))
-    console.print(table)
-    daily = Table(
-        "currency", "day", "deposits", "withdrawals", "count", title="daily_totals (all runs)"
-    )
-    for currency, day, deposits, withdrawals, count in totals:
-        daily.add_row(currency, str(day), f"{deposits:,}", f"{withdrawals:,}", f"{count:,}")
-    console.print(daily)
-    some = rows[0][0] if rows else f"{tag}-acc-000000"
-    cli = cli_name()
-    console.print("where to look next:")
-    console.print(f"  {cli} query accounts {some}", highlight=False, soft_wrap=True)
-    console.print(f"  {cli} history {some}", highlight=False, soft_wrap=True)
-    console.print(f"  {cli} query daily_totals EUR", highlight=False, soft_wrap=True)
-    console.print(f"  psql '{mask_dsn(dsn)}'  (schema {schema})", highlight=False, soft_wrap=True)
-    return {
-        "sent": total,
-        "accepted": drive.accepted,
-        "rejected": drive.rejected,
-        "rejections": dict(drive.rejections),
-        "events": drive.events,
-        "wall_s": wall,
-        "e2e_cmds_per_s": total / wall,
-        "result_latency_ms": {k: v * 1000 for k, v in latency.items()},
-        "matches_model": same,
-        "balances_match_model": balances == expected,
-    }
 
 
 def register(app: typer.Typer) -> None:
