@@ -158,7 +158,8 @@ def sink(
     import psycopg
 
     from processors.health import heartbeat_alive, serve_health
-    from sinks.app import Sink, SinkConfig
+    from sinks.app import Sink
+    from sinks.config import SinkConfig
     from sinks.db import ReadModelError, connect, resolve_schema
     from sinks.migrate import check_migrated
     from sinks.migrate import migrate as apply_migrations

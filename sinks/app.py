@@ -16,86 +16,42 @@ guards ignore what is not newer.
 It is a plain consumer, not a Faust agent, because a framework's own bookkeeping of
 acknowledged offsets cannot be tied to a database transaction; storing the positions with
 the rows can (docs/reliability.md has the fault runs behind this).
+
+This module is the consumer loop, its partition assignment and its metrics;
+sinks/records.py decodes a batch, sinks/batch_writer.py writes it to Postgres, and
+sinks/config.py holds the worker's configuration and consumer group.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import signal
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from processors.gc_tuning import tune_gc
-from processors.generations import generation_name, select
+from processors.generations import select
 from processors.group_watch import GroupWatch
 from processors.projections import Projection
 from processors.registry import Registry
-from processors.settings import KafkaSettings
 from processors.topic_admin import check_declared_topics
-from processors.topics import ContextTopics, TopicSpec
-from schemas.codec import CodecError, default_codec
-from schemas.wire import headers as ce
-from schemas.wire.progress import BadProgressHeaders, header_map, is_checkpoint, read_progress
-from sinks.batch import SinkBatch, SinkRecord, reduce_batch, skipped_offsets
-from sinks.db import CHECKPOINT_CHANNEL, connect
-from sinks.generations import RETIRED_ROUTE, read_routes
+from processors.topics import TopicSpec
+from schemas.codec import default_codec
+from sinks.batch import Position, SinkBatch, reduce_batch
+from sinks.batch_writer import BatchWriter
+from sinks.config import SinkConfig
 from sinks.metrics import SinkMetrics
-from sinks.progress_metrics import PROGRESS_EVERY_S, ProgressMetrics, ProgressMonitor
-from sinks.tables import (
-    SELECT_OFFSETS,
-    UPSERT_CHECKPOINT,
-    UPSERT_OFFSET,
-    TableWriter,
-    table_writer,
-)
+from sinks.progress_metrics import ProgressMetrics, ProgressMonitor
+from sinks.records import RecordReader
 
 log = logging.getLogger(__name__)
 
-RETRIES = 8  # per transaction, for a database that is restarting or briefly unreachable
 LAG_EVERY_S = 1.0
-
-Position = tuple[str, int]  # (topic, partition)
-
-
-@dataclass(frozen=True, kw_only=True)
-class SinkConfig:
-    context: str
-    kafka: KafkaSettings
-    dsn: str = field(repr=False)  # may hold a password
-    schema: str
-    topic_prefix: str | None = None
-    batch_max: int = 5000
-    batch_wait_s: float = 0.02
-    session_timeout_s: float = 10.0
-    instance_id: str | None = None  # static group membership when set
-    progress_every_s: float = PROGRESS_EVERY_S  # projection progress metrics; 0 = off
-    # Write only generation `generation` (>= 2) of this projection, in its own group.
-    projection: str | None = None
-    generation: int = 1
-
-    @property
-    def topics(self) -> ContextTopics:
-        return ContextTopics(self.topic_prefix or self.context)
-
-    @property
-    def group_id(self) -> str:
-        if self.projection is None:
-            return sink_group_id(self.topics.prefix)
-        own = generation_name(self.projection, self.generation)
-        return f"{sink_group_id(self.topics.prefix)}.{own}"
-
-
-def sink_group_id(prefix: str) -> str:
-    """The sink's consumer group."""
-    return f"{prefix}.sink"
 
 
 class Sink:
@@ -111,12 +67,11 @@ class Sink:
         self.topics = config.topics
         self.codec = default_codec()
         self.by_topic = {self.topics.projection(p.name): p for p in self.projections}
-        self.writers: dict[str, TableWriter] = {
-            p.name: table_writer(p, self.codec.catalog) for p in self.projections
-        }
         self.metrics = SinkMetrics()
-        self._routed: dict[str, TableWriter] = {}  # by generation table
-        self._staged: set[tuple[str, str | None]] = set()  # writers with a staging table
+        self.reader = RecordReader(self.by_topic, self.codec, self.metrics)
+        self.writer = BatchWriter(
+            config.dsn, config.schema, self.projections, self.codec.catalog, self.metrics
+        )
         self.progress = ProgressMonitor(
             config.dsn,
             config.schema,
@@ -132,9 +87,7 @@ class Sink:
         self._fatal: KafkaError | None = None
         self._assigned: set[Position] = set()
         self._next: dict[Position, int] = {}  # next offset to write, per assigned partition
-        self._last_seen: dict[Position, int] = {}  # for the skipped-offsets check
         self._lag_at = 0.0
-        self._conn: psycopg.Connection[Any] | None = None
         self.group_watch = GroupWatch()
         group = config.group_id
         self._consumer = Consumer(
@@ -217,20 +170,20 @@ class Sink:
         # Closed here, not left to interpreter exit (where a Consumer may segfault).
         self.progress.stop()
         self._consumer.close()
-        self._drop_connection()
+        self.writer.close()
 
     # -- assignment: positions come from Postgres ------------------------------------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        stored = self._transaction(self._stored_offsets, sorted({tp.topic for tp in partitions}))
+        stored = self.writer.stored_offsets(sorted({tp.topic for tp in partitions}))
         for tp in partitions:
             position = (tp.topic, tp.partition)
             if position in stored:
                 tp.offset = stored[position]
                 self._next[position] = tp.offset
-                self._last_seen[position] = tp.offset - 1
+                self.reader.last_seen[position] = tp.offset - 1
             else:  # no position in Postgres yet: the group's offset in Kafka, else earliest
-                self._last_seen.pop(position, None)
+                self.reader.last_seen.pop(position, None)
             self._assigned.add(position)
         consumer.assign(partitions)
         self.metrics.lag.rebalances.inc()
@@ -249,10 +202,6 @@ class Sink:
             self.metrics.lag.forget(*position)
         self.group_watch.progressed()
 
-    def _stored_offsets(self, cur: psycopg.Cursor[Any], topics: list[str]) -> dict[Position, int]:
-        cur.execute(SELECT_OFFSETS, (topics,))
-        return {(t, p): o for t, p, o in cur.fetchall()}
-
     # -- one batch, one database transaction -----------------------------------------------
 
     def _handle(self, messages: list[Message]) -> None:
@@ -269,8 +218,8 @@ class Sink:
                 log.warning("consumer error: %s", err.str())
         if not good:
             return
-        self._check_contiguous(good)
-        records, oldest_event = self._records(good)
+        self.reader.check_contiguous(good)
+        records, oldest_event = self.reader.records(good)
         batch = reduce_batch(records)
         batch.oldest_event = oldest_event
         offsets: dict[Position, int] = {}
@@ -278,7 +227,7 @@ class Sink:
             position = (m.topic(), m.partition())
             offsets[position] = max(offsets.get(position, 0), m.offset() + 1)
         started = time.monotonic()
-        self._transaction(self._write, batch, offsets)
+        self.writer.write(batch, offsets)
         self._count(batch, time.monotonic() - started)
         self._next.update(offsets)
         # A copy for lag tools; the position that counts is the one just committed.
@@ -287,177 +236,7 @@ class Sink:
             asynchronous=True,
         )
 
-    def _write(
-        self, cur: psycopg.Cursor[Any], batch: SinkBatch, offsets: dict[Position, int]
-    ) -> None:
-        routes = read_routes(cur, list(self.writers))
-        for name, rows in batch.rows.items():
-            route = routes.get(name)
-            if route == RETIRED_ROUTE:
-                continue
-            writer = self._writer(cur, name, route)
-            with cur.copy(writer.copy) as copy:
-                for row in rows.values():
-                    copy.write_row(writer.params(row))
-            cur.execute(writer.upsert)
-        checkpoints = [
-            (p, part, off)
-            for (p, part), off in batch.checkpoints.items()
-            if routes.get(p) != RETIRED_ROUTE
-        ]
-        if checkpoints:
-            cur.executemany(UPSERT_CHECKPOINT, checkpoints)
-        cur.executemany(UPSERT_OFFSET, [(t, p, o) for (t, p), o in offsets.items()])
-        # Delivered at commit, and only if the transaction commits.
-        cur.execute("SELECT pg_notify(%s, %s)", (CHECKPOINT_CHANNEL, self.config.schema))
-
-    def _writer(self, cur: psycopg.Cursor[Any], name: str, relation: str | None) -> TableWriter:
-        """The projection's writer, or once it has generations, one for its generation's
-        table. Its staging table is created on first use in this connection: a table a
-        writer is not used for may since have become a generation (renamed `<table>_g1`)."""
-        if relation is None:
-            writer = self.writers[name]
-        else:
-            writer = self._routed.get(relation)
-            if writer is None:
-                projection = self.writers[name].projection
-                writer = table_writer(projection, self.codec.catalog, relation)
-                self._routed[relation] = writer
-        staged = (name, relation)
-        if staged not in self._staged:
-            cur.execute(writer.stage)
-            self._staged.add(staged)
-        return writer
-
-    def _transaction(self, work: Any, *args: Any) -> Any:
-        """`work(cursor, *args)` in one transaction, retried while the database restarts."""
-        for attempt in range(RETRIES):
-            try:
-                conn = self._connection()
-                with conn.transaction(), conn.cursor() as cur:
-                    return work(cur, *args)
-            except psycopg.OperationalError as exc:
-                self.metrics.retries.inc()
-                log.warning("database transaction failed (attempt %d): %s", attempt + 1, exc)
-                self._drop_connection()
-                time.sleep(min(0.2 * 2**attempt, 5.0))
-        raise SystemExit(f"sink stopped: database unreachable after {RETRIES} attempts")
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None or self._conn.closed:
-            # autocommit: each batch is one explicit transaction block
-            self._conn = connect(self.config.dsn, self.config.schema)
-            self._staged = set()  # staging tables are per session
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-        self._conn = None
-
     # -- records ---------------------------------------------------------------------------
-
-    def _check_contiguous(self, messages: Sequence[Message]) -> None:
-        """Projection records are produced without transactions, so within one partition
-        every offset holds a record; one this process jumps over was either compacted away
-        or lost upstream of the sink. Counted and logged, so such a loss is visible."""
-        positions = ((m.topic(), m.partition(), m.offset()) for m in messages)
-        for topic, partition, first, last in skipped_offsets(self._last_seen, positions):
-            count = last - first + 1
-            self.metrics.skipped_offsets.labels(self.by_topic[topic].name).inc(count)
-            log.warning(
-                "%s[%d]: offsets %d..%d skipped (%d records never seen by this sink)",
-                topic,
-                partition,
-                first,
-                last,
-                count,
-                extra={"partition": partition},
-            )
-
-    def _records(self, messages: Sequence[Message]) -> tuple[list[SinkRecord], dt.datetime | None]:
-        """Every record's checkpoint, and the row of only the newest record per key and
-        partition, decoded: decoding is most of a record's cost, and an older row of the
-        same key loses anyway. The newest is the one with the highest `ce_sourceoffset`
-        (ties: the later record), because a row published for the event at source offset X
-        holds every change of its key up to X; `reduce_batch` and the guarded upsert still
-        compare the rows themselves. Also the oldest `ce_time` among the rows."""
-        out: list[SinkRecord] = []
-        newest: dict[tuple[str, int, bytes], tuple[int, Message, SinkRecord]] = {}
-        counts: dict[str, int] = {}
-        oldest_time: str | None = None
-        for m in messages:
-            projection = self.by_topic[m.topic()]
-            counts[projection.name] = counts.get(projection.name, 0) + 1
-            headers = header_map(m.headers())
-            try:
-                partition, checkpoint, cause = read_progress(headers)
-            except BadProgressHeaders as exc:
-                self._skip(m, exc)
-                continue
-            if m.value() is None or is_checkpoint(headers):  # None: earlier versions' markers
-                out.append(SinkRecord(projection, partition, checkpoint, None))
-                continue
-            time_text = headers.get(ce.TIME)
-            if time_text is not None and (oldest_time is None or time_text < oldest_time):
-                oldest_time = time_text  # RFC 3339 in UTC, as the projector writes it
-            progress = SinkRecord(projection, partition, checkpoint, None)
-            if cause is None:  # not the projector's: decode it anyway
-                if (record := self._decode(m, progress)) is not None:
-                    out.append(record)
-                continue
-            slot = (m.topic(), m.partition(), m.key() or b"")
-            held = newest.get(slot)
-            if held is not None and held[0] > cause:
-                out.append(progress)
-                continue
-            if held is not None:  # the older row's checkpoint still counts
-                out.append(held[2])
-            newest[slot] = (cause, m, progress)
-        for _, m, progress in newest.values():
-            if (record := self._decode(m, progress)) is not None:
-                out.append(record)
-        for name, n in counts.items():
-            self.metrics.records.labels(name).inc(n)
-        oldest = None
-        if oldest_time is not None:
-            with contextlib.suppress(ce.HeaderError):
-                oldest = ce.parse_time(oldest_time)
-        return out, oldest
-
-    def _decode(self, message: Message, progress: SinkRecord) -> SinkRecord | None:
-        """`progress` (a record's checkpoint) with the record's row decoded, or None."""
-        partition = progress.source_partition
-        try:
-            row = self.codec.decode(message.value(), progress.projection.row_schema)
-        except CodecError as exc:
-            self._skip(message, exc)
-            return None
-        if partition != message.partition():
-            log.error(
-                "record %s[%d]@%d names source partition %d; projection topics must have "
-                "the partition count of the events topic",
-                message.topic(),
-                message.partition(),
-                message.offset(),
-                partition,
-                extra={"partition": message.partition()},
-            )
-        return SinkRecord(progress.projection, partition, progress.checkpoint, row)
-
-    def _skip(self, message: Message, exc: Exception) -> None:
-        # Nothing the projector writes looks like this; a stray producer does. Skip it: the
-        # rows come from the events, which the projector can always publish again.
-        self.metrics.undecodable.inc()
-        log.error(
-            "skipping undecodable record %s[%d]@%d: %s",
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            exc,
-            extra={"partition": message.partition()},
-        )
 
     # -- metrics ---------------------------------------------------------------------------
 

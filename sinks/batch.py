@@ -16,6 +16,8 @@ from typing import Any
 
 from processors.projections import Projection
 
+Position = tuple[str, int]  # (topic, partition) of a projection topic
+
 
 @dataclass(frozen=True, slots=True)
 class SinkRecord:
@@ -55,7 +57,7 @@ def reduce_batch(records: Iterable[SinkRecord]) -> SinkBatch:
 
 
 def skipped_offsets(
-    last_seen: dict[tuple[str, int], int], positions: Iterable[tuple[str, int, int]]
+    last_seen: dict[Position, int], positions: Iterable[tuple[str, int, int]]
 ) -> list[tuple[str, int, int, int]]:
     """(topic, partition, first, last) of each run of offsets jumped over by `positions`
     (topic, partition, offset in arrival order), given the highest offset seen so far per

@@ -160,7 +160,7 @@ def group_topics(kafka: Mapping[str, Any], context: str, prefix: str | None) -> 
     from processors.projector.app import projector_app_id
     from processors.registry import default_registry
     from processors.topics import ContextTopics
-    from sinks.app import sink_group_id
+    from sinks.config import sink_group_id
 
     topics = ContextTopics(prefix or context)
     projections = [

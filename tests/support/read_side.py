@@ -27,8 +27,8 @@ from processors.registry import default_registry
 from processors.topic_reader import partition_count, read_partition, read_topic
 from producers.command_client import CommandClient
 from producers.command_results import EventPosition
-from sinks.app import sink_group_id
 from sinks.checkpoints import CheckpointWaiter
+from sinks.config import sink_group_id
 from sinks.db import connect
 from tests.support.write_side import BankRig, StoredEvent, read_events
 

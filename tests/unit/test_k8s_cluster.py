@@ -15,7 +15,7 @@ from processors.command_processor import ProcessorConfig
 from processors.projector.app import projector_app_id
 from processors.registry import default_registry
 from processors.topics import ContextTopics
-from sinks.app import sink_group_id
+from sinks.config import sink_group_id
 from tests.unit import netpol
 from tests.unit.k8s_render import OVERLAYS, of_kind, render_overlay
 from tests.unit.test_k8s_topics import allowed as acl_allows

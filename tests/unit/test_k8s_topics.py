@@ -14,7 +14,7 @@ from processors.command_processor import ProcessorConfig
 from processors.projector.app import changelog_topic, projector_app_id
 from processors.registry import default_registry
 from processors.topics import ContextTopics, TopicSpec, declared_topics
-from sinks.app import sink_group_id
+from sinks.config import sink_group_id
 from tests.unit.k8s_render import K8S_DIR, OVERLAYS, of_kind, render_overlay
 
 # (replicas, min.insync.replicas) per overlay
