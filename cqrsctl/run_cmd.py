@@ -51,7 +51,8 @@ def processor(
     log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """The transactional command processor."""
-    from processors.command_processor import CommandProcessor, ProcessorConfig
+    from processors.command_processor import CommandProcessor
+    from processors.processor_config import ProcessorConfig
 
     configure_logs(log_level, log_format, context=context, role="processor")
     settings = settings_or_fail(postgres=False)

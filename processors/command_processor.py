@@ -9,6 +9,11 @@ process managers issue, dead letters, and the consumed offsets of both topics
 (`send_offsets_to_transaction` with the consumer's group metadata, so a zombie that lost its
 partitions cannot commit). Either all of it becomes visible to read_committed readers, or
 none of it does.
+
+Here: the poll loop, deciding a batch, and aborting and replaying it. Its collaborators:
+processors/processor_config.py (settings), processors/input_partitions.py (rebalances and
+lag), processors/batch_publish.py (the batch's records), processors/transactional_producer.py
+(the producer's transactional steps).
 """
 
 from __future__ import annotations
@@ -19,14 +24,13 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from processors import wire
+from processors.batch_publish import DecidedCommand, produce_events, publish_outcomes
 from processors.command_handler import (
     ACCEPTED,
     CommandHandler,
@@ -34,71 +38,21 @@ from processors.command_handler import (
     Duplicate,
     log_extra,
 )
-from processors.consumer_lag import consumer_positions
-from processors.domain import AggregateType
 from processors.gc_tuning import tune_gc
 from processors.group_watch import GroupWatch
+from processors.input_partitions import InputPartitions
 from processors.metrics import ProcessorMetrics
 from processors.outputs import OutputBuilder, OutputRefused, Outputs, SnapshotRefused
+from processors.processor_config import ProcessorConfig
 from processors.registry import Registry
-from processors.state_restore import restore_partition
 from processors.topic_admin import TopicsNotReady, check_declared_topics
-from processors.topics import ContextTopics, TopicSpec
+from processors.topics import TopicSpec
+from processors.transactional_producer import commit, flush, new_producer, start_transactions
 from processors.watchdog import Watchdog
 from schemas.wire import headers as ce
 from schemas.wire.dead_letter import Undecodable, dead_letter
-from schemas.wire.limits import DEFAULT_MAX_RECORD_BYTES, snapshot_key
 
 log = logging.getLogger(__name__)
-
-LAG_EVERY_S = 1.0
-
-# Errors no retry heals within a start-up: the broker refused who we are.
-_REFUSALS = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
-
-
-@dataclass(frozen=True)
-class ProcessorConfig:
-    context: str
-    kafka: dict[str, Any] = field(repr=False)  # holds sasl.password when SASL is on
-    topic_prefix: str | None = None
-    instance_id: str = "0"
-    batch_size: int = 2000
-    poll_timeout_s: float = 0.05
-    dedup_window: int = 50_000
-    transaction_timeout_ms: int = 30_000
-    session_timeout_ms: int = 10_000
-    # The longest a batch waits on one transactional step (deliveries, offsets, commit)
-    # before it aborts and replays: well under the transaction timeout.
-    operation_timeout_s: float = 10.0
-
-    @property
-    def topics(self) -> ContextTopics:
-        return ContextTopics(self.topic_prefix or self.context)
-
-    @property
-    def max_record_bytes(self) -> int:
-        """The largest record our producer sends; output over it is refused up front."""
-        return int(self.kafka.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES))
-
-    @property
-    def group_id(self) -> str:
-        return f"{self.topics.prefix}.command-processor"
-
-    @property
-    def transactional_id(self) -> str:
-        # Stable per instance: a restarted instance fences its previous incarnation and
-        # aborts its open transaction at once, instead of stalling read_committed readers
-        # until the transaction times out.
-        return f"{self.group_id}.{self.instance_id}"
-
-
-@dataclass(slots=True)
-class _PendingEvent:
-    position: list[Any]  # [partition, offset], filled by the delivery callback
-
-
-_Decided = tuple[Decided, list[_PendingEvent], Outputs]
 
 
 class CommandProcessor:
@@ -118,11 +72,6 @@ class CommandProcessor:
         )
         self.metrics = ProcessorMetrics(metrics_registry)
         self.source = f"/{config.context}/command-processor"
-        self._inputs = (self.topics.commands, self.topics.internal_commands)
-        # Where an owned input partition starts while librdkafka has no position for it
-        # yet (nothing fetched): its committed offset, else its first. For the lag metrics.
-        self._start_at: dict[tuple[str, int], int] = {}
-        self._lag_at = 0.0
         self._stop = threading.Event()
         self.ready = threading.Event()
         self.last_loop_at = time.monotonic()
@@ -130,6 +79,9 @@ class CommandProcessor:
         self._last_error: KafkaError | None = None
         self._watchdog: Watchdog | None = None
         self.group_watch = GroupWatch()
+        self._inputs = InputPartitions(
+            config, self.handler, self.metrics, self.ready, self.group_watch
+        )
         self._consumer = Consumer(
             {
                 **config.kafka,
@@ -147,23 +99,7 @@ class CommandProcessor:
                 "fetch.wait.max.ms": 50,
             }
         )
-        self._producer = self._new_producer()
-
-    def _new_producer(self) -> Producer:
-        config = self.config
-        return Producer(
-            {
-                **config.kafka,
-                "error_cb": self._on_client_error,
-                "transactional.id": config.transactional_id,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 2,
-                "batch.num.messages": 10_000,
-                "transaction.timeout.ms": config.transaction_timeout_ms,
-                "partitioner": "murmur2_random",
-            }
-        )
+        self._producer = new_producer(config, self._on_client_error)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -190,12 +126,12 @@ class CommandProcessor:
         # exit is destroyed there and may call back into Python mid-finalisation, a segfault
         # (confluent-kafka-python#358, #265), seen as exit -11 after a refused password.
         try:
-            self._start_transactions()
+            start_transactions(self._producer, lambda: self._last_error)
             self._check_inputs()
             self._consumer.subscribe(
-                [self.topics.commands, self.topics.internal_commands],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
+                list(self._inputs.names),
+                on_assign=self._inputs.on_assign,
+                on_revoke=self._inputs.on_revoke,
             )
             while not self._stop.is_set():
                 self.last_loop_at = time.monotonic()
@@ -204,7 +140,7 @@ class CommandProcessor:
                 )
                 if messages:
                     self._process_batch(messages)
-                self._update_lag()
+                self._inputs.update_lag(self._consumer)
                 if self.group_watch.stuck():
                     raise SystemExit(f"command processor stopped: {self.group_watch.why()}")
         finally:
@@ -212,32 +148,11 @@ class CommandProcessor:
         if self._fatal is not None:
             raise SystemExit(f"command processor stopped: fatal Kafka error: {self._fatal.str()}")
 
-    def _start_transactions(self, within_s: float = 30.0) -> None:
-        """init_transactions, in short steps so that a refused login (wrong credentials or
-        TLS trust, which librdkafka retries for ever) stops the start at once, naming the
-        cause, instead of ending in a bare timeout."""
-        deadline = time.monotonic() + within_s
-        while True:
-            try:
-                self._producer.init_transactions(2)
-                return
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                self._producer.poll(0)  # serve error_cb: what librdkafka has seen so far
-                refused = self._last_error is not None and self._last_error.code() in _REFUSALS
-                if error.retriable() and not refused and time.monotonic() < deadline:
-                    continue
-                cause = f" ({self._last_error.str()})" if self._last_error else ""
-                raise SystemExit(
-                    f"command processor stopped: cannot start Kafka transactions: {error.str()}"
-                    f"{cause}; check the Kafka settings (servers, security protocol, credentials)"
-                ) from None
-
     def _check_inputs(self) -> None:
         """Both commands topics exist with the context's partition count: a missing internal
         topic would leave process managers' commands undeliverable, and a different count
         would break the co-partitioning that keeps one writer per aggregate."""
-        specs = [TopicSpec(name, self.partitions) for name in self._inputs]
+        specs = [TopicSpec(name, self.partitions) for name in self._inputs.names]
         try:
             check_declared_topics(self.config.kafka, specs)
         except (TopicsNotReady, KafkaException) as exc:
@@ -258,43 +173,6 @@ class CommandProcessor:
         self._producer.purge()
         del self._producer
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        started = time.monotonic()
-        # Partition P of both commands topics: one aggregate partition, restored once.
-        numbers = sorted({tp.partition for tp in partitions})
-        by_topic = {t: {tp.partition for tp in partitions if tp.topic == t} for t in self._inputs}
-        if len({frozenset(ps) for ps in by_topic.values()}) > 1:
-            log.error("commands topics not co-assigned: %s", by_topic)
-        for number in numbers:
-            state = restore_partition(
-                self.config.kafka, self.topics, number, self.handler, self.config.dedup_window
-            )
-            self.handler.assign(number, state)
-        log.info("assigned %s, restored in %.2fs", numbers, time.monotonic() - started)
-        self.metrics.assigned.set(len(self.handler.owned))
-        self.metrics.lag.rebalances.inc()
-        self.ready.set()
-        self.group_watch.progressed()
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.handler.revoke(tp.partition)
-            self._start_at.pop((tp.topic, tp.partition), None)
-            self.metrics.lag.forget(tp.topic, tp.partition)
-        self.metrics.assigned.set(len(self.handler.owned))
-        self.group_watch.progressed()
-
-    def _update_lag(self) -> None:
-        """Lag of every owned input partition, once a second: a caught-up partition shows
-        0 on both topics, also where transactions write (internal commands, a reactor's
-        commands), because the consumer's position passes commit markers."""
-        now = time.monotonic()
-        if now - self._lag_at < LAG_EVERY_S:
-            return
-        self._lag_at = now
-        owned = [TopicPartition(t, p) for t in self._inputs for p in sorted(self.handler.owned)]
-        self.metrics.lag.update(consumer_positions(self._consumer, owned, self._start_at), now=now)
-
     # -- one batch, one transaction --------------------------------------------------------
 
     def _process_batch(self, messages: list[Message]) -> None:
@@ -307,8 +185,10 @@ class CommandProcessor:
             stamp = ce.Stamp(self.source)
             decided, duplicates = self._decide_all(stamp, messages, first_offsets, next_offsets)
             # Events must be acknowledged before results can name their offsets.
-            self._flush()
-            self._publish_outcomes(stamp, decided, duplicates)
+            flush(self._producer, self.config.operation_timeout_s)
+            publish_outcomes(
+                self._producer, self.topics, self.handler, self.outputs, stamp, decided, duplicates
+            )
             offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
             # Bounded: without a timeout librdkafka retries forever, e.g. after a broker
             # restart while the group rebalances; an abort and a replay recover instead.
@@ -320,7 +200,7 @@ class CommandProcessor:
                     self._consumer.consumer_group_metadata(),
                     self.config.operation_timeout_s,
                 )
-            self._commit()
+            commit(self._producer, self.config.operation_timeout_s)
         except KafkaException as exc:
             self._recover(exc, first_offsets)
             return
@@ -355,8 +235,8 @@ class CommandProcessor:
         messages: list[Message],
         first_offsets: dict[tuple[str, int], int],
         next_offsets: dict[tuple[str, int], int],
-    ) -> tuple[list[_Decided], list[Duplicate]]:
-        decided: list[_Decided] = []
+    ) -> tuple[list[DecidedCommand], list[Duplicate]]:
+        decided: list[DecidedCommand] = []
         duplicates: list[Duplicate] = []
         for msg in messages:
             err = msg.error()
@@ -386,76 +266,9 @@ class CommandProcessor:
             # Output Kafka would refuse turns the command into a rejection here, before any
             # of it is produced, rather than into an abort that would come back forever.
             outcome, outputs = settle(self.handler, self.outputs, stamp, outcome)
-            decided.append((outcome, self._produce_events(outcome, outputs), outputs))
+            pending = produce_events(self._producer, self.topics.events, outcome, outputs)
+            decided.append((outcome, pending, outputs))
         return decided, duplicates
-
-    def _produce_events(self, d: Decided, outputs: Outputs) -> list[_PendingEvent]:
-        pending: list[_PendingEvent] = []
-        msg = d.message
-        for value, headers in outputs.events:
-            slot = _PendingEvent([msg.partition, -1])
-            pending.append(slot)
-            self._producer.produce(
-                self.topics.events,
-                value,
-                msg.key,
-                partition=msg.partition,
-                headers=headers,
-                on_delivery=_record_position(slot),
-            )
-        return pending
-
-    def _publish_outcomes(
-        self, stamp: ce.Stamp, decided: list[_Decided], duplicates: list[Duplicate]
-    ) -> None:
-        produce = self._producer.produce
-        # One snapshot per aggregate per batch, of its state after the batch.
-        snapshots: dict[tuple[int, tuple[str, str]], tuple[AggregateType[Any], bytes | None]] = {}
-        for d, pending, outputs in decided:
-            msg = d.message
-            positions = [(self.topics.events, p.position[0], p.position[1]) for p in pending]
-            if any(pos[2] < 0 for pos in positions):
-                raise KafkaException(KafkaError(KafkaError._FAIL, "event delivery failed"))
-            result = wire.encode_result(d, positions)
-            self.handler.remember_result(msg.partition, msg.dedup_key, result)
-            produce(
-                self.topics.results,
-                result,
-                msg.key,
-                partition=msg.partition,
-                headers=wire.result_headers(stamp, msg),
-            )
-            if d.status == ACCEPTED and d.aggregate is not None:
-                snapshots[(msg.partition, (d.aggregate.name, msg.key))] = (
-                    d.aggregate,
-                    outputs.snapshot,
-                )
-            for target, partition, value, headers in outputs.issued:
-                produce(
-                    self.topics.internal_commands,
-                    value,
-                    target,
-                    partition=partition,
-                    headers=headers,
-                )
-        for (partition, (name, key)), (agg, value) in snapshots.items():
-            if value is None:  # encoded (and size-checked) once per batch, here
-                entry = self.handler.owned[partition].aggregates[(name, key)]
-                value = self.outputs.snapshot_value(agg, key, entry)
-            key_text = snapshot_key(name, key)
-            produce(self.topics.aggregates, value, key_text, partition=partition)
-        for dup in duplicates:
-            msg = dup.message
-            first = self.handler.first_result(msg.partition, msg.dedup_key)
-            if first is None:  # cannot happen: a duplicate's original is decided first
-                continue
-            produce(
-                self.topics.results,
-                first,
-                msg.key,
-                partition=msg.partition,
-                headers=wire.result_headers(stamp, msg),
-            )
 
     def _dead_letter(self, stamp: ce.Stamp, msg: Message, why: Undecodable) -> None:
         self.metrics.dead_letters.labels(why.error_type).inc()
@@ -508,7 +321,7 @@ class CommandProcessor:
         be committed with the next batch, which replays the same commands: a duplicate.
         init_transactions on a new producer bumps the epoch, and the broker fences every
         write of the old one, as Kafka's transaction protocol v2 (KIP-890) does by itself."""
-        old, self._producer = self._producer, self._new_producer()
+        old, self._producer = self._producer, new_producer(self.config, self._on_client_error)
         old.purge()
         with self._bounded("init_transactions"):
             self._producer.init_transactions(30)
@@ -517,28 +330,6 @@ class CommandProcessor:
         if self._watchdog is None:
             return contextlib.nullcontext()
         return self._watchdog.bounded(what, self.config.operation_timeout_s + 20)
-
-    def _flush(self) -> None:
-        remaining = self._producer.flush(self.config.operation_timeout_s)
-        if remaining:
-            raise KafkaException(
-                KafkaError(
-                    KafkaError._TIMED_OUT,
-                    f"{remaining} records undelivered after {self.config.operation_timeout_s}s",
-                    txn_requires_abort=True,
-                )
-            )
-
-    def _commit(self) -> None:
-        for attempt in range(5):
-            try:
-                self._producer.commit_transaction(self.config.operation_timeout_s)
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if not (isinstance(err, KafkaError) and err.retriable()) or attempt == 4:
-                    raise
-                time.sleep(0.2 * (attempt + 1))
 
 
 def _fields(partition: int, command_id: str | None) -> dict[str, Any]:
@@ -595,12 +386,3 @@ def settle(
         )
         rejected.issued = []
         return rejected, outputs.build(stamp, rejected)
-
-
-def _record_position(slot: _PendingEvent) -> Callable[[KafkaError | None, Message], None]:
-    def on_delivery(err: KafkaError | None, msg: Message) -> None:
-        if err is None:
-            slot.position[0] = msg.partition()
-            slot.position[1] = msg.offset()
-
-    return on_delivery

@@ -219,7 +219,8 @@ def test_a_state_that_outgrows_the_limit_replays_the_batch_and_rejects_its_cause
     command that made the state too large is rejected."""
     import threading
 
-    from processors.command_processor import CommandProcessor, ProcessorConfig
+    from processors.command_processor import CommandProcessor
+    from processors.processor_config import ProcessorConfig
     from processors.registry import Registry
     from processors.topics import ContextTopics, declared_topics
     from tests.unit.test_fuzz_wire import GROWING

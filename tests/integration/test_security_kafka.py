@@ -40,7 +40,8 @@ from deploy.local.pipeline import WorkerProcess
 from deploy.local.processes import free_port
 from deploy.local.state import StackState
 from processors import settings as env_names
-from processors.command_processor import CommandProcessor, ProcessorConfig
+from processors.command_processor import CommandProcessor
+from processors.processor_config import ProcessorConfig
 from processors.reactor import Reactor, ReactorConfig
 from processors.registry import default_registry
 from processors.settings import load_settings

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from processors.command_processor import ProcessorConfig
+from processors.processor_config import ProcessorConfig
 from processors.projector.app import projector_app_id
 from processors.registry import default_registry
 from processors.topics import ContextTopics

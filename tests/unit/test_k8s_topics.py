@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from processors.command_processor import ProcessorConfig
+from processors.processor_config import ProcessorConfig
 from processors.projector.app import changelog_topic, projector_app_id
 from processors.registry import default_registry
 from processors.topics import ContextTopics, TopicSpec, declared_topics

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cqrsctl.stack_cmd import mask_dsn
-from processors.command_processor import ProcessorConfig
+from processors.processor_config import ProcessorConfig
 from processors.settings import (
     ENV_BOOTSTRAP,
     ENV_PG_DSN,
