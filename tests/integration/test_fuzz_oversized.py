@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
 
 from processors import wire
 from processors.topic_reader import read_topic
@@ -232,7 +233,9 @@ def test_a_state_that_outgrows_the_limit_replays_the_batch_and_rejects_its_cause
     config = ProcessorConfig(
         "grow", {**kafka_config, "message.max.bytes": limit}, ctx_name, "grow-0", batch_size=100
     )
-    worker = CommandProcessor(config, Registry([GROWING]))
+    # Its own metrics registry: another in-process worker of the session (e.g. a reactor)
+    # may have registered the same metric names in the default one.
+    worker = CommandProcessor(config, Registry([GROWING]), CollectorRegistry())
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     assert worker.ready.wait(60)
