@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -51,6 +52,17 @@ def _integration_tests_get_the_stack(request: pytest.FixtureRequest) -> None:
     # Integration tests that only run subprocesses still need the stack and its env vars.
     if request.node.get_closest_marker("integration") is not None:
         request.getfixturevalue("stack")
+
+
+@pytest.fixture(autouse=True)
+def _default_metrics_registry_per_test() -> Iterator[None]:
+    """Workers run in the test process register their metrics on prometheus-client's default
+    registry, as they do in production (one worker per process). Unregister what a test added,
+    so the next test's worker (or the metric-name reading) does not collide with it."""
+    before = set(REGISTRY._collector_to_names)  # no public listing of collectors
+    yield
+    for collector in set(REGISTRY._collector_to_names) - before:
+        REGISTRY.unregister(collector)
 
 
 @pytest.fixture(scope="session")
