@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from cqrsctl.console import UNAVAILABLE, fail, settings_or_fail
-from cqrsctl.run_cmd import LOG_FORMAT_OPTION, configure_logs, run
+from cqrsctl.run_cmd import LOG_FORMAT_OPTION, configure_logs, run, tracer_or_fail
 from processors.registry import UnknownContext, default_registry
 from processors.settings import (
     ENV_GATEWAY_AUDIENCE,
@@ -30,6 +30,8 @@ from processors.settings import (
 )
 
 if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
     from producers.gateway.config import GatewayConfig
 
 
@@ -106,6 +108,7 @@ def gateway(
     from producers.gateway.config import GatewayConfig
 
     configure_logs(log_level, log_format, context=context, role="gateway")
+    spans = tracer_or_fail("gateway")
     _access_log_as_json_lines()
     try:
         default_registry().context(context)
@@ -161,7 +164,7 @@ def gateway(
         **edge,
     )
     tls = (str(tls_cert), str(tls_key)) if tls_cert and tls_key else None
-    _serve(config, host, port, health_port, log_level, tls)
+    _serve(config, host, port, health_port, log_level, tls, spans)
 
 
 def _access_log_as_json_lines() -> None:
@@ -257,6 +260,7 @@ def _serve(
     health_port: int,
     log_level: str,
     tls: tuple[str, str] | None,
+    spans: Tracer | None,
 ) -> None:
     import uvicorn
     from prometheus_client import REGISTRY
@@ -267,7 +271,7 @@ def _serve(
 
     # One app per process here, so its metrics join the default registry (and with it the
     # process collector) that the health port's /metrics also serves.
-    app = create_app(config, metrics=GatewayMetrics(REGISTRY))
+    app = create_app(config, metrics=GatewayMetrics(REGISTRY), tracer=spans)
     gw = app.state.gateway
     if health_port:
         serve_health(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -11,6 +12,10 @@ from cqrsctl.console import fail, settings_or_fail
 from processors.health import heartbeat_alive, serve_health
 from processors.logs import InvalidLogFormat, setup_logging
 from processors.registry import UnknownContext, default_registry
+from processors.tracing import TracingError, tracer
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 run = typer.Typer(help="Run a worker role in the foreground.", no_args_is_help=True)
 
@@ -29,6 +34,15 @@ def configure_logs(level: str, log_format: str, *, context: str, role: str) -> N
     try:
         setup_logging(level, log_format, context=context, role=role)
     except (InvalidLogFormat, ValueError) as exc:
+        fail(str(exc))
+
+
+def tracer_or_fail(role: str) -> Tracer | None:
+    """The worker's OpenTelemetry tracer when the OTEL_* variables ask for one
+    (processors/tracing.py), else None; one-line error (exit 2) when they are wrong."""
+    try:
+        return tracer(role)
+    except TracingError as exc:
         fail(str(exc))
 
 
@@ -55,6 +69,7 @@ def processor(
     from processors.processor_config import ProcessorConfig
 
     configure_logs(log_level, log_format, context=context, role="processor")
+    spans = tracer_or_fail("processor")
     settings = settings_or_fail(postgres=False)
     registry = default_registry()
     try:
@@ -68,7 +83,7 @@ def processor(
         instance_id=instance_id or _instance_id(),
         batch_size=batch_size,
     )
-    worker = CommandProcessor(config, registry)
+    worker = CommandProcessor(config, registry, tracer=spans)
     worker.install_signal_handlers()
     if health_port:
         serve_health(health_port, heartbeat_alive(lambda: worker.last_loop_at), worker.ready.is_set)

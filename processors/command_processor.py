@@ -24,7 +24,7 @@ import signal
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -47,10 +47,14 @@ from processors.processor_config import ProcessorConfig
 from processors.registry import Registry
 from processors.topic_admin import TopicsNotReady, check_declared_topics
 from processors.topics import TopicSpec
+from processors.tracing import CommandSpans
 from processors.transactional_producer import commit, flush, new_producer, start_transactions
 from processors.watchdog import Watchdog
 from schemas.wire import headers as ce
 from schemas.wire.dead_letter import Undecodable, dead_letter
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +65,9 @@ class CommandProcessor:
         config: ProcessorConfig,
         registry: Registry,
         metrics_registry: CollectorRegistry = REGISTRY,
+        tracer: Tracer | None = None,
     ) -> None:
+        """`tracer`: a span per command (processors/tracing.py); None, the default: none."""
         self.config = config
         self.topics = config.topics
         ctx = registry.context(config.context)
@@ -71,6 +77,7 @@ class CommandProcessor:
             self.topics.prefix, self.topics.events, config.max_record_bytes
         )
         self.metrics = ProcessorMetrics(metrics_registry)
+        self._spans = CommandSpans(tracer) if tracer is not None else None
         self.source = f"/{config.context}/command-processor"
         self._stop = threading.Event()
         self.ready = threading.Event()
@@ -238,6 +245,7 @@ class CommandProcessor:
     ) -> tuple[list[DecidedCommand], list[Duplicate]]:
         decided: list[DecidedCommand] = []
         duplicates: list[Duplicate] = []
+        spans = self._spans
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -259,15 +267,20 @@ class CommandProcessor:
             if isinstance(parsed, Undecodable):
                 self._dead_letter(stamp, msg, parsed)
                 continue
+            if spans is not None:
+                # What the command causes carries the span's traceparent from here on.
+                parsed, span = spans.start(parsed)
             outcome = self.handler.handle(parsed)
             if isinstance(outcome, Duplicate):
                 duplicates.append(outcome)
-                continue
-            # Output Kafka would refuse turns the command into a rejection here, before any
-            # of it is produced, rather than into an abort that would come back forever.
-            outcome, outputs = settle(self.handler, self.outputs, stamp, outcome)
-            pending = produce_events(self._producer, self.topics.events, outcome, outputs)
-            decided.append((outcome, pending, outputs))
+            else:
+                # Output Kafka would refuse turns the command into a rejection here, before
+                # any of it is produced, rather than into an abort that would come back forever.
+                outcome, outputs = settle(self.handler, self.outputs, stamp, outcome)
+                pending = produce_events(self._producer, self.topics.events, outcome, outputs)
+                decided.append((outcome, pending, outputs))
+            if spans is not None:
+                spans.end(span, outcome)
         return decided, duplicates
 
     def _dead_letter(self, stamp: ce.Stamp, msg: Message, why: Undecodable) -> None:

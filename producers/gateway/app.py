@@ -16,7 +16,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -69,6 +69,9 @@ from schemas.catalog import Catalog, default_catalog
 from sinks.queries import IncompleteHistory
 from sinks.read_model import ProjectionView, ReadModel, projection_views
 
+if TYPE_CHECKING:
+    from opentelemetry.trace import Tracer
+
 log = logging.getLogger("cqrs.gateway")
 
 
@@ -116,6 +119,8 @@ class Gateway:
     limiter: RateLimiter | None = None
     read_model: ReadModel | None = None
     commands: CommandGateway | None = None
+    # A span per command request (processors/tracing.py); None: tracing is off.
+    tracer: Tracer | None = None
 
     async def authenticate(self, request: Request) -> Principal:
         if self.verifier is None:
@@ -153,6 +158,7 @@ def create_app(
     registry: Registry | None = None,
     catalog: Catalog | None = None,
     metrics: GatewayMetrics | None = None,
+    tracer: Tracer | None = None,
 ) -> Starlette:
     registry = registry or default_registry()
     catalog = catalog or default_catalog()
@@ -171,6 +177,7 @@ def create_app(
         metrics=metrics or GatewayMetrics(),
         verifier=make_verifier(config),
         limiter=limiter,
+        tracer=tracer,
         openapi=build_openapi(
             ctx,
             catalog,

@@ -15,6 +15,7 @@ from psycopg_pool import PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 
+from processors import tracing
 from producers.gateway.auth import ANONYMOUS
 from producers.gateway.commands import Unavailable, WaitTimeout, result_json
 from producers.gateway.openapi import MAX_OFFSET
@@ -52,6 +53,12 @@ async def post_command(gw: Gateway, request: Request) -> Response:
     # Before anything is counted: an unknown type must not become a metric label.
     commands.check_type(command_type)
     outcome = "invalid"  # the metric's label unless the command gets further
+    # The caller's trace, or a new one: the command's records all carry it.
+    traceparent = ce.valid_traceparent(request.headers.get("traceparent"))
+    span = None
+    if gw.tracer is not None:
+        span, traceparent = tracing.start_request(gw.tracer, command_type, traceparent)
+    submitted = None
     try:
         params = query_params(request, {"wait", "timeout", "expected_version"})
         timeout = gw.config.default_timeout_s
@@ -70,9 +77,7 @@ async def post_command(gw: Gateway, request: Request) -> Response:
                 wait=params.get("wait"),
                 timeout=timeout,
                 principal=getattr(request.state, "principal", ANONYMOUS.name),
-                # The caller's trace, or a new one: the command's records all carry it.
-                traceparent=ce.valid_traceparent(request.headers.get("traceparent"))
-                or ce.new_traceparent(),
+                traceparent=traceparent or ce.new_traceparent(),
             )
     except WaitTimeout as exc:
         outcome = "timeout"
@@ -90,6 +95,9 @@ async def post_command(gw: Gateway, request: Request) -> Response:
     finally:
         commands_metric = gw.metrics.commands
         commands_metric.labels(command_type, outcome).inc()
+        if span is not None:
+            ids = (submitted.command_id, submitted.aggregate_id) if submitted else (None, None)
+            tracing.end_request(span, outcome, *ids)
     if result is None:
         queued = {
             "command_id": submitted.command_id,
