@@ -17,10 +17,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from processors import tracing, wire
-from processors.command_handler import ACCEPTED, REJECTED, CommandHandler, PartitionState
-from processors.registry import default_registry
+from processors.command_handler import ACCEPTED, REJECTED, CommandHandler
 from schemas.wire import headers as ce
-from tests.unit.test_command_handler import PARTITIONS, deposit, open_
+from tests.unit.test_command_handler import deposit, open_
+from tests.unit.test_command_handler import handler as handler  # the fixture
 
 REPO = Path(__file__).resolve().parents[2]
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -39,15 +39,6 @@ def tracer(exported: InMemorySpanExporter):
     provider.add_span_processor(SimpleSpanProcessor(exported))
     yield provider.get_tracer("test")
     provider.shutdown()
-
-
-@pytest.fixture
-def handler() -> CommandHandler:
-    h = CommandHandler(default_registry(), "bank", PARTITIONS, dedup_window=3)
-    for p in range(PARTITIONS):
-        h.assign(p, PartitionState())
-    h.begin_batch()
-    return h
 
 
 def traceparent_of(span) -> str:
