@@ -380,6 +380,7 @@ def test_migrations_apply_once_also_when_sinks_start_together(stack: StackState,
     assert sorted(label for applied in results for label in applied) == [
         "bank/0001_read_models.sql",
         "bank/0002_event_log_principal.sql",
+        "bank/0003_event_log_traceparent.sql",
         "cqrs/0001_checkpoints.sql",
         "cqrs/0002_sink_offsets.sql",
     ]
@@ -428,6 +429,7 @@ def test_a_sink_without_migrations_says_so_in_one_line(pg_schema: str, pg_dsn_fo
         "applied  cqrs/0002_sink_offsets.sql",
         "applied  bank/0001_read_models.sql",
         "applied  bank/0002_event_log_principal.sql",
+        "applied  bank/0003_event_log_traceparent.sql",
         f"schema {pg_schema} is up to date; roles {pg_schema}_reader (read) and "
         f"{pg_schema}_writer (sink)",
     ]
