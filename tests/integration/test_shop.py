@@ -433,4 +433,6 @@ def test_money_and_stock_are_conserved_with_kill_9_of_the_processors(shop: ShopR
         for e in shop_events
         if e.type == "shop.PaymentAwaited" and e.data["outcome"]
     }
-    assert known == {order["order_id"] for order in late}
+    # Every late order sees its transfer's outcome at once; an order sent beside its transfer
+    # may too, when the transfer ended first (e.g. while a processor was being restarted).
+    assert {order["order_id"] for order in late} <= known
