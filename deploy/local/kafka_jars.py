@@ -2,9 +2,10 @@
 
 `pom.xml` beside this file pins the broker's version; `tools-pom.xml` pins Kafka's command-line
 tools (JmxTool), resolved into a folder of their own so that the broker's stays unchanged.
-Maven copies the runtime jars into a scratch folder which is renamed into place only when
-complete, and a marker file records which pom produced it, so an interrupted copy or a
-changed pin is resolved again.
+`resolved_jars` does the same for any other pom (the tests' Avro client). Maven copies the
+runtime jars into a scratch folder which is renamed into place only when complete, and a
+marker file records which pom produced it, so an interrupted copy or a changed pin is
+resolved again.
 """
 
 from __future__ import annotations
@@ -34,9 +35,14 @@ def cache_dir() -> Path:
 
 
 def kafka_version(pom: Path = POM) -> str:
-    node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", _POM_NS)
+    return pinned_version(pom, "kafka.version")
+
+
+def pinned_version(pom: Path, prop: str) -> str:
+    """The value of the pom's `<properties><prop>`."""
+    node = ET.parse(pom).getroot().find(f"m:properties/m:{prop}", _POM_NS)
     if node is None or not (node.text or "").strip():
-        raise StackError(f"{pom} does not pin <kafka.version>")
+        raise StackError(f"{pom} does not pin <{prop}>")
     return node.text.strip()
 
 
@@ -46,16 +52,18 @@ def _pom_digest(pom: Path) -> str:
 
 def jars_dir(pom: Path = POM) -> Path:
     """The folder with the broker's jars, resolving them with Maven on first use."""
-    return _resolved(pom, f"kafka-{kafka_version(pom)}", "kafka_2.13-*.jar")
+    return resolved_jars(pom, f"kafka-{kafka_version(pom)}", "kafka_2.13-*.jar")
 
 
 def tools_jars_dir(pom: Path = TOOLS_POM) -> Path:
     """The folder with Kafka's tools (`org.apache.kafka.tools.*`) and everything they need on
     the classpath, resolving them with Maven on first use."""
-    return _resolved(pom, f"kafka-tools-{kafka_version(pom)}", "kafka-tools-[0-9]*.jar")
+    return resolved_jars(pom, f"kafka-tools-{kafka_version(pom)}", "kafka-tools-[0-9]*.jar")
 
 
-def _resolved(pom: Path, name: str, expect: str) -> Path:
+def resolved_jars(pom: Path, name: str, expect: str) -> Path:
+    """The folder `name` of the cache with the runtime jars of `pom`'s dependencies,
+    resolving them with Maven on first use; `expect` is a glob that must match a jar there."""
     target = cache_dir() / name
     digest = _pom_digest(pom)
     if _is_complete(target, digest):
@@ -94,7 +102,7 @@ def _resolve(pom: Path, target: Path, digest: str, expect: str) -> None:
         if done.returncode != 0:
             out = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
             raise StackError(
-                f"Maven could not resolve the Kafka jars (exit {done.returncode}):\n" + out
+                f"Maven could not resolve the jars of {pom} (exit {done.returncode}):\n" + out
             )
         if not any(scratch.glob(expect)):
             raise StackError(f"Maven finished but no {expect} appeared in {scratch}")
