@@ -1,6 +1,7 @@
 # The README's two commands: `make demo` runs the main job, `make test` the whole test suite.
-# Both set up everything they need on a fresh machine (the venv here, the Kafka jars in
-# ~/.cache/kafka-cqrs on first use); .ci/run installs the OS packages, then runs `make test`.
+# Both set up everything they need on a fresh machine (the venv here, the Kafka jars, and for
+# the tests Avro's Java library, in ~/.cache/kafka-cqrs on first use); .ci/run installs the OS
+# packages, then runs `make test`.
 
 PYTHON ?= python3.11
 VENV := .venv
