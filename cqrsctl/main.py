@@ -15,6 +15,7 @@ from cqrsctl import (
     gateway_cmd,
     new_cmd,
     projections_cmd,
+    read_model_cmd,
     read_side_cmd,
     run_cmd,
     schemas_cmd,
@@ -69,6 +70,7 @@ send_cmd.register(app)
 run_cmd.register(app)
 aggregates_cmd.register(app)
 demo_cmd.register(app)
+read_model_cmd.register(app)
 read_side_cmd.register(app)
 gateway_cmd.register(app)
 tail_cmd.register(app)
