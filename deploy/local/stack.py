@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,16 +223,3 @@ def status(directory: StateDir = None) -> list[ComponentStatus] | None:
             healthy=pg_up and postgres.healthy(state.postgres_dsn),
         ),
     ]
-
-
-def wait_healthy(directory: StateDir = None, timeout: float = 60.0) -> StackState:
-    """Wait until both parts answer (after a restart by a fault test, for instance)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        state = _require_state(state_dir(directory))
-        report = status(directory) or []
-        if report and all(part.healthy for part in report):
-            return state
-        if time.monotonic() > deadline:
-            raise StackError(f"local stack not healthy after {timeout:.0f} s: {report}")
-        time.sleep(0.3)
