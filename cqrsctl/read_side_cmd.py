@@ -26,6 +26,14 @@ def _instance_id(given: str | None) -> str | None:
     return given or os.environ.get("CQRS_INSTANCE_ID") or None
 
 
+# The options `run projector` and `run sink` share.
+_PREFIX = typer.Option(None, help="Topic name prefix (default: the context name).")
+_INSTANCE_ID = typer.Option(
+    None,
+    help="Stable id of this instance: static group membership, so a restart takes its "
+    "partitions back at once (default: $CQRS_INSTANCE_ID, else dynamic membership).",
+)
+_SESSION_TIMEOUT = typer.Option(10.0, min=6.0, help="Consumer group session, s.")
 _PROJECTION = typer.Option(
     None,
     "--projection",
@@ -49,21 +57,17 @@ def context_or_fail(name: str) -> Any:
 @run.command("projector")
 def projector(
     context: str = typer.Option("bank", help="Bounded context whose projections to run."),
-    prefix: str = typer.Option(None, help="Topic name prefix (default: the context name)."),
+    prefix: str = _PREFIX,
     data_dir: Path = typer.Option(
         None, help="Where the RocksDB tables live (default: a folder under the temp dir)."
     ),
-    instance_id: str = typer.Option(
-        None,
-        help="Stable id of this instance: static group membership, so a restart takes its "
-        "partitions back at once (default: $CQRS_INSTANCE_ID, else dynamic membership).",
-    ),
+    instance_id: str = _INSTANCE_ID,
     health_port: int = typer.Option(8082, help="Port of /healthz, /readyz and /metrics; 0 = off."),
     batch_max: int = typer.Option(2000, min=1, help="Most events per batch."),
     batch_wait: float = typer.Option(
         0.02, min=0.001, help="Seconds a batch waits for more events."
     ),
-    session_timeout: float = typer.Option(10.0, min=6.0, help="Consumer group session, s."),
+    session_timeout: float = _SESSION_TIMEOUT,
     replication_factor: int = typer.Option(
         -1, help="Replication of the changelog topics Faust creates; -1 = broker default."
     ),
@@ -122,24 +126,20 @@ def projector(
 @run.command("sink")
 def sink(
     context: str = typer.Option("bank", help="Bounded context whose projections to write."),
-    prefix: str = typer.Option(None, help="Topic name prefix (default: the context name)."),
+    prefix: str = _PREFIX,
     schema: str = typer.Option(
         None, help="Postgres schema (default: the DSN's search_path, else public)."
     ),
     migrate: bool = typer.Option(
         True, help="Apply the SQL migrations on start (needs a role that may create tables)."
     ),
-    instance_id: str = typer.Option(
-        None,
-        help="Stable id of this instance: static group membership, so a restart takes its "
-        "partitions back at once (default: $CQRS_INSTANCE_ID, else dynamic membership).",
-    ),
+    instance_id: str = _INSTANCE_ID,
     health_port: int = typer.Option(8083, help="Port of /healthz, /readyz and /metrics; 0 = off."),
     batch_max: int = typer.Option(5000, min=1, help="Most records per database transaction."),
     batch_wait: float = typer.Option(
         0.02, min=0.001, help="Seconds a batch waits for more records."
     ),
-    session_timeout: float = typer.Option(10.0, min=6.0, help="Consumer group session, s."),
+    session_timeout: float = _SESSION_TIMEOUT,
     projection: str = _PROJECTION,
     generation: int = _GENERATION,
     log_level: str = typer.Option("INFO"),
