@@ -53,10 +53,12 @@ public final class RecipeDecoder {
     List<SchemaFile> files = new ArrayList<>();
     for (String root : args) {
       Path dir = Path.of(root);
-      files.addAll(listFiles(Files.isDirectory(dir.resolve("schemas")) ? dir.resolve("schemas") : dir));
+      Path schemas = dir.resolve("schemas");
+      files.addAll(listFiles(Files.isDirectory(schemas) ? schemas : dir));
     }
     client.load(files);
-    BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+    BufferedReader in =
+        new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
     for (String line = in.readLine(); line != null; line = in.readLine()) {
       System.out.println(client.decodeLine(line.strip()));
     }
@@ -151,7 +153,8 @@ public final class RecipeDecoder {
       }
       return out.append("}").toString();
     } catch (Exception e) {
-      return "{\"error\":" + JSON.valueToTree(e.getClass().getSimpleName() + ": " + e.getMessage()) + "}";
+      String error = e.getClass().getSimpleName() + ": " + e.getMessage();
+      return "{\"error\":" + JSON.valueToTree(error) + "}";
     }
   }
 
