@@ -5,9 +5,10 @@ one `Schema.Parser` per schema file with the named types it uses parsed first, a
 of them all, and `BinaryMessageDecoder` for the single-object encoded values. The pipeline
 (processor, projector, sink) runs a workload that puts records on every topic of the bank:
 public and internal commands, events, accepted, rejected and conflicting results, snapshots,
-projection rows and checkpoint records, and a dead letter. Every value must decode in Java to
-what our own codec decodes, and every record must carry the headers the doc lists for its
-topic, under the doc's names (written out here, not taken from our code)."""
+projection rows and checkpoint records, a retried command, and a dead letter. Every value
+must decode in Java to what our own codec decodes, and every record must carry the headers
+the doc lists for its topic, under the doc's names (written out here, not taken from our
+code). A retried command's two results must be equal, with one event (the doc's "Retries")."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from confluent_kafka import Message, Producer
 
 from processors.partitioning import partition_for
 from processors.topic_reader import partition_count, read_topic
-from schemas.codec import LATEST, CodecError, default_codec
+from schemas.codec import LATEST, Codec, CodecError, default_codec
 from tests.support.java_recipe import RecipeDecoder, missing_jdk
 from tests.support.read_side import PROJECTION_NAMES, ReadSideRig
 from tests.support.topics import read_until
@@ -57,6 +58,7 @@ REQUIRED_HEADERS = {
 # "every writer of ours writes UTC with milliseconds"
 CE_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 EPOCH = dt.datetime.fromtimestamp(0, dt.UTC)
+RETRIED = "retried-1"  # a command sent twice: two identical results, one event
 JUNK = b"junk-1"  # the key of the one value that is not a message: on commands, then the DLQ
 
 
@@ -96,6 +98,11 @@ def run_workload(rig: ReadSideRig) -> None:
             "amount": money,
         }
         assert client.send("bank.RequestTransfer", transfer).result(60).accepted
+        first = client.send("bank.Deposit", movement("acc-a", 7), command_id=RETRIED)
+        assert first.result(60).accepted
+    with rig.client() as client:  # a client that retries after a restart
+        again = client.send("bank.Deposit", movement("acc-a", 7), command_id=RETRIED)
+        assert again.result(60).accepted
     producer = Producer(bank.kafka)
     partitions = partition_count(bank.kafka, bank.topics.commands)
     partition = partition_for(JUNK.decode(), partitions)
@@ -151,6 +158,30 @@ def check_headers(kind: str, msg: Message, decoded_type: str | None) -> None:
         assert headers["ce_id"].endswith(suffix), f"{where}: ce_id {headers['ce_id']}"
 
 
+def check_record(kind: str, msg: Message, answer: dict[str, Any], codec: Codec) -> str:
+    """Java's answer is our codec's, and the record's headers are the doc's; returns what
+    kind of record it was (a type, a result status, or "junk")."""
+    where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+    if msg.key() == JUNK:
+        assert "error" in answer, f"{where}: the junk value decoded: {answer}"
+        with pytest.raises(CodecError):
+            codec.decode(msg.value())
+        if kind == "dlq":
+            assert headers_of(msg)["dlq_error_type"] == "BadMagic", where
+            check_headers(kind, msg, None)
+        return "junk"
+    assert "error" not in answer, f"{where}: Java could not decode it: {answer['error']}"
+    ours = codec.decode_message(msg.value(), LATEST)
+    assert answer["type"] == ours.schema.name, where
+    expected = as_json(ours.record)
+    if answer["type"] == "cqrs.AggregateSnapshot":
+        assert answer["state"] == as_json(codec.decode(expected.pop("state"), LATEST)), where
+        answer["record"].pop("state")
+    assert answer["record"] == expected, where
+    check_headers(kind, msg, answer["type"])
+    return answer["record"]["status"] if kind == "command-results" else answer["type"]
+
+
 def test_a_client_from_the_docs_recipe_decodes_every_topic(read_side: ReadSideRig, tmp_path):
     why = missing_jdk()
     if why:
@@ -165,29 +196,17 @@ def test_a_client_from_the_docs_recipe_decodes_every_topic(read_side: ReadSideRi
     answers = java.decode([m.value() for _, m in records])
     codec = default_codec()
     seen: dict[str, set[str]] = {}
+    retried_results, retried_events = [], []
     for (kind, msg), answer in zip(records, answers, strict=True):
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
-        if msg.key() == JUNK:
-            assert "error" in answer, f"{where}: the junk value decoded: {answer}"
-            with pytest.raises(CodecError):
-                codec.decode(msg.value())
-            if kind == "dlq":
-                assert headers_of(msg)["dlq_error_type"] == "BadMagic", where
-                check_headers(kind, msg, None)
-            seen.setdefault(kind, set()).add("junk")
-            continue
-        assert "error" not in answer, f"{where}: Java could not decode it: {answer['error']}"
-        ours = codec.decode_message(msg.value(), LATEST)
-        assert answer["type"] == ours.schema.name, where
-        expected = as_json(ours.record)
-        if answer["type"] == "cqrs.AggregateSnapshot":
-            assert answer["state"] == as_json(codec.decode(expected.pop("state"), LATEST)), where
-            answer["record"].pop("state")
-        assert answer["record"] == expected, where
-        check_headers(kind, msg, answer["type"])
-        label = answer["record"]["status"] if kind == "command-results" else answer["type"]
-        seen.setdefault(kind, set()).add(label)
+        seen.setdefault(kind, set()).add(check_record(kind, msg, answer, codec))
+        if kind == "command-results" and answer["record"]["command_id"] == RETRIED:
+            retried_results.append(answer["record"])
+        if kind == "events" and headers_of(msg)["ce_causationid"] == RETRIED:
+            retried_events.append(answer["record"])
 
+    # "Retries": the first result's value once more, and no new event.
+    assert len(retried_results) == 2 and retried_results[0] == retried_results[1]
+    assert len(retried_events) == 1
     # The workload reached every kind of record the doc describes.
     assert {"bank.OpenAccount", "bank.RequestTransfer"} <= seen["commands"]
     assert {"bank.Withdraw", "bank.Deposit", "bank.CompleteTransfer"} <= seen["internal-commands"]
