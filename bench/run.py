@@ -25,45 +25,14 @@ import typer
 from rich.console import Console
 
 from bench.bench_pipeline import BenchError, machine, print_ours, run_ours
+from bench.durability import describe, durable, durable_settings
 from bench.economy import economy_table
 from bench.peer_eventsourcing import PeerError, default_dsn, run_peer
 from bench.report import median_figures, print_comparison
+from bench.targets import verdicts
 from cqrsctl.workload import DEFAULT_ACCOUNTS, DEFAULT_COMMANDS, DEFAULT_SEED, WorkloadError
 from deploy.local.pipeline import WorkerFailed
 from processors.settings import SettingsError
-
-# The issue's targets, for the verdict lines under the tables.
-TARGET_E2E = 20_000.0
-TARGET_WRITE = 40_000.0
-TARGET_P99_VISIBLE_MS = 250.0
-TARGET_PEER_RATIO = 6.0
-
-
-def targets(ours: dict[str, Any], peer: dict[str, Any] | None) -> list[tuple[str, str, bool]]:
-    """(figure, value, met) for each target the issue sets."""
-    found = []
-    e2e, write = ours.get("e2e_cmds_per_s"), ours.get("write_cmds_per_s")
-    if e2e is not None:
-        found.append((f"end to end >= {TARGET_E2E:,.0f}/s", f"{e2e:,.0f}/s", e2e >= TARGET_E2E))
-    if write is not None:
-        met = write >= TARGET_WRITE
-        found.append((f"processor >= {TARGET_WRITE:,.0f}/s", f"{write:,.0f}/s", met))
-    paced = (ours.get("paced") or {}).get("visible_latency_ms") or {}
-    if "p99" in paced:
-        p99 = paced["p99"]
-        found.append(
-            (
-                f"p99 send -> visible < {TARGET_P99_VISIBLE_MS:.0f} ms at half rate",
-                f"{p99:,.0f} ms",
-                p99 < TARGET_P99_VISIBLE_MS,
-            )
-        )
-    if peer and e2e and peer.get("e2e_cmds_per_s"):
-        ratio = e2e / peer["e2e_cmds_per_s"]
-        found.append(
-            (f">= {TARGET_PEER_RATIO:.0f}x the peer end to end", f"{ratio:.1f}x", ratio >= 6)
-        )
-    return found
 
 
 def main(
@@ -122,15 +91,22 @@ def main(
         raise typer.Exit(1) from None
     ours = median_figures(ours_runs) if runs > 1 else ours_runs[0]
     theirs = (median_figures(peer_runs) if runs > 1 else peer_runs[0]) if peer_runs else None
-    title = f"A={accounts:,} C={commands:,}, median of {runs} run(s), durable settings"
+    try:
+        ours["settings"] = durable_settings(dsn)
+    except psycopg.Error as failed:
+        typer.echo(f"benchmark failed: postgres: {failed}", err=True)
+        raise typer.Exit(1) from None
+    kind = "durable settings" if durable(ours["settings"]) else "NOT durable settings"
+    title = f"A={accounts:,} C={commands:,}, median of {runs} run(s), {kind}"
     print_comparison(ours, theirs, title=title, console=console)
     print_ours(ours, console)
     if theirs is not None and "cost" in theirs:
         peer_rows = [("end to end", theirs["cost"])]
         console.print(economy_table(peer_rows, f"{theirs['system']}: CPU µs per command"))
-    for figure, value, met in targets(ours, theirs):
-        verdict = "[green]met[/green]" if met else "[red]not met[/red]"
-        console.print(f"target {figure}: {value} {verdict}")
+    console.print(f"settings ({kind}): {describe(ours['settings'])}", soft_wrap=True)
+    for target in verdicts(ours, theirs):
+        verdict = _VERDICT[target.met]
+        console.print(f"target {target.figure}: {target.value} {verdict}")
     load = ours["loadavg_before"]
     info = machine()
     console.print(
@@ -148,6 +124,9 @@ def main(
         for stage in ("full", "paced"):
             for path in (run.get(stage) or {}).get("charts", []):
                 console.print(f"chart: {path}", soft_wrap=True)
+
+
+_VERDICT = {True: "[green]met[/green]", False: "[red]not met[/red]", None: "(not measured)"}
 
 
 def _charts_folder(charts: Path | None, run: int, runs: int) -> Path | None:

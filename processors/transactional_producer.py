@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -19,20 +20,22 @@ from processors.processor_config import ProcessorConfig
 _REFUSALS = frozenset({KafkaError._AUTHENTICATION, KafkaError._SSL})
 
 
+def producer_config(config: ProcessorConfig) -> dict[str, Any]:
+    """The transactional producer's settings (the benchmark prints the durable ones)."""
+    return {
+        **config.kafka,
+        "transactional.id": config.transactional_id,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "batch.num.messages": 10_000,
+        "transaction.timeout.ms": config.transaction_timeout_ms,
+        "partitioner": "murmur2_random",
+    }
+
+
 def new_producer(config: ProcessorConfig, error_cb: Callable[[KafkaError], None]) -> Producer:
-    return Producer(
-        {
-            **config.kafka,
-            "error_cb": error_cb,
-            "transactional.id": config.transactional_id,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "batch.num.messages": 10_000,
-            "transaction.timeout.ms": config.transaction_timeout_ms,
-            "partitioner": "murmur2_random",
-        }
-    )
+    return Producer({**producer_config(config), "error_cb": error_cb})
 
 
 def start_transactions(

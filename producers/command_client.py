@@ -72,6 +72,15 @@ def _discard(producer: Producer) -> None:
     producer.flush(0)
 
 
+# The producer's settings unless `producer_config` overrides them.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 5,
+    "partitioner": "murmur2_random",  # Java-compatible: same partition as Kafka's
+}
+
+
 class CommandClient:
     def __init__(
         self,
@@ -94,14 +103,7 @@ class CommandClient:
         self.codec = codec or default_codec()
         self.source = source
         self._new_id = ce.IdSequence()
-        config = {
-            **kafka,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "partitioner": "murmur2_random",  # Java-compatible: same partition as Kafka's
-            **(producer_config or {}),
-        }
+        config = {**kafka, **PRODUCER_DEFAULTS, **(producer_config or {})}
         self._max_record_bytes = int(config.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES))
         # A per-message delivery callback (below) replaces the configured one: call both.
         self._configured_on_delivery = config.get("on_delivery")
