@@ -70,7 +70,10 @@ class ResultListener(threading.Thread):
                 "group.id": f"{self._topic}.client-{uuid.uuid4()}",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 20,
+                # One fetch per 50 ms at most while results trickle in, not one per
+                # transaction commit of every processor.
+                "fetch.wait.max.ms": 50,
+                "fetch.min.bytes": 256 * 1024,
                 # librdkafka's default ("largest") would jump over every result written
                 # between a lost position and the end, e.g. when a broker restart makes its
                 # offset look out of range: waiters would time out on results that exist.

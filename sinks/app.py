@@ -103,6 +103,9 @@ class Sink:
                 "session.timeout.ms": int(config.session_timeout_s * 1000),
                 "heartbeat.interval.ms": int(min(1000, config.session_timeout_s * 1000 / 3)),
                 "fetch.wait.max.ms": 50,
+                # One fetch per 50 ms while projection records trickle in (the batch waits
+                # batch_wait_s for more anyway), not one per projector produce.
+                "fetch.min.bytes": 256 * 1024,
                 **(
                     {"group.instance.id": f"{group}.{config.instance_id}"}
                     if config.instance_id
