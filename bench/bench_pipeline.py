@@ -23,6 +23,12 @@ openings included, accepted + rejected, as the peer does):
    command's event; latencies: send -> result, and send -> visible in Postgres.
 3. `paced`: like `full`, but paced at half the full run's end-to-end rate: the latency
    figures the target names (p99 send -> visible at half the maximum rate).
+4. `split` (only when asked for, `--stages split`): like `drain`, but the read side one
+   worker at a time, each alone: the projector, timed from ready until its committed
+   offsets on `<prefix>.events` pass the last event, then the sink over the projection
+   topics the projector filled, timed until every checkpoint passed the last event. Each
+   one's CPU per command is its own cost (in `drain` the sink polls while it waits for the
+   projector).
 
 "Visible" is measured as the peer's is: a thread here LISTENs on the sink's NOTIFY channel
 and notes, on the machine-wide monotonic clock, when each new checkpoint became visible; a
@@ -443,44 +449,75 @@ def _reading(meter: StackMeter | None, counters: bool = True) -> Reading | None:
     return None if meter is None else meter.reading(counters=counters)
 
 
+def _drain_processor(
+    target: Target, spec: WorkloadSpec, name: str, pipeline: Pipeline, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Pre-load the commands topic (nothing running), then time the processor alone from
+    ready until its committed offsets reach the end of `<prefix>.commands`."""
+    topics = ContextTopics(name)
+    partitions = default_registry().context(CONTEXT).partitions
+    say(f"{name}: producing {spec.total:,} commands to {topics.commands}")
+    client = ClientProcess(target, name, spec, "preload").start()
+    client.go()
+    preload = client.finish(None, STALL_TIMEOUT_S * 5)
+    end = _end_offsets(target.kafka, topics.commands, partitions)
+    meter = _meter(target)
+    counters_before = _reading(meter)
+    pipeline.start(["processor"])
+    pipeline.wait_ready(START_TIMEOUT_S)
+    started, cpu_before = time.monotonic(), _cpu_now(pipeline)
+    stack_before = _reading(meter, counters=False)
+    say(f"{name}: processor running")
+    _wait_committed(
+        target, f"{name}.command-processor", topics.commands, end, "processor", pipeline
+    )
+    write_s = time.monotonic() - started
+    usage = _worker_usage(pipeline, cpu_before)
+    return {
+        "write_s": write_s,
+        "client_cpu_s": preload["cpu_s"],
+        "processor_cpu_s": usage["cpu_s"].get("processor"),
+        "peak_rss_mb": usage["peak_rss_mb"],
+        "stack": _stack_usage(meter, counters_before, stack_before, name, spec.total),
+    }
+
+
+def _wait_committed(
+    target: Target,
+    group: str,
+    topic: str,
+    end: Mapping[int, int],
+    who: str,
+    pipeline: Pipeline,
+) -> None:
+    """Until `group`'s committed offsets on `topic` reach `end` (next offset to read, per
+    partition; polled every 50 ms). A stall of STALL_TIMEOUT_S fails the run."""
+    admin = AdminClient(target.kafka)  # one client: a new one per poll costs a connection
+    last_move, seen = time.monotonic(), -1
+    while True:
+        done = _committed(admin, group, topic, len(end))
+        if all((done.get(p) or 0) >= end[p] for p in end):
+            return
+        total_done = sum(max(0, v or 0) for v in done.values())
+        now = time.monotonic()
+        if total_done != seen:
+            seen, last_move = total_done, now
+        elif now - last_move > STALL_TIMEOUT_S:
+            raise BenchError(f"the {who} stalled at {total_done} of {sum(end.values())}")
+        pipeline.check()
+        time.sleep(0.05)
+
+
 def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str], None]) -> dict:
     """Stage by stage over a pre-loaded commands topic: the processor alone, then the
     projector and sink together over the events it wrote."""
     topics = ContextTopics(name)
     partitions = default_registry().context(CONTEXT).partitions
     with fresh_run(target, name) as pipeline:
-        say(f"drain: producing {spec.total:,} commands to {topics.commands}")
-        client = ClientProcess(target, name, spec, "preload").start()
-        client.go()
-        preload = client.finish(None, STALL_TIMEOUT_S * 5)
-        end = _end_offsets(target.kafka, topics.commands, partitions)
-        meter = _meter(target)
-        counters_before = _reading(meter)
-        pipeline.start(["processor"])
-        pipeline.wait_ready(START_TIMEOUT_S)
-        started, cpu_before = time.monotonic(), _cpu_now(pipeline)
-        stack_before = _reading(meter, counters=False)
-        group = f"{name}.command-processor"
-        admin = AdminClient(target.kafka)  # one client: a new one per poll costs a connection
-        say("drain: processor running")
-        last_move, seen = started, -1
-        while True:
-            done = _committed(admin, group, topics.commands, partitions)
-            if all((done.get(p) or 0) >= end[p] for p in end):
-                break
-            total_done = sum(max(0, v or 0) for v in done.values())
-            now = time.monotonic()
-            if total_done != seen:
-                seen, last_move = total_done, now
-            elif now - last_move > STALL_TIMEOUT_S:
-                raise BenchError(f"the processor stalled at {total_done} of {sum(end.values())}")
-            pipeline.check()
-            time.sleep(0.05)
-        write_s = time.monotonic() - started
-        processor_usage = _worker_usage(pipeline, cpu_before)
-        write_stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
+        write = _drain_processor(target, spec, name, pipeline, say)
         last = _last_events(target.kafka, topics.events, partitions)
         projections = [p.name for p in default_registry().context(CONTEXT).projections]
+        meter = _meter(target)
         with CheckpointRecorder(target.dsn, name, projections) as recorder:
             counters_before = _reading(meter)
             pipeline.start(["projector", "sink"])
@@ -493,17 +530,81 @@ def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str]
         usage = _worker_usage(pipeline, cpu_before)
         read_stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
     return {
-        "write_cmds_per_s": spec.total / write_s,
+        "write_cmds_per_s": spec.total / write["write_s"],
         "read_cmds_per_s": spec.total / read_s,
-        "wall_s": {"write": write_s, "read": read_s},
+        "wall_s": {"write": write["write_s"], "read": read_s},
         "cpu_s": {
-            "client": preload["cpu_s"],
-            "processor": processor_usage["cpu_s"].get("processor"),
+            "client": write["client_cpu_s"],
+            "processor": write["processor_cpu_s"],
             "projector": usage["cpu_s"].get("projector"),
             "sink": usage["cpu_s"].get("sink"),
         },
-        "peak_rss_mb": {**processor_usage["peak_rss_mb"], **usage["peak_rss_mb"]},
-        "phases": {"write": write_stack, "read": read_stack},
+        "peak_rss_mb": {**write["peak_rss_mb"], **usage["peak_rss_mb"]},
+        "phases": {"write": write["stack"], "read": read_stack},
+    }
+
+
+def _retire(pipeline: Pipeline, role: str) -> None:
+    """Stop one worker for good: `pipeline.check()` then no longer counts it as failed."""
+    pipeline.stop(roles=[role])
+    pipeline.workers.pop(role, None)
+
+
+def run_split(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str], None]) -> dict:
+    """Like `run_drain`, but the read side one worker at a time, each the only worker
+    running: the projector alone, timed from ready until its committed offsets on
+    `<prefix>.events` pass the last event of every partition; then the sink alone over the
+    projection topics the projector filled, timed until every checkpoint in Postgres passed
+    the last event. Each one's CPU is its own cost, free of polling while it waits for the
+    other (in `drain` the sink is fed at the projector's pace)."""
+    topics = ContextTopics(name)
+    partitions = default_registry().context(CONTEXT).partitions
+    projections = [p.name for p in default_registry().context(CONTEXT).projections]
+    with fresh_run(target, name) as pipeline:
+        write = _drain_processor(target, spec, name, pipeline, say)
+        _retire(pipeline, "processor")
+        last = _last_events(target.kafka, topics.events, partitions)
+        meter = _meter(target)
+        counters_before = _reading(meter)
+        pipeline.start(["projector"])
+        pipeline.wait_ready(START_TIMEOUT_S, roles=["projector"])
+        started, cpu_before = time.monotonic(), _cpu_now(pipeline)
+        stack_before = _reading(meter, counters=False)
+        say(f"{name}: projector running alone")
+        past = {p: o + 1 for p, o in last.items()}
+        _wait_committed(target, f"{name}.projector", topics.events, past, "projector", pipeline)
+        projector_s = time.monotonic() - started
+        projector = _worker_usage(pipeline, cpu_before)
+        projector_stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
+        _retire(pipeline, "projector")
+        with CheckpointRecorder(target.dsn, name, projections) as recorder:
+            counters_before = _reading(meter)
+            pipeline.start(["sink"])
+            pipeline.wait_ready(START_TIMEOUT_S, roles=["sink"])
+            started, cpu_before = time.monotonic(), _cpu_now(pipeline)
+            stack_before = _reading(meter, counters=False)
+            say(f"{name}: sink running alone")
+            visible = recorder.wait_past(last, STALL_TIMEOUT_S, pipeline.check)
+        sink_s = visible - started
+        sink = _worker_usage(pipeline, cpu_before)
+        sink_stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
+    return {
+        "write_cmds_per_s": spec.total / write["write_s"],
+        "projector_cmds_per_s": spec.total / projector_s,
+        "sink_cmds_per_s": spec.total / sink_s,
+        "wall_s": {"write": write["write_s"], "projector": projector_s, "sink": sink_s},
+        "cpu_s": {
+            "client": write["client_cpu_s"],
+            "processor": write["processor_cpu_s"],
+            "projector": projector["cpu_s"].get("projector"),
+            "sink": sink["cpu_s"].get("sink"),
+        },
+        "peak_rss_mb": {
+            **write["peak_rss_mb"],
+            **projector["peak_rss_mb"],
+            **sink["peak_rss_mb"],
+        },
+        "phases": {"write": write["stack"], "projector": projector_stack, "sink": sink_stack},
     }
 
 
@@ -637,6 +738,8 @@ def run_ours(
     `drain` and `paced` sections. Latencies in the main figures are the full run's; the
     paced run's are under `paced`. With `charts`, the full and paced runs' charts go
     there (full-*.png, paced-*.png)."""
+    if unknown := [s for s in stages if s not in STAGES]:
+        raise BenchError(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
     spec = WorkloadSpec(accounts=accounts, commands=commands, seed=seed)
     run_id = secrets.token_hex(3)
     load_before = os.getloadavg()
@@ -646,6 +749,8 @@ def run_ours(
     try:
         if "drain" in stages:
             figures["drain"] = run_drain(target, spec, f"bench{run_id}-drain", say)
+        if "split" in stages:
+            figures["split"] = run_split(target, spec, f"bench{run_id}-split", say)
         if "full" in stages:
             full = run_live(target, spec, f"bench{run_id}-full", say, window=window, charts=charts)
             figures["full"] = full
@@ -675,11 +780,11 @@ def summarise(
 ) -> dict[str, Any]:
     """The comparison's shape: write side from the drain run (else the full run), end to
     end and latencies from the full run; per-process peak RSS is the highest seen."""
-    out: dict[str, Any] = {k: v for k, v in figures.items() if k not in ("full", "paced", "drain")}
+    out: dict[str, Any] = {k: v for k, v in figures.items() if k not in STAGES}
     out["commands"] = spec.total
     problems: list[str] = []
     peaks: dict[str, float] = {}
-    for key in ("drain", "full", "paced"):
+    for key in STAGES:
         section = figures.get(key)
         if section is None:
             continue
@@ -703,7 +808,7 @@ def summarise(
             write_latency_ms=full["write_latency_ms"],
             visible_latency_ms=full["visible_latency_ms"],
         )
-    drain = figures.get("drain")
+    drain = figures.get("drain") or figures.get("split")
     if drain is not None:
         out["write_cmds_per_s"] = drain["write_cmds_per_s"]
     elif full is not None:
@@ -718,21 +823,36 @@ def summarise(
     return out
 
 
+STAGES = ("drain", "split", "full", "paced")
 WRITE_PROCESSES = ("processor", "broker", "postgres")
 READ_PROCESSES = ("projector", "sink", "broker", "postgres")
+# (stage, phase, the processes it measures, the key of its rate)
+PHASES = (
+    ("drain", "write", WRITE_PROCESSES, "write_cmds_per_s"),
+    ("drain", "read", READ_PROCESSES, "read_cmds_per_s"),
+    ("split", "write", WRITE_PROCESSES, "write_cmds_per_s"),
+    ("split", "projector", ("projector", "broker", "postgres"), "projector_cmds_per_s"),
+    ("split", "sink", ("sink", "broker", "postgres"), "sink_cmds_per_s"),
+)
+PHASE_LABELS = {
+    ("drain", "write"): "drain: processor alone",
+    ("drain", "read"): "drain: projector + sink",
+    ("split", "write"): "split: processor alone",
+    ("split", "projector"): "split: projector alone",
+    ("split", "sink"): "split: sink alone",
+}
 
 
 def _add_costs(out: dict[str, Any], commands: int) -> None:
     """CPU µs per command of every process, their total and cores / total, per phase."""
-    drain = out.get("drain")
-    if drain is not None:
-        phases = drain.get("phases", {})
-        for phase, processes, rate in (
-            ("write", WRITE_PROCESSES, drain.get("write_cmds_per_s")),
-            ("read", READ_PROCESSES, drain.get("read_cmds_per_s")),
-        ):
-            cpu = {**drain.get("cpu_s", {}), **phases.get(phase, {}).get("cpu_s", {})}
-            phases.setdefault(phase, {})["cost"] = cost_per_command(cpu, commands, processes, rate)
+    for stage, phase, processes, rate_key in PHASES:
+        section = out.get(stage)
+        if section is None:
+            continue
+        phases = section.setdefault("phases", {})
+        cpu = {**section.get("cpu_s", {}), **phases.get(phase, {}).get("cpu_s", {})}
+        rate = section.get(rate_key)
+        phases.setdefault(phase, {})["cost"] = cost_per_command(cpu, commands, processes, rate)
     for key in ("full", "paced"):
         section = out.get(key)
         if section is not None:
@@ -746,10 +866,11 @@ def economy_rows(
     """(label, cost) and (label, broker figures) for each phase that has them."""
     costs: list[tuple[str, Any]] = []
     brokers: list[tuple[str, Any]] = []
-    phases = (figures.get("drain") or {}).get("phases", {})
-    sections = [
-        ("drain: processor alone", phases.get("write")),
-        ("drain: projector + sink", phases.get("read")),
+    sections: list[tuple[str, Any]] = [
+        (label, ((figures.get(stage) or {}).get("phases") or {}).get(phase))
+        for (stage, phase), label in PHASE_LABELS.items()
+    ]
+    sections += [
         ("full load: end to end", figures.get("full")),
         ("paced: end to end", figures.get("paced")),
     ]
@@ -808,6 +929,17 @@ def print_ours(figures: Mapping[str, Any], console: Console) -> None:
         table.add_row(
             "drain: projector + sink", f"{drain['read_cmds_per_s']:,.0f}", "", "", cpu(drain)
         )
+    split = figures.get("split")
+    if split:
+        table.add_row("split: processor alone", f"{split['write_cmds_per_s']:,.0f}", "", "", "")
+        for role in ("projector", "sink"):
+            table.add_row(
+                f"split: {role} alone",
+                f"{split[f'{role}_cmds_per_s']:,.0f}",
+                "",
+                "",
+                cpu({"cpu_s": {role: split["cpu_s"].get(role)}}),
+            )
     for key, label in (("full", "full load"), ("paced", "paced")):
         section = figures.get(key)
         if not section:
@@ -827,15 +959,19 @@ def print_ours(figures: Mapping[str, Any], console: Console) -> None:
     print_economy(*economy_rows(figures), console)
     unmeasured = {
         section.get("unmeasured")
-        for section in (figures.get("full"), figures.get("paced"), *_drain_phases(figures))
+        for section in (figures.get("full"), figures.get("paced"), *_stage_phases(figures))
         if section
     } - {None}
     for note in sorted(unmeasured):
         console.print(f"not measured: {note}")
 
 
-def _drain_phases(figures: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return list(((figures.get("drain") or {}).get("phases") or {}).values())
+def _stage_phases(figures: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [
+        section
+        for stage in ("drain", "split")
+        for section in ((figures.get(stage) or {}).get("phases") or {}).values()
+    ]
 
 
 def main(
@@ -844,7 +980,9 @@ def main(
     seed: int = typer.Option(DEFAULT_SEED, help="workload seed"),
     runs: int = typer.Option(1, min=1, help="repeat and report the median of each figure"),
     window: int = typer.Option(DEFAULT_WINDOW, min=1, help="commands in flight at full load"),
-    stages: str = typer.Option("drain,full,paced", help="which runs, comma-separated"),
+    stages: str = typer.Option(
+        "drain,full,paced", help="which runs, comma-separated (drain, split, full, paced)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
 ) -> None:
     """Run the workload through our pipeline and print its figures."""

@@ -281,3 +281,36 @@ def test_costs_per_phase_sum_the_processes_that_ran_in_it():
         "full load: end to end",
     ]
     assert brokers == []
+
+
+def test_split_costs_each_read_worker_alone_with_the_stack_of_its_own_phase():
+    out: dict = {
+        "split": {
+            "write_cmds_per_s": 1000.0,
+            "projector_cmds_per_s": 250.0,
+            "sink_cmds_per_s": 800.0,
+            "cpu_s": {"client": 0.5, "processor": 0.1, "projector": 0.3, "sink": 0.05},
+            "phases": {
+                "write": {"cpu_s": {"broker": 0.3, "postgres": 0.0}},
+                "projector": {"cpu_s": {"broker": 0.2, "postgres": 0.0}},
+                "sink": {"cpu_s": {"broker": 0.01, "postgres": 0.04}},
+            },
+        },
+    }
+    _add_costs(out, 1000)
+    phases = out["split"]["phases"]
+    projector = phases["projector"]["cost"]
+    assert set(projector["cpu_us"]) == {"projector", "broker", "postgres"}  # not the sink's
+    assert projector["cpu_us"]["projector"] == pytest.approx(300.0)
+    assert projector["total_cpu_us"] == pytest.approx(500.0)
+    assert projector["measured_cmds_per_s"] == 250.0
+    sink = phases["sink"]["cost"]
+    assert set(sink["cpu_us"]) == {"sink", "broker", "postgres"}
+    assert sink["total_cpu_us"] == pytest.approx(100.0)
+    assert sink["measured_cmds_per_s"] == 800.0
+    costs, _ = economy_rows(out)
+    assert [label for label, _ in costs] == [
+        "split: processor alone",
+        "split: projector alone",
+        "split: sink alone",
+    ]
