@@ -12,9 +12,8 @@ projection topics. A crash in between replays events: the rows' guards make that
 drop fetched events before they reach the agent; a batch that passes such events takes
 them in again, read from Kafka (processors/fetch_ledger.py).
 
-Projection records go out through a confluent-kafka (librdkafka) producer rather than
-Faust's aiokafka one: about ten times less Python per record, idempotent, ordered per
-partition.
+Decoding is processors/projector/decode.py's, publishing processors/projector/publisher.py's
+(librdkafka, not Faust's producer).
 """
 
 from __future__ import annotations
@@ -27,11 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
 from faust.streams import _current_event  # the context var Faust tables key partitions on
 from faust.types import EventT, StreamT
 
-from processors.domain import Event
 from processors.faust_app import (
     Liveness,
     PositionTracker,
@@ -43,21 +40,20 @@ from processors.faust_app import (
 )
 from processors.fetch_ledger import FetchLedger, runs_text
 from processors.generations import generation_name, select
-from processors.projections import EventMeta, Projection
+from processors.projections import Projection
 from processors.projector.batch import (
     BatchOutcome,
-    Publication,
     SourceEvent,
     last_offsets,
     project_batch,
 )
+from processors.projector.decode import RereadMessage, Undecodable, decode_event
 from processors.projector.metrics import ProjectorMetrics
-from processors.projector.records import KafkaRecord, encode, record_size
-from processors.registry import Registry, UnknownMessageType
+from processors.projector.publisher import RowPublisher, event_fields
+from processors.registry import Registry
 from processors.topic_reader import read_offsets
 from processors.topics import TopicSpec
-from schemas.codec import LATEST, CodecError, default_codec
-from schemas.wire import headers as ce
+from schemas.codec import default_codec
 from schemas.wire.limits import DERIVED_MAX_RECORD_BYTES
 
 log = logging.getLogger(__name__)
@@ -85,26 +81,6 @@ def projector_app_id(prefix: str, projection: str | None = None, generation: int
 def changelog_topic(prefix: str, projection: str) -> str:
     """Where Faust keeps the table of a stateful projection (compacted)."""
     return f"{projector_app_id(prefix)}-{projection}-changelog"
-
-
-class Undecodable(Exception):
-    pass
-
-
-@dataclass(frozen=True)
-class RereadMessage:
-    """A record read again with librdkafka, with the attributes of a Faust message that the
-    projector uses."""
-
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-    @classmethod
-    def of(cls, msg: Message) -> RereadMessage:
-        return cls(msg.topic(), msg.partition(), msg.offset(), msg.value(), msg.headers() or [])
 
 
 class Projector:
@@ -147,18 +123,9 @@ class Projector:
             for p in self.projections
             if p.stateful
         }
-        self._delivery_errors: list[KafkaError] = []
         self._last_offset: dict[int, int] = {}  # per events partition, for _note_jumps
-        self._producer = Producer(
-            {
-                **config.kafka.client_config(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 2,
-                "batch.num.messages": 10_000,
-                "message.max.bytes": DERIVED_MAX_RECORD_BYTES + 64 * 1024,
-                "on_delivery": self._on_delivery,
-            }
+        self.publisher = RowPublisher(
+            config.kafka.client_config(), self.topics, self.source, self.codec, self.metrics
         )
         self.app.agent(self.events_topic, name=f"{config.app_id}.project")(self._agent)
         self.app.timer(1.0)(self._tick)
@@ -218,7 +185,7 @@ class Projector:
         sources: list[SourceEvent] = []
         for message in messages:
             try:
-                sources.append(self._decode(message))
+                sources.append(decode_event(message, self.codec, self.registry))
             except Undecodable as exc:
                 # The event stays in the event store; nothing can be projected from it.
                 self.metrics.failures.labels("undecodable").inc()
@@ -239,7 +206,7 @@ class Projector:
 
         outcome = project_batch(self.projections, sources, ends, load)
         self._store(outcome, context_of)
-        await self._publish(outcome)
+        await self.publisher.publish(outcome)
         for partition, offset in ends.items():
             self.positions.advance(self.topics.events, partition, offset)
         self._count(outcome, len(batch), time.monotonic() - started)
@@ -302,32 +269,6 @@ class Projector:
         self.metrics.reread.inc(len(reread))
         return reread
 
-    def _decode(self, message: Any) -> SourceEvent:
-        if message.value is None:
-            raise Undecodable("no value")
-        try:
-            decoded = self.codec.decode_message(message.value, LATEST)
-            envelope = ce.CloudEventHeaders.from_kafka(message.headers)
-            aggregate = self.registry.aggregate_for_event(decoded.schema.name)
-        except (CodecError, ce.HeaderError, UnknownMessageType) as exc:
-            raise Undecodable(str(exc)) from exc
-        if envelope.aggregate_version is None:
-            raise Undecodable(f"no {ce.AGGREGATE_VERSION} header")
-        meta = EventMeta(
-            event_id=envelope.id,
-            aggregate_type=aggregate.name,
-            aggregate_id=envelope.subject,
-            version=envelope.aggregate_version,
-            time=envelope.time,
-            partition=message.partition,
-            offset=message.offset,
-            correlation_id=envelope.correlation_id,
-            causation_id=envelope.causation_id,
-            principal=envelope.principal,
-            traceparent=envelope.traceparent,
-        )
-        return SourceEvent(Event(decoded.schema.name, decoded.record), meta)
-
     def _store(self, outcome: BatchOutcome, context_of: dict[int, EventT]) -> None:
         for projection, key, row, partition in outcome.stores:
             # Faust writes a table key to the changelog partition and RocksDB instance of
@@ -335,64 +276,8 @@ class Projector:
             _current_event.set(weakref.ref(context_of[partition]))
             value = self.codec.encode(projection.row_schema, row)
             if len(value) + len(key) > DERIVED_MAX_RECORD_BYTES:
-                continue  # refused; _publish counts and logs it
+                continue  # refused; the publisher counts and logs it
             self.tables[projection.name][key.encode()] = value
-
-    async def _publish(self, outcome: BatchOutcome) -> None:
-        produce = self._producer.produce
-        for pub in outcome.publications:
-            record = self._fitting(encode(pub, self.topics, self.source, self.codec), pub)
-            while True:
-                try:
-                    produce(
-                        record.topic,
-                        record.value,
-                        record.key,
-                        partition=record.partition,
-                        headers=record.headers,
-                    )
-                    break
-                except BufferError:  # local queue full: let deliveries drain
-                    await asyncio.get_running_loop().run_in_executor(
-                        None, self._producer.poll, 0.05
-                    )
-            if not pub.is_marker:
-                self.metrics.published.labels(pub.projection.name).inc()
-        remaining = await asyncio.get_running_loop().run_in_executor(
-            None, self._producer.flush, 60.0
-        )
-        if remaining or self._delivery_errors:
-            errors = self._delivery_errors[:3]
-            exit_now(f"{remaining} projection records undelivered, errors: {errors}")
-
-    def _fitting(self, record: KafkaRecord, pub: Publication) -> KafkaRecord:
-        """A row over the derived record limit would fail delivery, and the projector would
-        fail on the same event after every restart: the read side would stall for good. Such
-        a row is refused instead (a failure, like an event the projection cannot apply); a
-        checkpoint record takes its place so the partition's checkpoint still advances."""
-        size = record_size(record)
-        if size <= DERIVED_MAX_RECORD_BYTES:
-            return record
-        cause = pub.cause
-        assert cause is not None  # checkpoint records are small
-        self.metrics.failures.labels("too_large").inc()
-        log.error(
-            "projection %s refuses row %r: %s bytes, over the %s-byte limit (event %s, %s[%d]@%d)",
-            pub.projection.name,
-            record.key[:80],
-            f"{size:,}",
-            f"{DERIVED_MAX_RECORD_BYTES:,}",
-            cause.event_id,
-            self.topics.events,
-            cause.partition,
-            cause.offset,
-            extra=_fields(cause),
-        )
-        return encode(pub.as_marker(), self.topics, self.source, self.codec)
-
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._delivery_errors.append(err)
 
     def _count(self, outcome: BatchOutcome, size: int, seconds: float) -> None:
         m = self.metrics
@@ -411,14 +296,5 @@ class Projector:
                 failure.meta.partition,
                 failure.meta.offset,
                 failure.error,
-                extra=_fields(failure.meta),
+                extra=event_fields(failure.meta),
             )
-
-
-def _fields(meta: EventMeta) -> dict[str, Any]:
-    """The `extra=` of a log line about one event: its partition and the id of the command
-    that caused it (processors/logs.py writes them)."""
-    fields: dict[str, Any] = {"partition": meta.partition}
-    if meta.causation_id is not None:
-        fields["command_id"] = meta.causation_id
-    return fields
