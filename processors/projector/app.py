@@ -50,7 +50,6 @@ from processors.projector.batch import (
 from processors.projector.decode import RereadMessage, Undecodable, decode_event
 from processors.projector.metrics import ProjectorMetrics
 from processors.projector.publisher import RowPublisher, event_fields
-from processors.projector.records import RowValues, stored_values
 from processors.registry import Registry
 from processors.topic_reader import read_offsets
 from processors.topics import TopicSpec
@@ -206,8 +205,8 @@ class Projector:
             return None if value is None else self.codec.decode(value, projection.row_schema)
 
         outcome = project_batch(self.projections, sources, ends, load)
-        encoded = self._store(outcome, context_of)
-        await self.publisher.publish(outcome, encoded)
+        self._store(outcome, context_of)
+        await self.publisher.publish(outcome)
         for partition, offset in ends.items():
             self.positions.advance(self.topics.events, partition, offset)
         self._count(outcome, len(batch), time.monotonic() - started)
@@ -270,19 +269,15 @@ class Projector:
         self.metrics.reread.inc(len(reread))
         return reread
 
-    def _store(self, outcome: BatchOutcome, context_of: dict[int, EventT]) -> RowValues:
-        """Write the changed rows to the tables; returns their encoded values, which the
-        projection records reuse."""
-        values = stored_values(outcome, self.codec)
-        for projection, key, _, partition in outcome.stores:
-            value = values[(projection.name, partition, key)]
-            if len(value) + len(key) > DERIVED_MAX_RECORD_BYTES:
-                continue  # refused; the publisher counts and logs it
+    def _store(self, outcome: BatchOutcome, context_of: dict[int, EventT]) -> None:
+        for projection, key, row, partition in outcome.stores:
             # Faust writes a table key to the changelog partition and RocksDB instance of
             # the "current event"; make that an event of the row's own source partition.
             _current_event.set(weakref.ref(context_of[partition]))
+            value = self.codec.encode(projection.row_schema, row)
+            if len(value) + len(key) > DERIVED_MAX_RECORD_BYTES:
+                continue  # refused; the publisher counts and logs it
             self.tables[projection.name][key.encode()] = value
-        return values
 
     def _count(self, outcome: BatchOutcome, size: int, seconds: float) -> None:
         m = self.metrics

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processors.projector.batch import BatchOutcome, Publication
+from processors.projector.batch import Publication
 from processors.topics import ContextTopics
 from schemas.codec import Codec
 from schemas.wire import progress
@@ -23,15 +23,7 @@ class KafkaRecord:
     headers: Headers
 
 
-def encode(
-    pub: Publication,
-    topics: ContextTopics,
-    source: str,
-    codec: Codec,
-    value: bytes | None = None,
-) -> KafkaRecord:
-    """The record of `pub`; `value`, when given, is the row already encoded (the same bytes
-    the table holds)."""
+def encode(pub: Publication, topics: ContextTopics, source: str, codec: Codec) -> KafkaRecord:
     topic = topics.projection(pub.projection.name)
     if pub.key is None:
         return _encode_checkpoint(pub, topics, topic, source, codec)
@@ -50,8 +42,7 @@ def encode(
         correlation_id=cause.correlation_id,
         traceparent=cause.traceparent,
     )
-    if value is None:
-        value = codec.encode(pub.projection.row_schema, pub.row)
+    value = codec.encode(pub.projection.row_schema, pub.row)
     return KafkaRecord(topic, pub.partition, pub.key.encode(), value, headers)
 
 
@@ -71,23 +62,6 @@ def _encode_checkpoint(
         },
     )
     return KafkaRecord(topic, pub.partition, progress.checkpoint_key(pub.partition), value, headers)
-
-
-RowValues = dict[tuple[str, int, str], bytes]
-
-
-def stored_values(outcome: BatchOutcome, codec: Codec) -> RowValues:
-    """The Avro value of every row the batch changed, by (projection, partition, key): the
-    bytes the table stores are those its projection record carries, so each changed row is
-    encoded once (`encode(..., value=values.get(value_key(pub)))`)."""
-    return {
-        (projection.name, partition, key): codec.encode(projection.row_schema, row)
-        for projection, key, row, partition in outcome.stores
-    }
-
-
-def value_key(pub: Publication) -> tuple[str, int, str]:
-    return (pub.projection.name, pub.partition, pub.key or "")
 
 
 def record_size(record: KafkaRecord) -> int:

@@ -245,30 +245,3 @@ def test_a_row_key_in_the_checkpoint_key_space_is_refused():
     out = run([ev(opened("a1"), 1, 0)], Store(), projections=(reserved,))
     assert [type(f.error) for f in out.failures] == [ValueError]
     assert all(p.is_marker for p in out.publications) and not out.stores
-
-
-def test_records_reuse_the_stored_values_and_equal_records_encoded_afresh():
-    from processors.projector.records import encode, stored_values, value_key
-    from processors.topics import ContextTopics
-    from schemas.codec import default_codec
-
-    topics, codec, source = ContextTopics("bank"), default_codec(), "/bank/projector"
-    store = Store()
-    run([ev(opened("a1"), 1, 0, agg="a1"), ev(opened("a2"), 1, 1, partition=1, agg="a2")], store)
-    # a1 changes on partition 0; a2 is only republished (redelivered) on partition 1
-    events = [
-        ev(deposited(100, 100, "a1"), 2, 2, agg="a1"),
-        ev(opened("a2"), 1, 1, partition=1, agg="a2"),
-    ]
-    outcome = run(events, store)
-    values = stored_values(outcome, codec)
-    assert {k for k in values if k[0] == "accounts"} == {("accounts", 0, "a1")}
-    reused = 0
-    for pub in outcome.publications:
-        value = values.get(value_key(pub))
-        reused += value is not None
-        assert encode(pub, topics, source, codec, value) == encode(pub, topics, source, codec)
-    assert reused == len(outcome.stores) >= 2  # accounts a1 and daily_totals
-    wrong = ("accounts", 0, "a1")
-    a1 = next(p for p in outcome.publications if value_key(p) == wrong)
-    assert encode(a1, topics, source, codec, b"x").value == b"x"  # the given value is used
