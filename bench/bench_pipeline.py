@@ -449,6 +449,41 @@ def _reading(meter: StackMeter | None, counters: bool = True) -> Reading | None:
     return None if meter is None else meter.reading(counters=counters)
 
 
+def _timed_phase(
+    name: str,
+    commands: int,
+    pipeline: Pipeline,
+    roles: list[str],
+    meter: StackMeter | None,
+    say: Callable[[str], None],
+    until: Callable[[], float],
+) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """Start `roles` and, once ready, time them until `until()` returns (when the phase
+    ended, on the monotonic clock). Returns the seconds, the workers' usage and the
+    stack's (the broker's counters are read before the start: JmxTool takes seconds)."""
+    counters_before = _reading(meter)
+    pipeline.start(roles)
+    pipeline.wait_ready(START_TIMEOUT_S, roles=roles)
+    started, cpu_before = time.monotonic(), _cpu_now(pipeline)
+    stack_before = _reading(meter, counters=False)
+    say(f"{name}: {' and '.join(roles)} running")
+    seconds = until() - started
+    usage = _worker_usage(pipeline, cpu_before)
+    return seconds, usage, _stack_usage(meter, counters_before, stack_before, name, commands)
+
+
+def _committed_past(
+    target: Target, group: str, topic: str, end: Mapping[int, int], who: str, pipeline: Pipeline
+) -> Callable[[], float]:
+    """An `until` for `_timed_phase`: `_wait_committed`, then the time."""
+
+    def until() -> float:
+        _wait_committed(target, group, topic, end, who, pipeline)
+        return time.monotonic()
+
+    return until
+
+
 def _drain_processor(
     target: Target, spec: WorkloadSpec, name: str, pipeline: Pipeline, say: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -461,24 +496,17 @@ def _drain_processor(
     client.go()
     preload = client.finish(None, STALL_TIMEOUT_S * 5)
     end = _end_offsets(target.kafka, topics.commands, partitions)
-    meter = _meter(target)
-    counters_before = _reading(meter)
-    pipeline.start(["processor"])
-    pipeline.wait_ready(START_TIMEOUT_S)
-    started, cpu_before = time.monotonic(), _cpu_now(pipeline)
-    stack_before = _reading(meter, counters=False)
-    say(f"{name}: processor running")
-    _wait_committed(
-        target, f"{name}.command-processor", topics.commands, end, "processor", pipeline
+    group = f"{name}.command-processor"
+    until = _committed_past(target, group, topics.commands, end, "processor", pipeline)
+    write_s, usage, stack = _timed_phase(
+        name, spec.total, pipeline, ["processor"], _meter(target), say, until
     )
-    write_s = time.monotonic() - started
-    usage = _worker_usage(pipeline, cpu_before)
     return {
         "write_s": write_s,
         "client_cpu_s": preload["cpu_s"],
         "processor_cpu_s": usage["cpu_s"].get("processor"),
         "peak_rss_mb": usage["peak_rss_mb"],
-        "stack": _stack_usage(meter, counters_before, stack_before, name, spec.total),
+        "stack": stack,
     }
 
 
@@ -517,18 +545,16 @@ def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str]
         write = _drain_processor(target, spec, name, pipeline, say)
         last = _last_events(target.kafka, topics.events, partitions)
         projections = [p.name for p in default_registry().context(CONTEXT).projections]
-        meter = _meter(target)
         with CheckpointRecorder(target.dsn, name, projections) as recorder:
-            counters_before = _reading(meter)
-            pipeline.start(["projector", "sink"])
-            pipeline.wait_ready(START_TIMEOUT_S, roles=["projector", "sink"])
-            started, cpu_before = time.monotonic(), _cpu_now(pipeline)
-            stack_before = _reading(meter, counters=False)
-            say("drain: projector and sink running")
-            visible = recorder.wait_past(last, STALL_TIMEOUT_S, pipeline.check)
-        read_s = visible - started
-        usage = _worker_usage(pipeline, cpu_before)
-        read_stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
+            read_s, usage, read_stack = _timed_phase(
+                name,
+                spec.total,
+                pipeline,
+                ["projector", "sink"],
+                _meter(target),
+                say,
+                lambda: recorder.wait_past(last, STALL_TIMEOUT_S, pipeline.check),
+            )
     return {
         "write_cmds_per_s": spec.total / write["write_s"],
         "read_cmds_per_s": spec.total / read_s,
@@ -565,29 +591,23 @@ def run_split(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str]
         _retire(pipeline, "processor")
         last = _last_events(target.kafka, topics.events, partitions)
         meter = _meter(target)
-        counters_before = _reading(meter)
-        pipeline.start(["projector"])
-        pipeline.wait_ready(START_TIMEOUT_S, roles=["projector"])
-        started, cpu_before = time.monotonic(), _cpu_now(pipeline)
-        stack_before = _reading(meter, counters=False)
-        say(f"{name}: projector running alone")
         past = {p: o + 1 for p, o in last.items()}
-        _wait_committed(target, f"{name}.projector", topics.events, past, "projector", pipeline)
-        projector_s = time.monotonic() - started
-        projector = _worker_usage(pipeline, cpu_before)
-        projector_stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
+        group = f"{name}.projector"
+        until = _committed_past(target, group, topics.events, past, "projector", pipeline)
+        projector_s, projector, projector_stack = _timed_phase(
+            name, spec.total, pipeline, ["projector"], meter, say, until
+        )
         _retire(pipeline, "projector")
         with CheckpointRecorder(target.dsn, name, projections) as recorder:
-            counters_before = _reading(meter)
-            pipeline.start(["sink"])
-            pipeline.wait_ready(START_TIMEOUT_S, roles=["sink"])
-            started, cpu_before = time.monotonic(), _cpu_now(pipeline)
-            stack_before = _reading(meter, counters=False)
-            say(f"{name}: sink running alone")
-            visible = recorder.wait_past(last, STALL_TIMEOUT_S, pipeline.check)
-        sink_s = visible - started
-        sink = _worker_usage(pipeline, cpu_before)
-        sink_stack = _stack_usage(meter, counters_before, stack_before, name, spec.total)
+            sink_s, sink, sink_stack = _timed_phase(
+                name,
+                spec.total,
+                pipeline,
+                ["sink"],
+                meter,
+                say,
+                lambda: recorder.wait_past(last, STALL_TIMEOUT_S, pipeline.check),
+            )
     return {
         "write_cmds_per_s": spec.total / write["write_s"],
         "projector_cmds_per_s": spec.total / projector_s,
