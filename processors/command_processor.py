@@ -58,10 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# A fetch returns when this much is ready or after fetch.wait.max.ms: full batches at load,
-# one request per wait when light.
-FETCH_MIN_BYTES = 256 * 1024
-
 
 class CommandProcessor:
     def __init__(
@@ -95,22 +91,9 @@ class CommandProcessor:
         )
         self._consumer = Consumer(
             {
-                **config.kafka,
+                **config.consumer_settings(),
                 **self.group_watch.consumer_config(),
                 "error_cb": self._on_client_error,
-                "group.id": config.group_id,
-                "isolation.level": "read_committed",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "partition.assignment.strategy": "range",
-                # Static membership: a restarted instance takes its partitions back at once,
-                # without waiting for the dead incarnation's session to time out.
-                "group.instance.id": config.transactional_id,
-                "session.timeout.ms": config.session_timeout_ms,
-                # At light load, one fetch per 50 ms carrying what arrived, not one per
-                # client request: the batch waits poll_timeout_s (50 ms) for it anyway.
-                "fetch.wait.max.ms": 50,
-                "fetch.min.bytes": FETCH_MIN_BYTES,
             }
         )
         self._producer = new_producer(config, self._on_client_error)

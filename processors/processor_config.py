@@ -12,6 +12,10 @@ from typing import Any
 from processors.topics import ContextTopics
 from schemas.wire.limits import DEFAULT_MAX_RECORD_BYTES
 
+# A fetch returns when this much is ready or after fetch.wait.max.ms: full batches at load,
+# one request per wait when light.
+FETCH_MIN_BYTES = 256 * 1024
+
 
 @dataclass(frozen=True)
 class ProcessorConfig:
@@ -47,3 +51,23 @@ class ProcessorConfig:
         # aborts its open transaction at once, instead of stalling read_committed readers
         # until the transaction times out.
         return f"{self.group_id}.{self.instance_id}"
+
+    def consumer_settings(self) -> dict[str, Any]:
+        """The input consumer's settings (the client's own callbacks are added by the
+        processor)."""
+        return {
+            **self.kafka,
+            "group.id": self.group_id,
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "partition.assignment.strategy": "range",
+            # Static membership: a restarted instance takes its partitions back at once,
+            # without waiting for the dead incarnation's session to time out.
+            "group.instance.id": self.transactional_id,
+            "session.timeout.ms": self.session_timeout_ms,
+            # At light load, one fetch per 50 ms carrying what arrived, not one per
+            # client request: the batch waits poll_timeout_s (50 ms) for it anyway.
+            "fetch.wait.max.ms": 50,
+            "fetch.min.bytes": FETCH_MIN_BYTES,
+        }
