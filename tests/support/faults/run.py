@@ -187,6 +187,10 @@ def run_faults(stack: StackState, log_dir: Path, plan: FaultPlan) -> FaultRun:
         measures["workers that exited on their own (restarted)"] = len(pipe.unplanned_exits)
         measures["liveness restarts"] = len(pipe.liveness_restarts)
         measures["projection records the sink jumped over (its logs)"] = skipped_by_sink(log_dir)
+        events, batches = reread_by_projector(log_dir)
+        measures["events Faust dropped, re-read by the projector (its logs)"] = (
+            f"{events} in {batches} batches"
+        )
     finally:
         load.stop()
         probe.stop()
@@ -265,6 +269,27 @@ def skipped_by_sink(log_dir: Path) -> int:
         "".join(path.read_text(errors="replace") for path in sorted(log_dir.glob("sink-*.log"))),
     )
     return sum(int(n) for n in found)
+
+
+def reread_by_projector(log_dir: Path) -> tuple[int, int]:
+    """Events Faust fetched and never delivered that the projector read again, and in how
+    many batches, as its warnings list them (processors/projector/app.py)."""
+    text = "".join(
+        path.read_text(errors="replace") for path in sorted(log_dir.glob("projector-*.log"))
+    )
+    lines = re.findall(r"before the agent saw them; reading again: (.*)", text)
+    return sum(reread_count(line) for line in lines), len(lines)
+
+
+def reread_count(where: str) -> int:
+    """How many offsets a re-read warning names, e.g. `t[0] offsets 3-5, 9; t[2] offsets 7`
+    names 5."""
+    count = 0
+    for part in where.split("; "):
+        for run in part.split(" offsets ", 1)[1].split(", "):
+            first, _, last = run.partition("-")
+            count += int(last or first) - int(first) + 1
+    return count
 
 
 def probe_round_trip(
