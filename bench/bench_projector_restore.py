@@ -8,8 +8,8 @@ starts `cqrsctl run projector` with an empty data folder, and times:
 
 - *serving*: from the start of the process to the event's row on `<prefix>.projection.accounts`
   (the row must carry the restored owner: the projector read it from its restored table);
-- *restore*: from Faust's "Restoring state from changelog topics" to "Done reading from
-  changelog topics" log lines; rows/s and the projector's CPU over it.
+- *restore*: between the log lines that start and end a restore (the projector's bulk restore
+  and Faust's recovery, `RESTORES`); rows/s and the projector's CPU over it.
 
 Runs on the stack that `cqrsctl up` runs (or CQRS_KAFKA_BOOTSTRAP_SERVERS), under a private
 topic prefix that is deleted afterwards. Each of `--runs` starts a fresh projector on the same
@@ -54,8 +54,13 @@ from schemas.wire import headers as ce
 
 PROJECTION = "accounts"
 ROW_VERSION = 3  # the aggregate version the filled rows claim
-RESTORING = "Restoring state from changelog topics"
-RESTORED = "Done reading from changelog topics"
+# Log lines that start and end a restore: ours (processors/projector/table_restore.py, in
+# bulk before Faust starts), then Faust's recovery (what is left, one record at a time).
+RESTORES = (
+    (f"restoring table {PROJECTION} from", f"restored table {PROJECTION}:"),
+    ("Restoring state from changelog topics", "Done reading from changelog topics"),
+)
+MARKS = (*(m for pair in RESTORES for m in pair), "Worker ready")
 
 
 @dataclass
@@ -163,7 +168,7 @@ class LogWatch:
         with self.out.open("a") as log:
             for line in self.proc.stderr:
                 log.write(line)
-                for mark in (RESTORING, RESTORED, "Worker ready"):
+                for mark in MARKS:
                     if mark in line and mark not in self.at:
                         try:
                             cpu = cpu_seconds(self.proc.pid)
@@ -258,9 +263,11 @@ def one_run(
                 proc.wait()
             watch.thread.join(5)
     run.milestones = {mark: round(at, 3) for mark, (at, _) in watch.at.items()}
-    if RESTORING in watch.at and RESTORED in watch.at:
-        (t0, c0), (t1, c1) = watch.at[RESTORING], watch.at[RESTORED]
-        run.restore_s, run.restore_cpu_s = t1 - t0, c1 - c0
+    for start, end in RESTORES:
+        if start in watch.at and end in watch.at:
+            (t0, c0), (t1, c1) = watch.at[start], watch.at[end]
+            run.restore_s = (run.restore_s or 0.0) + t1 - t0
+            run.restore_cpu_s = (run.restore_cpu_s or 0.0) + c1 - c0
     return run
 
 

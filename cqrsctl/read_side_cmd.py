@@ -81,6 +81,7 @@ def projector(
     from processors.health import heartbeat_alive, serve_health
     from processors.projector.app import Projector, ProjectorConfig, projector_app_id
     from processors.projector.local_state import LocalState, kafka_identity
+    from processors.projector.table_restore import restore_tables
 
     _generation(projection, generation)
     configure_logs(log_level, log_format, context=context, role="projector")
@@ -113,6 +114,7 @@ def projector(
     local = LocalState(config.data_dir, Path(worker.app.conf.tabledir))
     changelogs = [f"{config.app_id}-{name}-changelog" for name in worker.tables]
     local.prepare(kafka_identity(settings.kafka.client_config(), changelogs))
+    restore_tables(settings.kafka.client_config(), worker.tables)  # tables without local state
     if health_port:
         serve_health(health_port, heartbeat_alive(lambda: worker.liveness.last_beat), worker.ready)
     try:

@@ -5,9 +5,9 @@ After a kill -9 in between, RocksDB holds a row the changelog lacks; the replaye
 finds the row already applied and writes nothing, so the changelog would miss that change
 for good (and a replica restored from it, e.g. on another node, would hold a stale row).
 So, as Kafka Streams does after an unclean shutdown, the projector keeps its local tables
-only after a clean stop, marked by a file; otherwise it discards them and Faust restores
-them from the changelogs, which hold at least everything up to the committed source
-offsets (Faust flushes its producer before it commits).
+only after a clean stop, marked by a file; otherwise it discards them and they are restored
+from the changelogs (processors/projector/table_restore.py), which hold at least everything
+up to the committed source offsets (Faust flushes its producer before it commits).
 
 The tables are also discarded when they come from another Kafka: a rebuilt cluster (another
 cluster id) or recreated changelog topics (other topic ids). Faust would otherwise keep rows

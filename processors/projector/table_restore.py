@@ -1,0 +1,123 @@
+"""Restore the projector's Faust tables from their changelogs in bulk, before Faust starts.
+
+Faust restores a table without local state through its own consumer path, one record at a
+time (aiokafka's fetcher, Faust's conductor, its recovery queue and per-record bookkeeping):
+about 90 CPU µs per row on our machine, minutes for a million rows (docs/benchmarks.md,
+"Restoring a projector"). This does what Faust's recovery does (`Store.apply_changelog_batch`:
+a put per record, a delete per tombstone, then the last offset applied as the partition's
+persisted offset) with librdkafka and RocksDB write batches, into the same databases Faust
+opens (`Store.partition_path`, `Store.rocksdb_options`). Faust's recovery then starts at the
+persisted offset and reads only what was written after it.
+
+Only for a table with no local database at all (a new volume, or tables LocalState
+discarded): a database that exists is Faust's to bring up to date.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import rocksdict
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+log = logging.getLogger(__name__)
+
+CHUNK = 10_000  # records per consume() call and per write batch
+
+
+@dataclass(frozen=True)
+class Restored:
+    table: str
+    rows: int  # changelog records applied (puts and deletes)
+    seconds: float
+
+
+def restore_tables(
+    kafka: Mapping[str, Any], tables: Mapping[str, Any], timeout: float = 600.0
+) -> list[Restored]:
+    """Fill each Faust table (name -> `faust.Table`) whose partitions have no local database
+    from its changelog. Raises if a changelog cannot be read to its end within `timeout`."""
+    done = []
+    for name, table in tables.items():
+        store = table.data
+        partitions = range(table.partitions)
+        if any(store.partition_path(p).exists() for p in partitions):
+            continue
+        log.info("restoring table %s from %s", name, table.changelog_topic_name)
+        started = time.monotonic()
+        rows = _restore(dict(kafka), table.changelog_topic_name, store, partitions, timeout)
+        done.append(Restored(name, rows, time.monotonic() - started))
+        log.info(
+            "restored table %s: %d changelog records in %.1f s",
+            name,
+            rows,
+            done[-1].seconds,
+        )
+    return done
+
+
+def _restore(
+    kafka: dict[str, Any], topic: str, store: Any, partitions: range, timeout: float
+) -> int:
+    consumer = Consumer(
+        {
+            **kafka,
+            "group.id": f"{topic}-restore",  # never joined or committed: assign() only
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        }
+    )
+    dbs: dict[int, Any] = {}
+    try:
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1] for p in partitions
+        }
+        todo = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(todo)])
+        last: dict[int, int] = {}
+        rows = 0
+        deadline = time.monotonic() + timeout
+        while todo:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{topic}: partitions {sorted(todo)} not read to their end")
+            batches: dict[int, Any] = {}
+            for msg in consumer.consume(CHUNK, 1.0):
+                p = msg.partition()
+                if error := msg.error():
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        if msg.offset() >= ends[p]:
+                            todo.discard(p)
+                        continue
+                    raise KafkaException(error)
+                batch = batches.get(p)
+                if batch is None:
+                    batch = batches[p] = rocksdict.WriteBatch(raw_mode=True)
+                value = msg.value()
+                if value is None:
+                    batch.delete(msg.key())
+                else:
+                    batch.put(msg.key(), value)
+                last[p] = msg.offset()
+                rows += 1
+                if msg.offset() >= ends[p] - 1:
+                    todo.discard(p)
+            for p, batch in batches.items():
+                db = dbs.get(p)
+                if db is None:
+                    path = store.partition_path(p)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    db = dbs[p] = store.rocksdb_options.open(path)
+                db.write(batch)
+        for p, offset in last.items():
+            dbs[p].put(store.offset_key, str(offset).encode())
+        return rows
+    finally:
+        for db in dbs.values():
+            db.close()
+        consumer.close()
