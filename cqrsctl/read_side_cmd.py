@@ -77,6 +77,8 @@ def projector(
     log_format: str = LOG_FORMAT_OPTION,
 ) -> None:
     """The projector: `<ctx>.events` -> Faust tables -> `<ctx>.projection.<name>`."""
+    from confluent_kafka import KafkaException
+
     from processors.faust_app import broker_default_replication, quiet_library_logs, run_worker
     from processors.health import heartbeat_alive, serve_health
     from processors.projector.app import Projector, ProjectorConfig, projector_app_id
@@ -114,7 +116,10 @@ def projector(
     local = LocalState(config.data_dir, Path(worker.app.conf.tabledir))
     changelogs = [f"{config.app_id}-{name}-changelog" for name in worker.tables]
     local.prepare(kafka_identity(settings.kafka.client_config(), changelogs))
-    restore_tables(settings.kafka.client_config(), worker.tables)  # tables without local state
+    try:
+        restore_tables(settings.kafka.client_config(), worker.tables)  # no local state yet
+    except (KafkaException, TimeoutError) as exc:
+        fail(f"cannot restore the tables from their changelogs: {exc}", code=UNAVAILABLE)
     if health_port:
         serve_health(health_port, heartbeat_alive(lambda: worker.liveness.last_beat), worker.ready)
     try:

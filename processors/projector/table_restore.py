@@ -84,7 +84,7 @@ def _restore(
         rows = 0
         deadline = time.monotonic() + timeout
         while todo:
-            if time.monotonic() > deadline:
+            if time.monotonic() >= deadline:
                 raise TimeoutError(f"{topic}: partitions {sorted(todo)} not read to their end")
             batches: dict[int, Any] = {}
             for msg in consumer.consume(CHUNK, 1.0):

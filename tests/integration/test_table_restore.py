@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from confluent_kafka import Producer
 from faust.types import TP
 
@@ -17,21 +18,25 @@ from processors.projector.table_restore import restore_tables
 from processors.settings import KafkaSettings
 
 
-def _table(kafka_config: dict[str, Any], app_id: str, data_dir: Path) -> Any:
-    settings = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"])
-    app = make_app(app_id, settings, data_dir, partitions=2)
-    return app.Table("rows", partitions=2, key_type=bytes, value_type=bytes)
-
-
-def test_a_table_without_local_state_is_filled_as_faust_recovery_would_fill_it(
+@pytest.fixture
+def table(
     kafka_config: dict[str, Any],
     create_topics: Callable[..., list[str]],
     ctx_name: str,
     tmp_path: Path,
+) -> Any:
+    """A Faust table of two partitions, as the projector makes them, and its changelog."""
+    settings = KafkaSettings(bootstrap_servers=kafka_config["bootstrap.servers"])
+    app = make_app(f"{ctx_name}.projector", settings, tmp_path, partitions=2)
+    table = app.Table("rows", partitions=2, key_type=bytes, value_type=bytes)
+    create_topics({table.changelog_topic_name: 2}, {"cleanup.policy": "compact"})
+    return table
+
+
+def test_a_table_without_local_state_is_filled_as_faust_recovery_would_fill_it(
+    kafka_config: dict[str, Any], table: Any
 ):
-    table = _table(kafka_config, f"{ctx_name}.projector", tmp_path)
     topic = table.changelog_topic_name
-    create_topics({topic: 2}, {"cleanup.policy": "compact"})
     producer = Producer(kafka_config)
     for key, value, partition in [
         (b"a", b"1", 0),
@@ -63,15 +68,18 @@ def test_a_table_without_local_state_is_filled_as_faust_recovery_would_fill_it(
     assert restore_tables(kafka_config, {"rows": table}) == []
 
 
-def test_an_empty_changelog_leaves_no_database(
-    kafka_config: dict[str, Any],
-    create_topics: Callable[..., list[str]],
-    ctx_name: str,
-    tmp_path: Path,
-):
-    table = _table(kafka_config, f"{ctx_name}.projector", tmp_path)
-    create_topics({table.changelog_topic_name: 2}, {"cleanup.policy": "compact"})
+def test_an_empty_changelog_leaves_no_database(kafka_config: dict[str, Any], table: Any):
     assert [(r.table, r.rows) for r in restore_tables(kafka_config, {"rows": table})] == [
         ("rows", 0)
     ]
     assert not any(table.data.partition_path(p).exists() for p in range(2))
+
+
+def test_a_changelog_not_read_to_its_end_in_time_is_an_error(
+    kafka_config: dict[str, Any], table: Any
+):
+    producer = Producer(kafka_config)
+    producer.produce(table.changelog_topic_name, b"1", b"a", 0)
+    assert producer.flush(30) == 0
+    with pytest.raises(TimeoutError, match=r"partitions \[0\] not read to their end"):
+        restore_tables(kafka_config, {"rows": table}, timeout=0.0)
