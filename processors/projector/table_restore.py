@@ -75,10 +75,9 @@ def _restore(
     )
     dbs: dict[int, Any] = {}
     try:
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1] for p in partitions
-        }
-        todo = {p for p, end in ends.items() if end > 0}
+        # Done with a partition at its end-of-partition event (librdkafka sends one at the
+        # end of an empty partition too): no metadata request that a leader change could fail.
+        todo = set(partitions)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(todo)])
         last: dict[int, int] = {}
         rows = 0
@@ -91,10 +90,12 @@ def _restore(
                 p = msg.partition()
                 if error := msg.error():
                     if error.code() == KafkaError._PARTITION_EOF:
-                        if msg.offset() >= ends[p]:
-                            todo.discard(p)
-                        continue
-                    raise KafkaException(error)
+                        todo.discard(p)
+                    elif error.fatal():
+                        raise KafkaException(error)
+                    else:  # librdkafka retries (a broker restarting, a leader moving)
+                        log.warning("restoring %s: %s", topic, error.str())
+                    continue
                 batch = batches.get(p)
                 if batch is None:
                     batch = batches[p] = rocksdict.WriteBatch(raw_mode=True)
@@ -105,8 +106,6 @@ def _restore(
                     batch.put(msg.key(), value)
                 last[p] = msg.offset()
                 rows += 1
-                if msg.offset() >= ends[p] - 1:
-                    todo.discard(p)
             for p, batch in batches.items():
                 db = dbs.get(p)
                 if db is None:

@@ -81,5 +81,5 @@ def test_a_changelog_not_read_to_its_end_in_time_is_an_error(
     producer = Producer(kafka_config)
     producer.produce(table.changelog_topic_name, b"1", b"a", 0)
     assert producer.flush(30) == 0
-    with pytest.raises(TimeoutError, match=r"partitions \[0\] not read to their end"):
+    with pytest.raises(TimeoutError, match=r"partitions \[0, 1\] not read to their end"):
         restore_tables(kafka_config, {"rows": table}, timeout=0.0)
