@@ -90,8 +90,8 @@ def account_id(i: int) -> str:
 def fill(kafka: dict[str, Any], topic: str, rows: int, partitions: int) -> float:
     """Write `rows` account rows to `topic` as the projector's table writes them; seconds."""
     codec = default_codec()
-    schema = next(p for p in default_registry().context("bank").projections if p.name == PROJECTION)
-    row_schema = schema.row_schema
+    projections = default_registry().context("bank").projections
+    row_schema = next(p for p in projections if p.name == PROJECTION).row_schema
     producer = Producer(
         {**kafka, "linger.ms": 50, "batch.num.messages": 10_000, "enable.idempotence": True}
     )
@@ -122,7 +122,9 @@ def fill(kafka: dict[str, Any], topic: str, rows: int, partitions: int) -> float
     return time.monotonic() - started
 
 
-def write_event(kafka: dict[str, Any], topics: ContextTopics, account: str, version: int, n: int):
+def write_event(
+    kafka: dict[str, Any], topics: ContextTopics, account: str, version: int, n: int
+) -> None:
     """One `bank.Deposited` for `account`, as the command processor writes events."""
     codec = default_codec()
     value = codec.encode(
