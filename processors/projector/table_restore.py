@@ -69,6 +69,7 @@ def _restore(
             "group.id": f"{topic}-restore",  # never joined or committed: assign() only
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,  # the broker answers at once at the end of a partition
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
         }
@@ -86,7 +87,8 @@ def _restore(
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{topic}: partitions {sorted(todo)} not read to their end")
             batches: dict[int, Any] = {}
-            for msg in consumer.consume(CHUNK, 1.0):
+            # consume() waits out its timeout unless CHUNK records come: short for small tables.
+            for msg in consumer.consume(CHUNK, 0.1):
                 p = msg.partition()
                 if error := msg.error():
                     if error.code() == KafkaError._PARTITION_EOF:
