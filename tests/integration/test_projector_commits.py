@@ -33,8 +33,9 @@ def _deposit_in_small_transactions(read_side: ReadSideRig) -> None:
 
 
 def _uncommitted(read_side: ReadSideRig) -> dict[int, int]:
-    """Per partition of `<ctx>.events`: the events at or past the group's committed offset,
-    which a restart reads again."""
+    """Per partition of `<ctx>.events`: the offsets from the group's committed offset to
+    the last event, which a restart reads again (the events among them; transaction markers
+    take offsets too)."""
     group, topics = read_side.projector_group()
     committed = committed_offsets(read_side.kafka, group, topics)
     last: dict[int, int] = {}
@@ -73,6 +74,6 @@ def test_a_kill_9_after_a_commit_interval_replays_nothing(read_side: ReadSideRig
     group, topics = read_side.projector_group()
     read_side.wait_group_at_end(group, topics)
     replayed = metric(restarted, "cqrs_projector_events_total")
-    print(f"after kill -9: uncommitted per partition {behind}; the restart processed {replayed}")
+    print(f"after kill -9: offsets uncommitted {behind}; the restart processed {replayed} events")
     assert sum(behind.values()) == 0, behind
     assert replayed == 0
