@@ -246,53 +246,8 @@ def rebuild(
     )
 
 
-@projections_app.command("drop")
-def drop_generation(
-    projection: str = typer.Argument(..., help="The projection, e.g. accounts."),
-    generation: int = typer.Argument(..., min=1, help="The retired generation to drop."),
-    context: str = _CONTEXT,
-    prefix: str = _PREFIX,
-    schema: str = _SCHEMA,
-) -> None:
-    """Drop a retired (or abandoned building) generation: its table and checkpoints, and for
-    a rebuilt one its topic and changelog too (stop its workers first). The live generation
-    cannot be dropped."""
-    import psycopg
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    from processors.generations import GenerationNames
-    from processors.projector.app import projector_app_id
-    from sinks.db import connect, resolve_schema
-    from sinks.generations import GenerationError, drop
-
-    ctx, found = _projection(context, projection)
-    settings = settings_or_fail()
-    try:
-        resolved = resolve_schema(settings.postgres_dsn, schema)
-        with connect(settings.postgres_dsn, resolved) as conn:
-            dropped = drop(conn, found.name, generation)
-    except GenerationError as exc:
-        fail(str(exc), code=FAILED)
-    except psycopg.Error as exc:
-        fail("postgres: " + " ".join(str(exc).split()), code=UNAVAILABLE)
-    topics: list[str] = []
-    if generation > 1:  # generation 1's topic and changelog belong to the shared workers
-        names = GenerationNames.of(prefix or ctx.name, found, generation)
-        app_id = projector_app_id(prefix or ctx.name, found.name, generation)
-        topics = [names.topic, f"{app_id}-{names.name}-changelog", f"{app_id}-__assignor-__leader"]
-        admin = AdminClient(settings.kafka.client_config())
-        try:
-            existing = admin.list_topics(timeout=10).topics
-            doomed = [t for t in topics if t in existing]
-            for future in admin.delete_topics(doomed, operation_timeout=30).values():
-                future.result(60)
-        except KafkaException as exc:
-            fail(f"kafka: {exc}", code=UNAVAILABLE)
-        topics = doomed
-    gone = ", ".join(topics) if topics else "no topics"
-    typer.echo(f"dropped {found.name} generation {dropped.generation}: {dropped.relation}, {gone}")
-
-
 def register(app: typer.Typer) -> None:
+    from cqrsctl import projections_drop
+
+    projections_drop.register(projections_app)
     app.add_typer(projections_app, name="projections")

@@ -33,12 +33,11 @@ class SinkConfig:
 
     @property
     def group_id(self) -> str:
-        if self.projection is None:
-            return sink_group_id(self.topics.prefix)
-        own = generation_name(self.projection, self.generation)
-        return f"{sink_group_id(self.topics.prefix)}.{own}"
+        return sink_group_id(self.topics.prefix, self.projection, self.generation)
 
 
-def sink_group_id(prefix: str) -> str:
-    """The sink's consumer group."""
-    return f"{prefix}.sink"
+def sink_group_id(prefix: str, projection: str | None = None, generation: int = 1) -> str:
+    """The sink's consumer group: the shared one, or that of one projection generation."""
+    if projection is None:
+        return f"{prefix}.sink"
+    return f"{prefix}.sink.{generation_name(projection, generation)}"

@@ -248,6 +248,28 @@ def swap(conn: psycopg.Connection[Any], projection: Projection, generation: int)
     return Generation(new.projection, new.generation, LIVE, new.relation, new.checkpoint_key)
 
 
+def droppable(conn: psycopg.Connection[Any], projection: str, generation: int) -> Generation:
+    """The generation, if it may be dropped (retired, or building and abandoned); else
+    GenerationError. `drop` checks again in its own transaction."""
+    ensure_catalog(conn)
+    row = conn.execute(
+        SELECT_GENERATIONS + "WHERE projection = %s AND generation = %s",
+        (projection, generation),
+    ).fetchone()
+    return _droppable(row, projection, generation)
+
+
+def _droppable(row: Any, projection: str, generation: int) -> Generation:
+    if row is None:
+        raise GenerationError(f"{projection} has no generation {generation}")
+    found = Generation(*row)
+    if found.state == LIVE:
+        raise GenerationError(
+            f"{projection} generation {generation} is live: swap another one in first"
+        )
+    return found
+
+
 def drop(conn: psycopg.Connection[Any], projection: str, generation: int) -> Generation:
     """Remove a retired (or abandoned building) generation: its table, its checkpoints and
     its catalog row. The live generation cannot be dropped."""
@@ -258,13 +280,7 @@ def drop(conn: psycopg.Connection[Any], projection: str, generation: int) -> Gen
             SELECT_GENERATIONS + "WHERE projection = %s AND generation = %s FOR UPDATE",
             (projection, generation),
         ).fetchone()
-        if row is None:
-            raise GenerationError(f"{projection} has no generation {generation}")
-        found = Generation(*row)
-        if found.state == LIVE:
-            raise GenerationError(
-                f"{projection} generation {generation} is live: swap another one in first"
-            )
+        found = _droppable(row, projection, generation)
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(found.relation)))
         conn.execute("DELETE FROM cqrs_checkpoints WHERE projection = %s", (found.checkpoint_key,))
         conn.execute(
@@ -272,6 +288,20 @@ def drop(conn: psycopg.Connection[Any], projection: str, generation: int) -> Gen
             (projection, generation),
         )
     return found
+
+
+def retired_longer_than(
+    conn: psycopg.Connection[Any], projections: list[str], grace_s: float
+) -> list[Generation]:
+    """The generations of `projections` retired more than `grace_s` seconds ago (by the
+    database's clock), oldest first: what `cqrsctl projections gc` drops."""
+    ensure_catalog(conn)
+    rows = conn.execute(
+        SELECT_GENERATIONS + "WHERE projection = ANY(%s) AND state = 'retired' "
+        "AND retired_at < now() - make_interval(secs => %s) ORDER BY retired_at, projection",
+        (projections, grace_s),
+    ).fetchall()
+    return [Generation(*row) for row in rows]
 
 
 # -- the checks and the view --------------------------------------------------------------

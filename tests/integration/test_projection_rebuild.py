@@ -8,18 +8,12 @@ projection added to a running system is backfilled from offset 0 the same way.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from typing import Any
 
-import psycopg
-
-from deploy.local.pipeline import WorkerProcess
 from producers.command_client import CommandClient, PendingCommand
 from tests.support.cli_run import wait_for
+from tests.support.generations import checkpoints_of, generation_workers, projections
 from tests.support.polling_reader import PollingReader
 from tests.support.read_side import (
     ReadSideRig,
@@ -32,26 +26,6 @@ from tests.support.write_side import open_account, random_workload, read_events
 
 ACCOUNTS = [f"acct-{i:03d}" for i in range(60)]
 SEND_EVERY_S = 0.01  # the sender runs from before the rebuild until after the swap
-
-
-def projections(rig: ReadSideRig, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cqrsctl.main",
-            "projections",
-            *args,
-            "--prefix",
-            rig.prefix,
-            "--schema",
-            rig.schema,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "CQRS_POSTGRES_DSN": rig.dsn},
-    )
 
 
 class Sender(threading.Thread):
@@ -70,24 +44,6 @@ class Sender(threading.Thread):
             self.sent.append(self.client.send(type_, data))
             time.sleep(SEND_EVERY_S)
         self.client.flush()
-
-
-def generation_workers(rig: ReadSideRig, instance: str) -> tuple[WorkerProcess, WorkerProcess]:
-    """The projector and the sink of generation 2 of accounts (not yet waited for)."""
-    own = ["--prefix", rig.prefix, "--projection", "accounts", "--generation", "2"]
-    group = ["--instance-id", instance, "--session-timeout", "6", "--batch-wait", "0.01"]
-    data = ["--data-dir", str(rig.bank.log_dir / "projector-g2-data")]
-    projector = rig._start("projector", [*own, *group, *data], ready=False)
-    sink = rig._start("sink", [*own, *group, "--schema", rig.schema], ready=False)
-    return projector, sink
-
-
-def checkpoints_of(conn: psycopg.Connection[Any], key: str) -> int:
-    row = conn.execute(
-        "SELECT coalesce(sum(source_offset + 1), 0) FROM cqrs_checkpoints WHERE projection = %s",
-        (key,),
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def test_a_rebuild_under_load_with_a_kill_swaps_in_without_readers_seeing_a_step_back(

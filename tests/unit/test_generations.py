@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
 from bank.projections import PROJECTIONS
+from cqrsctl.generation_kafka import GenerationKafka
 from cqrsctl.main import app
 from processors.generations import GenerationNames, at_generation, select
-from processors.projector.app import projector_app_id
+from processors.projector.app import ProjectorConfig, projector_app_id
+from processors.settings import KafkaSettings
 from processors.topics import ContextTopics
+from sinks.config import SinkConfig
 from sinks.generations import GenerationError, repointed, sql_identifier
 
 BY_NAME = {p.name: p for p in PROJECTIONS}
@@ -53,6 +58,35 @@ def test_the_renamed_projection_yields_the_generations_names(name: str) -> None:
         GenerationNames.of("bank", BY_NAME["accounts"], 0)
 
 
+def test_what_a_generation_leaves_in_kafka_is_what_its_workers_name() -> None:
+    kafka = KafkaSettings("localhost:9092")
+    found = GenerationKafka.of("bank", "accounts", 2)
+    assert found is not None
+    projector = ProjectorConfig(
+        context="bank", kafka=kafka, data_dir=Path("/x"), projection="accounts", generation=2
+    )
+    sink = SinkConfig(
+        context="bank", kafka=kafka, dsn="", schema="s", projection="accounts", generation=2
+    )
+    assert found.groups == (projector.app_id, sink.group_id)
+    assert found.topic == GenerationNames.of("bank", BY_NAME["accounts"], 2).topic
+    existing = [
+        "bank.projection.accounts",  # generation 1's, shared
+        "bank.projection.accounts_g2",
+        "bank.projection.accounts_g20",  # another generation
+        "bank.projector-accounts-changelog",  # the shared projector's
+        "bank.projector.accounts_g2-accounts_g2-changelog",
+        "bank.projector.accounts_g2-__assignor-__leader",
+        "bank.projector.accounts_g20-accounts_g20-changelog",
+    ]
+    assert found.topics_in(existing) == [
+        "bank.projection.accounts_g2",
+        "bank.projector.accounts_g2-__assignor-__leader",
+        "bank.projector.accounts_g2-accounts_g2-changelog",
+    ]
+    assert GenerationKafka.of("bank", "accounts", 1) is None  # the shared workers'
+
+
 def test_a_view_definition_is_repointed_to_the_new_table_only() -> None:
     definition = (
         " SELECT t_g1.currency, sum(t_g1.amount) AS amount\n   FROM t_g1\n"
@@ -91,6 +125,10 @@ TOGETHER = "error: --projection and --generation (2 or more) go together"
         (
             ["projections", "drop", "nope", "1"],
             "error: bank has no projection 'nope' (known: accounts, daily_totals, event_log)",
+        ),
+        (
+            ["projections", "gc", "--context", "nope"],
+            "error: no bounded context 'nope' (known: bank, shop)",
         ),
         (["run", "projector", "--projection", "accounts"], TOGETHER),
         (["run", "sink", "--generation", "2"], TOGETHER),
