@@ -19,7 +19,7 @@ from processors.registry import default_registry
 from processors.topics import ContextTopics
 
 
-def _acl(rtype: str, name: str, operations: list[str], **extra: str) -> dict[str, Any]:
+def acl(rtype: str, name: str, operations: list[str], **extra: str) -> dict[str, Any]:
     pattern = extra.pop("patternType", "literal")
     return {"resource": {"type": rtype, "name": name, "patternType": pattern}} | {
         "operations": operations,
@@ -35,13 +35,13 @@ def reactor_acls(config: ReactorConfig) -> list[dict[str, Any]]:
     sources = [
         ContextTopics(config.sources.get(name, name)).events for name in ctx.foreign_event_types()
     ]
-    acls = [_acl("topic", source, ["Read", "Describe"]) for source in sources]
+    acls = [acl("topic", source, ["Read", "Describe"]) for source in sources]
     acls += [
-        _acl("topic", topics.internal_commands, ["Write", "Describe"]),
-        _acl("group", config.group_id, ["Read", "Describe"]),
+        acl("topic", topics.internal_commands, ["Write", "Describe"]),
+        acl("group", config.group_id, ["Read", "Describe"]),
         # Transactional ids `<prefix>.reactor.<instance id>`.
-        _acl("transactionalId", f"{config.group_id}.", ["Write", "Describe"], patternType="prefix"),
-        _acl("topic", topics.commands, ["Write"], type="deny"),
-        _acl("topic", topics.events, ["Write"], type="deny"),
+        acl("transactionalId", f"{config.group_id}.", ["Write", "Describe"], patternType="prefix"),
+        acl("topic", topics.commands, ["Write"], type="deny"),
+        acl("topic", topics.events, ["Write"], type="deny"),
     ]
     return acls

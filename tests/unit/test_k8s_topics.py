@@ -115,8 +115,14 @@ PROJECTOR_APP = projector_app_id(BANK.prefix)  # its consumer group
 SINK_APP = sink_group_id(BANK.prefix)
 # Topics named by pattern rather than declared one by one: every projection topic, and the
 # topics Faust creates for an app (table changelogs, the assignor's leader topic), which it
-# names `<app id>-...`.
-PATTERN_PREFIXES = (BANK.projection(""), f"{PROJECTOR_APP}-")
+# names `<app id>-...`; and those of rebuilt generations (deploy/k8s/render_generation.py):
+# `<ctx>.projection.<name>_g<N>` and their projectors' `<ctx>.projector.<name>_g<N>-...`.
+PATTERN_PREFIXES = (
+    BANK.projection(""),
+    f"{PROJECTOR_APP}-",
+    f"{PROJECTOR_APP}.",
+    *(f"{BANK.projection(p.name)}_g" for p in default_registry().context("bank").projections),
+)
 
 
 def test_every_acl_names_a_declared_topic() -> None:
