@@ -14,24 +14,13 @@ from tests.support.generations import (
     groups_present,
     members,
     projections,
+    running_with_events,
     topics_present,
 )
 from tests.support.read_side import ReadSideRig, fold_accounts, pg_accounts
-from tests.support.write_side import open_account, random_workload, read_events
+from tests.support.write_side import read_events
 
 ACCOUNTS = [f"acct-{i:03d}" for i in range(30)]
-
-
-def running_with_events(rig: ReadSideRig) -> None:
-    """The shared workers up, and accounts with some history, projected."""
-    rig.bank.processor("p0", ready=False)
-    for worker in (rig.projector(False), rig.sink(False), *rig.bank.workers):
-        worker.wait_ready(90)
-    with rig.bank.client() as client:
-        pending = [client.send("bank.OpenAccount", open_account(a)) for a in ACCOUNTS]
-        pending += [client.send(t, d) for t, d in random_workload(ACCOUNTS, 100, seed=2)]
-        assert all(p.result(120) for p in pending)
-    rig.wait_caught_up()
 
 
 def build(rig: ReadSideRig, generation: int) -> tuple:
@@ -71,7 +60,7 @@ def relation_exists(rig: ReadSideRig, name: str) -> bool:
 def test_drop_removes_the_generations_groups_and_topics_and_never_under_running_workers(
     read_side: ReadSideRig,
 ) -> None:
-    running_with_events(read_side)
+    running_with_events(read_side, ACCOUNTS, 100, seed=2)
     workers = build(read_side, 2)
     found = GenerationKafka.of(read_side.prefix, "accounts", 2)
     assert found is not None
@@ -111,7 +100,7 @@ def test_drop_removes_the_generations_groups_and_topics_and_never_under_running_
 def test_gc_drops_generations_retired_longer_than_the_grace_once_their_workers_stop(
     read_side: ReadSideRig,
 ) -> None:
-    running_with_events(read_side)
+    running_with_events(read_side, ACCOUNTS, 100, seed=2)
     second = build(read_side, 2)
     swapped = projections(read_side, "rebuild", "accounts", "--generation", "2")
     assert swapped.returncode == 0, swapped.stderr

@@ -13,7 +13,12 @@ import time
 
 from producers.command_client import CommandClient, PendingCommand
 from tests.support.cli_run import wait_for
-from tests.support.generations import checkpoints_of, generation_workers, projections
+from tests.support.generations import (
+    checkpoints_of,
+    generation_workers,
+    projections,
+    running_with_events,
+)
 from tests.support.polling_reader import PollingReader
 from tests.support.read_side import (
     ReadSideRig,
@@ -134,15 +139,7 @@ def test_a_projection_added_to_a_running_system_is_backfilled_from_offset_0(
     """`event_log` emptied while the shared workers run is the state of a projection deployed
     just now: it holds only what happens from then on. A rebuild fills it from offset 0
     while the shared processor, projector and sink keep running, untouched."""
-    read_side.bank.processor("p0", ready=False)
-    shared = [read_side.projector(False), read_side.sink(False), *read_side.bank.workers]
-    for worker in shared:
-        worker.wait_ready(90)
-    with read_side.bank.client() as client:
-        pending = [client.send("bank.OpenAccount", open_account(a)) for a in ACCOUNTS]
-        pending += [client.send(t, d) for t, d in random_workload(ACCOUNTS, 300, seed=9)]
-        assert all(p.result(120) for p in pending)
-    read_side.wait_caught_up()
+    shared = running_with_events(read_side, ACCOUNTS, 300, seed=9)
     with read_side.pg() as conn:
         conn.execute("TRUNCATE event_log")
         conn.execute("DELETE FROM cqrs_checkpoints WHERE projection = 'event_log'")

@@ -15,6 +15,7 @@ from confluent_kafka.admin import AdminClient
 from cqrsctl.generation_kafka import GenerationKafka
 from deploy.local.pipeline import WorkerProcess
 from tests.support.read_side import ReadSideRig
+from tests.support.write_side import open_account, random_workload
 
 
 def projections(rig: ReadSideRig, *args: str) -> subprocess.CompletedProcess[str]:
@@ -84,3 +85,20 @@ def groups_present(rig: ReadSideRig, found: GenerationKafka) -> set[str]:
 
 def topics_present(rig: ReadSideRig, found: GenerationKafka) -> list[str]:
     return found.topics_in(AdminClient(rig.kafka).list_topics(timeout=30).topics)
+
+
+def running_with_events(
+    rig: ReadSideRig, accounts: list[str], commands: int, seed: int
+) -> list[WorkerProcess]:
+    """The shared processor, projector and sink up, `accounts` opened and `commands` random
+    deposits and withdrawals sent and projected; the shared workers."""
+    rig.bank.processor("p0", ready=False)
+    shared = [rig.projector(False), rig.sink(False), *rig.bank.workers]
+    for worker in shared:
+        worker.wait_ready(90)
+    with rig.bank.client() as client:
+        pending = [client.send("bank.OpenAccount", open_account(a)) for a in accounts]
+        pending += [client.send(t, d) for t, d in random_workload(accounts, commands, seed=seed)]
+        assert all(p.result(120) for p in pending)
+    rig.wait_caught_up()
+    return shared
