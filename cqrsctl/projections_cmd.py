@@ -191,7 +191,8 @@ def rebuild(
     from cqrsctl.console import TIMEOUT
     from processors.generations import GenerationNames
     from processors.topic_admin import create_topics
-    from processors.topics import DERIVED, TopicSpec
+    from processors.topic_reader import last_event_offsets
+    from processors.topics import DERIVED, ContextTopics, TopicSpec
     from sinks.db import connect, resolve_schema
     from sinks.generations import GenerationError, SwapRefused, next_generation, prepare, swap
     from sinks.migrate import MigrationError, migrate
@@ -201,15 +202,18 @@ def rebuild(
     topic_prefix = prefix or ctx.name
     dsn = settings.postgres_dsn
     try:
+        kafka = settings.kafka.client_config()
+        events = ContextTopics(topic_prefix).events
+        catch_up_to = last_event_offsets(kafka, events, ctx.partitions)
         resolved = resolve_schema(dsn, schema)
         migrate(dsn, resolved, ctx)  # the projection's table exists (e.g. one added since)
         with connect(dsn, resolved) as conn:
             number = generation or next_generation(conn, found.name)
             names = GenerationNames.of(topic_prefix, found, number)
-            building = prepare(conn, found, number, names.checkpoint_key)
+            building = prepare(conn, found, number, names.checkpoint_key, catch_up_to)
         migrate(dsn, resolved, ctx)  # grants on the new table and the catalog
         spec = TopicSpec(names.topic, ctx.partitions, dict(DERIVED))
-        create_topics(settings.kafka.client_config(), [spec])
+        create_topics(kafka, [spec])
     except GenerationError as exc:
         fail(str(exc), code=FAILED)
     except (psycopg.Error, MigrationError) as exc:

@@ -215,3 +215,15 @@ def read_topic(
         return sorted(found, key=lambda m: (m.partition(), m.offset()))
     finally:
         consumer.close()
+
+
+def last_event_offsets(kafka: dict[str, Any], topic: str, partitions: int) -> dict[int, int]:
+    """{partition: offset of its last committed record} of a transactional topic (its very
+    last offset is a commit marker, so the tail is read rather than the watermark trusted);
+    a partition without one is left out."""
+    found = {}
+    for partition in range(partitions):
+        tail = list(read_partition(kafka, topic, partition, tail=50))
+        if tail:
+            found[partition] = tail[-1].offset()
+    return found

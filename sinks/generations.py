@@ -4,7 +4,8 @@ Readers query the relation named after the projection: a view over the live gene
 table (processors/generations.py names the tables). `swap()` makes another generation
 live in ONE transaction, and only when no reader could tell it went backwards: the new
 table must hold every key of the live one with a guard (version, or per-partition source
-offset) at or past the live row's, and its checkpoints must be at or past the live ones.
+offset) at or past the live row's, and its checkpoints must be at or past the live ones
+and past the last events of `<ctx>.events` when the rebuild began (sinks/swap_checks.py).
 Checkpoints alone are not enough, since a live row may already hold changes of events past
 its table's checkpoint (docs/read-side.md, "Checkpoints, exactly"). The live table is
 locked against writes (readers go on) while that is checked; then the view is re-created
@@ -18,13 +19,16 @@ which also creates `cqrs_generations` on first use.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from processors.projections import Projection
+from sinks.swap_checks import checkpoints_behind, rows_behind, short_of_targets
 
 BUILDING, LIVE, RETIRED = "building", "live", "retired"
 
@@ -38,11 +42,19 @@ CREATE TABLE IF NOT EXISTS cqrs_generations (
     created_at     timestamptz NOT NULL DEFAULT now(),
     live_at        timestamptz,
     retired_at     timestamptz,
+    catch_up_to    jsonb,
     PRIMARY KEY (projection, generation)
 );
 CREATE UNIQUE INDEX IF NOT EXISTS cqrs_generations_one_live
     ON cqrs_generations (projection) WHERE state = 'live';
 """
+# A catalog made before `catch_up_to` existed gains it (checked first: ALTER TABLE would
+# lock the catalog against the sinks' reads even when the column is there).
+HAS_CATCH_UP_TO = (
+    "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('cqrs_generations') "
+    "AND attname = 'catch_up_to' AND NOT attisdropped"
+)
+ADD_CATCH_UP_TO = "ALTER TABLE cqrs_generations ADD COLUMN IF NOT EXISTS catch_up_to jsonb"
 LOCK_TIMEOUT = "10s"
 SELECT_GENERATIONS = (
     "SELECT projection, generation, state, relation, checkpoint_key FROM cqrs_generations "
@@ -90,6 +102,8 @@ def read_routes(cur: psycopg.Cursor[Any], keys: list[str]) -> dict[str, str]:
 def ensure_catalog(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
         conn.execute(CATALOG_DDL)
+        if conn.execute(HAS_CATCH_UP_TO).fetchone() is None:
+            conn.execute(ADD_CATCH_UP_TO)
 
 
 def register(
@@ -161,10 +175,19 @@ def adopt(conn: psycopg.Connection[Any], projection: Projection) -> Generation:
 
 
 def prepare(
-    conn: psycopg.Connection[Any], projection: Projection, generation: int, checkpoint_key: str
+    conn: psycopg.Connection[Any],
+    projection: Projection,
+    generation: int,
+    checkpoint_key: str,
+    catch_up_to: Mapping[int, int] | None = None,
 ) -> Generation:
     """A building generation: its empty table, like the live one's (columns, keys, indexes),
-    and its catalog row. Idempotent for a generation that is already building."""
+    and its catalog row. Idempotent for a generation that is already building.
+
+    `catch_up_to`: {partition: offset of the last event of `<ctx>.events`} when the rebuild
+    began; `swap` waits until the new generation has passed those too, so that a partition
+    the live generation has no checkpoint for (a projection added since its last event) is
+    not swapped in half built."""
     live = adopt(conn, projection)
     relation = f"{projection.table_name}_g{generation}"
     with conn.transaction():
@@ -184,10 +207,13 @@ def prepare(
                 sql.Identifier(relation), sql.Identifier(live.relation)
             )
         )
+        targets = (
+            None if catch_up_to is None else Jsonb({str(p): o for p, o in catch_up_to.items()})
+        )
         conn.execute(
             "INSERT INTO cqrs_generations (projection, generation, state, relation, "
-            "checkpoint_key) VALUES (%s, %s, 'building', %s, %s)",
-            (projection.name, generation, relation, checkpoint_key),
+            "checkpoint_key, catch_up_to) VALUES (%s, %s, 'building', %s, %s, %s)",
+            (projection.name, generation, relation, checkpoint_key, targets),
         )
     return Generation(projection.name, generation, BUILDING, relation, checkpoint_key)
 
@@ -222,13 +248,15 @@ def swap(conn: psycopg.Connection[Any], projection: Projection, generation: int)
         conn.execute(
             sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(live.relation))
         )
-        behind = _checkpoints_behind(conn, live, new)
+        behind = sorted(
+            {*checkpoints_behind(conn, live, new), *short_of_targets(conn, projection, new)}
+        )
         if behind:
             raise SwapRefused(
                 f"{projection.name} generation {generation} is behind generation "
                 f"{live.generation}: checkpoints of partitions {behind}"
             )
-        stale = _rows_behind(conn, projection, live, new)
+        stale = rows_behind(conn, projection, live, new)
         if stale:
             raise SwapRefused(
                 f"{projection.name} generation {generation} is behind generation "
@@ -310,47 +338,6 @@ def retired_longer_than(
 def _lock_timeout(conn: psycopg.Connection[Any]) -> None:
     """Fail rather than wait forever for a lock a stuck transaction holds."""
     conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(LOCK_TIMEOUT)))
-
-
-def _checkpoints_behind(
-    conn: psycopg.Connection[Any], live: Generation, new: Generation
-) -> list[int]:
-    rows = conn.execute(
-        "SELECT l.source_partition FROM cqrs_checkpoints l "
-        "LEFT JOIN cqrs_checkpoints n "
-        "ON n.projection = %s AND n.source_partition = l.source_partition "
-        "WHERE l.projection = %s AND coalesce(n.source_offset, -1) < l.source_offset "
-        "ORDER BY 1",
-        (new.checkpoint_key, live.checkpoint_key),
-    ).fetchall()
-    return [int(row[0]) for row in rows]
-
-
-def _rows_behind(
-    conn: psycopg.Connection[Any], projection: Projection, live: Generation, new: Generation
-) -> str | None:
-    """None when the new table has every live key at the same or a newer guard; else the
-    first key that is missing or older, as text."""
-    keys = [sql.Identifier(k) for k in projection.key_fields]
-    guard = sql.Identifier(projection.guard_field)
-    join = sql.SQL(" AND ").join(sql.SQL("n.{k} = l.{k}").format(k=k) for k in keys)
-    query = sql.SQL(
-        "SELECT {keys}, l.{guard}, n.{guard} FROM {live} l LEFT JOIN {new} n ON {join} "
-        "WHERE n.{first} IS NULL OR n.{guard} < l.{guard} LIMIT 1"
-    ).format(
-        keys=sql.SQL(", ").join(sql.SQL("l.{}").format(k) for k in keys),
-        guard=guard,
-        live=sql.Identifier(live.relation),
-        new=sql.Identifier(new.relation),
-        join=join,
-        first=keys[0],
-    )
-    row = conn.execute(query).fetchone()
-    if row is None:
-        return None
-    *key, live_guard, new_guard = row
-    have = "missing" if new_guard is None else f"at {projection.guard_field} {new_guard}"
-    return f"row {tuple(key)} is {have}, live at {live_guard}"
 
 
 def _repoint_view(

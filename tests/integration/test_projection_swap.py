@@ -20,7 +20,9 @@ from sinks.generations import (
     GenerationError,
     SwapRefused,
     drop,
+    ensure_catalog,
     generations,
+    prepare,
     register,
     swap,
 )
@@ -239,6 +241,42 @@ def test_refusals_name_what_is_behind_and_nothing_changes(
     assert [g.generation for g in generations(pg_conn, "accounts")] == [2]
     with pytest.raises(GenerationError, match="has no generation 1"):
         drop(pg_conn, "accounts", 1)
+
+
+def test_a_generation_is_swapped_in_only_past_where_the_events_ended_when_it_began(
+    pg_conn: psycopg.Connection[Any],
+) -> None:
+    """A projection added since the last event of some partitions: its live generation has
+    no checkpoint there, so only `catch_up_to` keeps a half-built partition out of view."""
+    pg_conn.execute(CHECKPOINTS_SQL)
+    pg_conn.execute(
+        "CREATE TABLE accounts (account_id text PRIMARY KEY, balance bigint NOT NULL, "
+        "version bigint NOT NULL)"
+    )
+    pg_conn.execute("INSERT INTO cqrs_checkpoints VALUES ('accounts', 0, 9)")
+    pg_conn.execute("INSERT INTO accounts VALUES ('a', 1, 1)")  # from partition 0
+    prepare(pg_conn, ACCOUNTS, 2, "accounts.g2", {0: 9, 1: 4})
+    pg_conn.execute("INSERT INTO accounts_g2 VALUES ('a', 1, 1)")
+    pg_conn.execute("INSERT INTO cqrs_checkpoints VALUES ('accounts.g2', 0, 9)")
+    pg_conn.execute("INSERT INTO cqrs_checkpoints VALUES ('accounts.g2', 1, 3)")
+    with pytest.raises(SwapRefused, match=r"checkpoints of partitions \[1\]"):
+        swap(pg_conn, ACCOUNTS, 2)
+    assert [g.state for g in generations(pg_conn, "accounts")] == ["live", "building"]
+    pg_conn.execute(
+        "UPDATE cqrs_checkpoints SET source_offset = 4 "
+        "WHERE projection = 'accounts.g2' AND source_partition = 1"
+    )
+    assert swap(pg_conn, ACCOUNTS, 2).state == "live"
+
+
+def test_a_catalog_made_before_catch_up_to_gains_it(pg_conn: psycopg.Connection[Any]) -> None:
+    ensure_catalog(pg_conn)
+    pg_conn.execute("ALTER TABLE cqrs_generations DROP COLUMN catch_up_to")
+    register(pg_conn, "accounts", 1, "accounts_g1", "accounts", LIVE)
+    found = pg_conn.execute(
+        "SELECT catch_up_to FROM cqrs_generations WHERE projection = 'accounts'"
+    ).fetchall()
+    assert found == [(None,)]
 
 
 def test_a_watermark_projections_summing_view_is_repointed(
