@@ -78,7 +78,7 @@ from deploy.local.pipeline import Pipeline, PipelineSpec, WorkerFailed, create_c
 from deploy.local.pipeline import vm_hwm_mb as _vm_hwm_mb
 from processors.registry import default_registry
 from processors.settings import SettingsError, load_settings
-from processors.topic_reader import read_partition
+from processors.topic_reader import last_event_offsets
 from processors.topics import ContextTopics, declared_topics
 from sinks.db import CHECKPOINT_CHANNEL
 
@@ -285,17 +285,6 @@ def _end_offsets(kafka: dict[str, Any], topic: str, partitions: int) -> dict[int
         }
     finally:
         consumer.close()
-
-
-def _last_events(kafka: dict[str, Any], topic: str, partitions: int) -> dict[int, int]:
-    """The offset of the last committed event per partition (its last record is a
-    transaction marker, so the tail is read rather than the watermark trusted)."""
-    ends = {}
-    for p in range(partitions):
-        tail = list(read_partition(kafka, topic, p, tail=50))
-        if tail:
-            ends[p] = tail[-1].offset()
-    return ends
 
 
 def _read_balances(dsn: str, schema: str) -> dict[str, int]:
@@ -543,7 +532,7 @@ def run_drain(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str]
     partitions = default_registry().context(CONTEXT).partitions
     with fresh_run(target, name) as pipeline:
         write = _drain_processor(target, spec, name, pipeline, say)
-        last = _last_events(target.kafka, topics.events, partitions)
+        last = last_event_offsets(target.kafka, topics.events, partitions)
         projections = [p.name for p in default_registry().context(CONTEXT).projections]
         with CheckpointRecorder(target.dsn, name, projections) as recorder:
             read_s, usage, read_stack = _timed_phase(
@@ -589,7 +578,7 @@ def run_split(target: Target, spec: WorkloadSpec, name: str, say: Callable[[str]
     with fresh_run(target, name) as pipeline:
         write = _drain_processor(target, spec, name, pipeline, say)
         _retire(pipeline, "processor")
-        last = _last_events(target.kafka, topics.events, partitions)
+        last = last_event_offsets(target.kafka, topics.events, partitions)
         meter = _meter(target)
         past = {p: o + 1 for p, o in last.items()}
         group = f"{name}.projector"

@@ -54,7 +54,6 @@ from bench.bench_pipeline import (
     Target,
     _committed,
     _end_offsets,
-    _last_events,
     default_target,
     fresh_run,
 )
@@ -72,6 +71,7 @@ from deploy.local.pipeline import Pipeline, WorkerFailed, WorkerProcess
 from processors.generations import GenerationNames
 from processors.registry import default_registry
 from processors.settings import SettingsError
+from processors.topic_reader import last_event_offsets
 from processors.topics import ContextTopics
 
 GENERATION = 2
@@ -119,7 +119,7 @@ def load(
         pipeline.check()
         time.sleep(0.5)
     pipeline.stop(roles=["processor"])  # nothing more to decide; the read side stays up
-    last = _last_events(target.kafka, topics.events, ctx.partitions)
+    last = last_event_offsets(target.kafka, topics.events, ctx.partitions)
     shared = [pipeline.workers[role] for role in ROLES]
 
     def check() -> None:
