@@ -34,12 +34,16 @@ def at_generation(projection: Projection, generation: int) -> Projection:
     )
 
 
-def select(projections: Sequence[Projection], name: str, generation: int) -> Projection:
-    """The projection a worker restricted to one generation runs."""
+def projections_to_run(
+    projections: Sequence[Projection], name: str | None, generation: int
+) -> tuple[Projection, ...]:
+    """Every projection, or, for a worker restricted to `name`, that one at `generation`."""
+    if name is None:
+        return tuple(projections)
     found = {p.name: p for p in projections}
     if name not in found:
         raise ValueError(f"no projection {name!r} (known: {', '.join(found)})")
-    return at_generation(found[name], generation)
+    return (at_generation(found[name], generation),)
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import psycopg
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from processors.gc_tuning import tune_gc
-from processors.generations import select
+from processors.generations import projections_to_run
 from processors.group_watch import GroupWatch
 from processors.projections import Projection
 from processors.registry import Registry
@@ -58,10 +58,8 @@ class Sink:
     def __init__(self, config: SinkConfig, registry: Registry) -> None:
         self.config = config
         ctx = registry.context(config.context)
-        self.projections: Sequence[Projection] = (
-            tuple(ctx.projections)
-            if config.projection is None
-            else (select(ctx.projections, config.projection, config.generation),)
+        self.projections: Sequence[Projection] = projections_to_run(
+            ctx.projections, config.projection, config.generation
         )
         self.partitions = ctx.partitions
         self.topics = config.topics

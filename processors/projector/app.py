@@ -39,7 +39,7 @@ from processors.faust_app import (
     prepare_topics,
 )
 from processors.fetch_ledger import FetchLedger, runs_text
-from processors.generations import generation_name, select
+from processors.generations import generation_name, projections_to_run
 from processors.projections import Projection
 from processors.projector.batch import (
     BatchOutcome,
@@ -88,10 +88,8 @@ class Projector:
         self.config = config
         self.registry = registry
         ctx = registry.context(config.context)
-        self.projections: Sequence[Projection] = (
-            tuple(ctx.projections)
-            if config.projection is None
-            else (select(ctx.projections, config.projection, config.generation),)
+        self.projections: Sequence[Projection] = projections_to_run(
+            ctx.projections, config.projection, config.generation
         )
         self.partitions = ctx.partitions
         if not self.projections:

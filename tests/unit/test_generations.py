@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from bank.projections import PROJECTIONS
 from cqrsctl.generation_kafka import GenerationKafka
 from cqrsctl.main import app
-from processors.generations import GenerationNames, at_generation, select
+from processors.generations import GenerationNames, at_generation, projections_to_run
 from processors.projector.app import ProjectorConfig, projector_app_id
 from processors.settings import KafkaSettings
 from processors.topics import ContextTopics
@@ -39,7 +39,7 @@ def test_a_later_generation_has_its_own_everything() -> None:
 @pytest.mark.parametrize("name", ["accounts", "daily_totals", "event_log"])
 def test_the_renamed_projection_yields_the_generations_names(name: str) -> None:
     projection = BY_NAME[name]
-    renamed = select(PROJECTIONS, name, 2)
+    (renamed,) = projections_to_run(PROJECTIONS, name, 2)
     names = GenerationNames.of("bank", projection, 2)
     topics = ContextTopics("bank")
     assert topics.projection(renamed.name) == names.topic
@@ -53,7 +53,8 @@ def test_the_renamed_projection_yields_the_generations_names(name: str) -> None:
     with pytest.raises(ValueError, match="numbered from 2"):
         at_generation(projection, 1)
     with pytest.raises(ValueError, match="no projection 'nope'"):
-        select(PROJECTIONS, "nope", 2)
+        projections_to_run(PROJECTIONS, "nope", 2)
+    assert projections_to_run(PROJECTIONS, None, 2) == tuple(PROJECTIONS)
     with pytest.raises(ValueError, match="generation must be >= 1"):
         GenerationNames.of("bank", BY_NAME["accounts"], 0)
 
