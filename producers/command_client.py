@@ -20,8 +20,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
@@ -40,10 +38,19 @@ from producers.command_results import (
     InvalidCommand,
     PendingCommand,
 )
+from producers.eventual import Eventual
+from producers.outgoing import Outgoing, check_id, discard
+from producers.result_reader import ResultReader
 from producers.results_listener import STALL_S, ResultListener
 from schemas.codec import Codec, default_codec
 from schemas.wire import headers as ce
-from schemas.wire.limits import DEFAULT_MAX_RECORD_BYTES, MAX_ID_BYTES, record_size
+from schemas.wire.limits import (
+    DEFAULT_MAX_RECORD_BYTES,
+    HEADER_OVERHEAD,
+    MAX_ID_BYTES,
+    RECORD_OVERHEAD,
+    record_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +61,6 @@ class ReadYourWrites(Protocol):
     def wait(self, projection: str, positions: Any, timeout: float) -> None: ...
 
     def close(self) -> None: ...
-
-
-@dataclass
-class _Outgoing:
-    produced_at: float  # monotonic
-    value: bytes
-    key: str
-    headers: list[tuple[str, bytes]]
-    # Resolved by the delivery report: None when the broker acknowledged the command,
-    # CommandNotDelivered when Kafka did not take it. Kept across producer replacements.
-    delivered: Future[None] = field(default_factory=Future)
-
-
-def _discard(producer: Producer) -> None:
-    producer.purge()
-    producer.flush(0)
 
 
 # The producer's settings unless `producer_config` overrides them.
@@ -107,6 +98,11 @@ class CommandClient:
         self._new_id = ce.IdSequence()
         config = {**kafka, **PRODUCER_DEFAULTS, **(producer_config or {})}
         self._max_record_bytes = int(config.get("message.max.bytes", DEFAULT_MAX_RECORD_BYTES))
+        # A bound of a command's size apart from its value, type and traceparent: the key and
+        # the ids are at most MAX_ID_BYTES each (checked), the other headers are short.
+        self._size_bound = (
+            RECORD_OVERHEAD + 16 * (HEADER_OVERHEAD + 32) + 5 * MAX_ID_BYTES + 4 * len(source) + 128
+        )
         # A per-message delivery callback (below) replaces the configured one: call both.
         self._configured_on_delivery = config.get("on_delivery")
         self._producer_config = config
@@ -115,9 +111,10 @@ class CommandClient:
         self._producer_generation = 0
         self.producer_replacements = 0
         # Commands produced and not yet reported, oldest first: what a replacement re-sends.
-        self._in_flight: dict[str, _Outgoing] = {}
+        self._in_flight: dict[str, Outgoing] = {}
         self.stall_s = STALL_S
-        self._pending: dict[str, Future[CommandResult]] = {}
+        self._pending: dict[str, Eventual] = {}
+        self._results = ResultReader(self.codec)
         self._lock = threading.Lock()
         self._delivered = threading.Condition(self._lock)  # notified as reports come in
         self._listener: ResultListener | None = None
@@ -146,7 +143,7 @@ class CommandClient:
         gateway validates its JSON itself); returns (aggregate id, value)."""
         agg = self.registry.aggregate_for_command(command_type)
         aggregate_id = str(record[agg.id_field])
-        _check_id(f"{command_type}: field '{agg.id_field}'", aggregate_id)
+        check_id(f"{command_type}: field '{agg.id_field}'", aggregate_id)
         return aggregate_id, self.codec.encode(command_type, record)
 
     def send(
@@ -195,11 +192,11 @@ class CommandClient:
     ) -> PendingCommand:
         """Produce a command `encode` (or `prepare`) returned."""
         command_id = command_id or self._new_id()
-        _check_id("command id", command_id)
+        check_id("command id", command_id)
         if correlation_id:
-            _check_id("correlation id", correlation_id)
+            check_id("correlation id", correlation_id)
         if principal:
-            _check_id("principal", principal)
+            check_id("principal", principal)
         headers = ce.CloudEventHeaders(
             id=command_id,
             type=command_type,
@@ -211,21 +208,23 @@ class CommandClient:
             principal=principal or None,
             traceparent=ce.valid_traceparent(traceparent),
         ).to_kafka()
-        size = record_size(aggregate_id, value, headers)
-        if size > self._max_record_bytes:
+        if (
+            len(value) + self._size_bound + 4 * len(command_type) + len(traceparent or "")
+            > self._max_record_bytes
+            and (size := record_size(aggregate_id, value, headers)) > self._max_record_bytes
+        ):
             # librdkafka would refuse it too, but as "Broker: Message size too large".
             raise InvalidCommand(
                 f"{command_type} is {size:,} bytes with its key and headers; the producer "
                 f"takes at most {self._max_record_bytes:,} (message.max.bytes): nothing was sent"
             )
-        future: Future[CommandResult] | None = None
-        if self._listener is not None:
-            future = Future()
-            with self._lock:
-                self._pending.setdefault(command_id, future)
-                future = self._pending[command_id]
-        outgoing = _Outgoing(time.monotonic(), value, aggregate_id, headers)
+        outgoing = Outgoing(time.monotonic(), value, aggregate_id, headers)
+        future: Eventual | None = None
         with self._lock:
+            if self._listener is not None:
+                future = self._pending.get(command_id)
+                if future is None:
+                    future = self._pending[command_id] = Eventual()
             self._in_flight[command_id] = outgoing
         self._produce(command_id, outgoing)
         if self._listener is None:  # else the listener serves the delivery reports
@@ -235,7 +234,7 @@ class CommandClient:
             command_id, aggregate_id, future, read_your_writes, outgoing.delivered
         )
 
-    def _produce(self, command_id: str, outgoing: _Outgoing) -> None:
+    def _produce(self, command_id: str, outgoing: Outgoing) -> None:
         producer, generation = self._producer, self._producer_generation
         while True:
             try:
@@ -280,9 +279,9 @@ class CommandClient:
         for command_id, outgoing in again:
             self._produce(command_id, outgoing)
         # The old one may hang in its own queue: drop it on the side (its reports are ignored).
-        discard = threading.Thread(target=_discard, args=(stale,), name="producer-discard")
-        discard.daemon = True
-        discard.start()
+        dropping = threading.Thread(target=discard, args=(stale,), name="producer-discard")
+        dropping.daemon = True
+        dropping.start()
 
     def flush(self, timeout: float = 30.0) -> None:
         """Return once every command sent has its delivery report; CommandTimeout if some
@@ -339,11 +338,18 @@ class CommandClient:
     # -- results ---------------------------------------------------------------------------
 
     def _deliver(self, command_id: str, value: bytes) -> None:
+        """The result of `command_id` (decoded when someone reads it), if it is awaited."""
         with self._lock:
             future = self._pending.pop(command_id, None)
-        if future is not None and not future.done():
+        if future is not None:
+            future.set_raw(value, self._decode_result)
+
+    def _decode_result(self, value: bytes) -> CommandResult:
+        result = self._results.read(value)
+        if result is None:  # not v1, or not readable: the codec reads it or says why not
             record = self.codec.decode(value, "cqrs.CommandResult")
-            future.set_result(CommandResult.from_record(record))
+            result = CommandResult.from_record(record)
+        return result
 
     def _on_delivery(
         self, command_id: str, generation: int, err: KafkaError | None, msg: Message
@@ -358,32 +364,21 @@ class CommandClient:
             outgoing = self._in_flight.pop(command_id, None)
             self._delivered.notify_all()
         if err is None:
-            if outgoing is not None and not outgoing.delivered.done():
+            if outgoing is not None:
                 outgoing.delivered.set_result(None)
             return
         failure = CommandNotDelivered(
             f"command {command_id} was not delivered to Kafka: {err.str()}", err.code()
         )
-        if outgoing is not None and not outgoing.delivered.done():
+        if outgoing is not None:
             outgoing.delivered.set_exception(failure)
         with self._lock:
             future = self._pending.pop(command_id, None)
-        if future is not None and not future.done():
+        if future is not None:
             future.set_exception(failure)
 
     def _awaiting_delivery(self) -> bool:
         return bool(self._in_flight)
 
-    def _is_waiting_for(self, command_id: str) -> bool:
-        return command_id in self._pending
-
     def _has_waiters(self) -> bool:
         return bool(self._pending)
-
-
-def _check_id(what: str, text: str) -> None:
-    size = len(text.encode("utf-8", "surrogatepass"))
-    if size > MAX_ID_BYTES:
-        raise InvalidCommand(
-            f"{what}: {size:,} bytes; ids are at most {MAX_ID_BYTES} bytes (UTF-8)"
-        )

@@ -1,5 +1,7 @@
 """The command client's results listener: reads `<ctx>.command-results` from its end and
-hands each result the client waits for to it (matched by the causation id header). It is
+hands each result the client waits for to it, matched by command id: read from the value's
+first bytes (producers/result_reader.py), or from the causation id header when the value is
+not the layout it knows. It is
 also the one thread that serves the client's producer: delivery reports and the
 replacement of a stalled producer."""
 
@@ -109,6 +111,10 @@ class ResultListener(threading.Thread):
 
     def run(self) -> None:
         causation = ce.CAUSATION_ID
+        client = self._client
+        command_id_of = client._results.command_id_of
+        deliver = client._deliver
+        positions = self._next
         try:
             while not self._stopping.is_set():
                 # This thread alone serves the producer's delivery reports: a command Kafka
@@ -124,13 +130,17 @@ class ResultListener(threading.Thread):
                             log.warning("reading command results: %s", err.str())
                         continue
                     records += 1
-                    self._next[msg.partition()] = msg.offset() + 1
-                    for k, v in msg.headers() or ():
-                        if k == causation and v is not None:
-                            command_id = v.decode()
-                            if self._client._is_waiting_for(command_id):
-                                self._client._deliver(command_id, msg.value())
-                            break
+                    positions[msg.partition()] = msg.offset() + 1
+                    value = msg.value()
+                    command_id = command_id_of(value)
+                    if command_id is None:
+                        for k, v in msg.headers() or ():
+                            if k == causation and v is not None:
+                                command_id = v.decode()
+                                break
+                        else:
+                            continue
+                    deliver(command_id, value)
                 now = time.monotonic()
                 if records:
                     self._last_record = now
