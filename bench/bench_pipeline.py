@@ -318,7 +318,10 @@ def _client_main(
         from producers.command_client import CommandClient
 
         awaiting = mode == "results"
+        from processors.gc_tuning import tune_gc
+
         client = CommandClient(kafka, CONTEXT, topic_prefix=prefix, await_results=awaiting)
+        tune_gc()  # as the processor does: what start-up allocated is frozen
         conn.send(("ready", None))
         conn.recv()
         cpu_before = cpu_seconds()

@@ -1,5 +1,5 @@
-"""Garbage-collector settings for the command processor and the sink (the projector measured
-no gain: docs/benchmarks.md).
+"""Garbage-collector settings for the command processor, the sink and the benchmark's client
+(the projector measured no gain: docs/benchmarks.md).
 
 Every command or projection record allocates a few dozen short-lived objects (decoded
 records, headers, outputs, statement parameters) that die within the batch. With CPython's
