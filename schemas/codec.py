@@ -5,7 +5,8 @@ Decoding finds the writer schema by fingerprint in the catalog and resolves the 
 reader schema the caller asks for. Every failure is a `CodecError` subclass whose message
 names what was wrong, so a consumer can send any undecodable message to its DLQ with a reason
 and carry on. The hot paths keep per-call work small: schemas are parsed once by the catalog,
-and each (writer fingerprint, reader) pair is planned once and cached.
+each (writer fingerprint, reader) pair is planned once and cached, and records are written by
+a writer generated once per schema (schemas/avro_writer.py; fastavro for what it leaves).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, NamedTuple
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError as _FastavroResolutionError
 
+from schemas.avro_writer import compile_writer
 from schemas.catalog import Catalog, SchemaEntry, UnknownSchema, default_catalog
 from schemas.compatibility import resolution_problems
 from schemas.upcasters import UpcasterRegistry, default_upcasters
@@ -144,17 +146,30 @@ class Codec:
         self._latest = {name: self.catalog.latest(name) for name in self.catalog.names()}
         self._plans: dict[tuple[bytes, Any], _Plan] = {}
         self._generation = self.upcasters.generation
+        # Per schema entry (by identity; kept alive here): its generated writer, or None.
+        self._writers: dict[int, tuple[SchemaEntry, Any]] = {}
 
     # -- encoding -------------------------------------------------------------------------
 
     def encode(self, schema: str | SchemaEntry, record: Mapping[str, Any]) -> bytes:
         """Encode `record` with `schema` (a full name means its latest version).
 
-        fastavro does the writing without a separate validation pass, for speed; when it
-        fails, the record is validated to name the field at fault."""
+        The schema's generated writer writes it, or when it leaves the record (or the
+        schema) to fastavro, fastavro, without a separate validation pass, for speed; when
+        that fails, the record is validated to name the field at fault."""
         entry = self._latest.get(schema)  # type: ignore[arg-type]
         if entry is None:
             entry = schema if isinstance(schema, SchemaEntry) else self.catalog.latest(schema)
+        found = self._writers.get(id(entry))
+        if found is None:
+            prefix = MAGIC + entry.fingerprint_bytes
+            writer = self._writer_for_parsed(entry.parsed, prefix)
+            found = self._writers[id(entry)] = (entry, writer)
+        if found[1] is not None:
+            try:
+                return found[1](record)  # type: ignore[no-any-return]
+            except Exception:  # a value it does not write: fastavro writes it or says why
+                pass
         buffer = BytesIO()
         buffer.write(MAGIC)
         buffer.write(entry.fingerprint_bytes)
@@ -163,6 +178,10 @@ class Codec:
         except Exception as exc:  # fastavro raises TypeError, ValueError, struct.error, ...
             raise _encode_error(entry, record, exc) from exc
         return buffer.getvalue()
+
+    def _writer_for_parsed(self, parsed: Any, prefix: bytes) -> Any:
+        """The generated writer of a parsed schema, None where fastavro writes it all."""
+        return compile_writer(parsed, prefix)
 
     # -- decoding -------------------------------------------------------------------------
 
