@@ -6,7 +6,8 @@ reader schema the caller asks for. Every failure is a `CodecError` subclass whos
 names what was wrong, so a consumer can send any undecodable message to its DLQ with a reason
 and carry on. The hot paths keep per-call work small: schemas are parsed once by the catalog,
 each (writer fingerprint, reader) pair is planned once and cached, and records are written by
-a writer generated once per schema (schemas/avro_writer.py; fastavro for what it leaves).
+a writer generated once per schema (schemas/avro_writer.py; fastavro for what it leaves),
+and read without resolution by a generated reader (schemas/avro_reader.py; likewise).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.read import SchemaResolutionError as _FastavroResolutionError
 
+from schemas.avro_reader import compile_reader
 from schemas.avro_writer import compile_writer
 from schemas.catalog import Catalog, SchemaEntry, UnknownSchema, default_catalog
 from schemas.compatibility import resolution_problems
@@ -111,7 +113,7 @@ class _Upcast(NamedTuple):
 class _Plan:
     """How to read one writer fingerprint into one reader choice, worked out once."""
 
-    __slots__ = ("first_reader", "reader", "reader_parsed", "upcasts", "writer")
+    __slots__ = ("fast", "first_reader", "reader", "reader_parsed", "upcasts", "writer")
 
     def __init__(
         self,
@@ -127,6 +129,8 @@ class _Plan:
         same = first_reader.fingerprint == writer.fingerprint
         self.reader_parsed = None if same else first_reader.parsed
         self.upcasts = upcasts
+        # The writer's generated reader, when no resolution is needed and there is one.
+        self.fast: Any = None
 
 
 class Codec:
@@ -148,6 +152,7 @@ class Codec:
         self._generation = self.upcasters.generation
         # Per schema entry (by identity; kept alive here): its generated writer, or None.
         self._writers: dict[int, tuple[SchemaEntry, Any]] = {}
+        self._readers: dict[int, tuple[SchemaEntry, Any]] = {}
 
     # -- encoding -------------------------------------------------------------------------
 
@@ -206,7 +211,16 @@ class Codec:
         plan = self._plans.get((fingerprint, reader))
         if plan is None:
             plan = self._plan(fingerprint, reader)
-        record = _read(data, plan.writer, plan.first_reader, plan.reader_parsed)
+        fast = plan.fast
+        if fast is None:
+            record = _read(data, plan.writer, plan.first_reader, plan.reader_parsed)
+        else:
+            try:
+                record, end = fast(data, HEADER_SIZE)
+                if end != len(data):
+                    raise ValueError("trailing bytes")
+            except Exception:  # a body it cannot read: fastavro reads it or says why not
+                record = _read(data, plan.writer, plan.first_reader, plan.reader_parsed)
         if plan.upcasts:
             record = self._upcast(record, plan)
         return plan, record
@@ -250,6 +264,11 @@ class Codec:
                         )
                     )
         plan = _Plan(writer, first_reader, target, tuple(upcasts))
+        if plan.reader_parsed is None:
+            found = self._readers.get(id(writer))
+            if found is None:
+                found = self._readers[id(writer)] = (writer, compile_reader(writer.parsed))
+            plan.fast = found[1]
         self._plans[(fingerprint, reader)] = plan
         return plan
 
