@@ -4,9 +4,11 @@ by aggregate id, and optionally await the command's result.
     client = CommandClient(load_settings().kafka.client_config(), context="bank")
     result = client.send("bank.Deposit", {...}).result(timeout=10)
 
-Results are matched by the causation id header of `<ctx>.command-results`, so the listener
-(producers/results_listener.py) decodes only the results this client is waiting for;
-thousands of commands can be in flight. Delivery is tracked per command id
+Results on `<ctx>.command-results` are matched to commands by command id (read from the
+value's first bytes, or the causation id header), so the listener
+(producers/results_listener.py) hands over only the results this client is waiting for, and
+each is decoded when first read; thousands of commands can be in flight, each with a light
+completion slot (producers/eventual.py). Delivery is tracked per command id
 (`PendingCommand.delivery`, `add_delivery_callback`), and one thread serves the producer's
 delivery reports: the results listener when there is one, else the caller's own
 `send`/`flush`. Read your writes (`send(..., wait_for=...)`) waits with what the client is
