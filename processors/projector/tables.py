@@ -9,7 +9,8 @@ partition p (processors/projector/records.py).
 
 - Faust's own changelog send is switched off (`on_key_set`): the projector's publisher
   writes the row, with its key, Avro value and CloudEvents headers (docs/wire-format.md).
-  The value in the table is the very bytes of the record's value.
+  The value in the table is the same bytes as the record's value (the same row, encoded
+  the same way). Faust does not declare the topic either (`on_start`): it is the context's.
 - What Faust keeps per partition to know where its recovery starts (the persisted changelog
   offset, which its send callback used to write) is set from the publisher's delivery
   reports instead (`persist_offsets`), once the batch's rows are in RocksDB.
