@@ -34,7 +34,7 @@ class RecordingStore:
         self.offsets: dict[TP, int] = {}
 
     def apply_changelog_batch(self, batch: Any, to_key: Any, to_value: Any) -> None:
-        self.applied += [(e.message.key, e.message.value) for e in batch]
+        self.applied += [(to_key(e.message.key), to_value(e.message.value)) for e in batch]
 
     def set_persisted_offset(self, tp: TP, offset: int) -> None:
         self.offsets[tp] = offset
