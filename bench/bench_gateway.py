@@ -226,7 +226,7 @@ def delete_topics(kafka: dict[str, Any], prefix: str) -> None:
     admin = AdminClient(kafka)
     names = [t.name for t in declared_topics(default_registry().context("bank"), prefix)]
     existing = set(admin.list_topics(timeout=10).topics)
-    # Faust's own topics (changelogs, the projector's and sink's internals) share the prefix.
+    # Faust's own topics (the projector's leader-election topic) share the prefix.
     names += [t for t in existing if t.startswith(prefix) and t not in names]
     for future in admin.delete_topics([n for n in names if n in existing]).values():
         try:

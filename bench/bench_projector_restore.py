@@ -1,10 +1,12 @@
 """How soon a projector that has lost its local state (a pod without its volume) serves again.
 
-Fills the changelog of the `accounts` table (the topic `processors.projector.app.changelog_topic`
-names) with N account rows, written as the projector's Faust table writes them: key = the row
-key, value = the row in Avro single-object encoding, partition = the account's events
-partition, no headers. Then writes one `bank.Deposited` event for a restored account and
-starts `cqrsctl run projector` with an empty data folder, and times:
+Fills the changelog of the `accounts` table, which is its projection topic
+`<prefix>.projection.accounts` (processors/projector/tables.py), with N account rows written
+as the projector publishes them: key = the row key, value = the row in Avro single-object
+encoding, the row's CloudEvents headers, partition = the account's events partition; then a
+checkpoint record per partition (which the restore must skip). Then writes one
+`bank.Deposited` event for a restored account and starts `cqrsctl run projector` with an
+empty data folder, and times:
 
 - *serving*: from the start of the process to the event's row on `<prefix>.projection.accounts`
   (the row must carry the restored owner: the projector read it from its restored table);
@@ -13,7 +15,7 @@ starts `cqrsctl run projector` with an empty data folder, and times:
 
 Runs on the stack that `cqrsctl up` runs (or CQRS_KAFKA_BOOTSTRAP_SERVERS), under a private
 topic prefix that is deleted afterwards. Each of `--runs` starts a fresh projector on the same
-filled changelog (a new event each time).
+filled projection topic (a new event each time).
 
     .venv/bin/python -m bench.bench_projector_restore --rows 1000000 --runs 3
 """
@@ -44,13 +46,15 @@ from rich.table import Table
 from bench.process_cpu import cpu_seconds
 from processors.faust_app import internal_topics
 from processors.partitioning import partition_for
-from processors.projector.app import changelog_topic, projector_app_id
+from processors.projector.app import projector_app_id
+from processors.projector.records import KafkaRecord
 from processors.registry import default_registry
 from processors.settings import load_settings
 from processors.topic_admin import create_topics
 from processors.topics import ContextTopics, declared_topics
 from schemas.codec import default_codec
 from schemas.wire import headers as ce
+from schemas.wire import progress
 
 PROJECTION = "accounts"
 ROW_VERSION = 3  # the aggregate version the filled rows claim
@@ -88,7 +92,8 @@ def account_id(i: int) -> str:
 
 
 def fill(kafka: dict[str, Any], topic: str, rows: int, partitions: int) -> float:
-    """Write `rows` account rows to `topic` as the projector's table writes them; seconds."""
+    """Write `rows` account rows to `topic` as the projector publishes them, then a
+    checkpoint record per partition; seconds."""
     codec = default_codec()
     projections = default_registry().context("bank").projections
     row_schema = next(p for p in projections if p.name == PROJECTION).row_schema
@@ -108,18 +113,54 @@ def fill(kafka: dict[str, Any], topic: str, rows: int, partitions: int) -> float
             "version": ROW_VERSION,
             "updated_at": now,
         }
-        value = codec.encode(row_schema, row)
-        while True:
-            try:
-                producer.produce(topic, value, key.encode(), partition_for(key, partitions))
-                break
-            except BufferError:
-                producer.poll(0.1)
+        partition = partition_for(key, partitions)
+        headers = progress.row_headers(
+            topic=topic,
+            key=key,
+            row_type=row_schema,
+            source="/bank/projector",
+            source_partition=partition,
+            source_offset=i,
+            checkpoint=i,
+            cause_id=f"bench-{i}",
+            time=now,
+            correlation_id=None,
+            traceparent=None,
+        )
+        record = KafkaRecord(topic, partition, key.encode(), codec.encode(row_schema, row), headers)
+        _produce(producer, record)
         if i % 10_000 == 0:
             producer.poll(0)
+    for p in range(partitions):
+        checkpoint = {
+            "projection": PROJECTION,
+            "source_topic": f"{topic.split('.projection.')[0]}.events",
+            "source_partition": p,
+            "checkpoint": rows,
+        }
+        headers = progress.checkpoint_headers(
+            topic=topic, source="/bank/projector", source_partition=p, checkpoint=rows
+        )
+        value = codec.encode(progress.CHECKPOINT_TYPE, checkpoint)
+        _produce(producer, KafkaRecord(topic, p, progress.checkpoint_key(p), value, headers))
     if producer.flush(120) != 0:
         raise RuntimeError(f"{topic}: rows undelivered")
     return time.monotonic() - started
+
+
+def _produce(producer: Producer, record: KafkaRecord) -> None:
+    while True:
+        try:
+            producer.produce(
+                record.topic,
+                record.value,
+                record.key,
+                partition=record.partition,
+                headers=record.headers,
+            )
+            return
+        except BufferError:
+            producer.poll(0.1)
 
 
 def write_event(
@@ -295,10 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     kafka = load_settings(postgres=False).kafka.client_config()
     ctx = default_registry().context("bank")
     prefix = f"restore-{secrets.token_hex(3)}"
-    changelog = changelog_topic(prefix, PROJECTION)
+    changelog = ContextTopics(prefix).projection(PROJECTION)  # the table's changelog too
     specs = declared_topics(ctx, prefix)
-    tables = [p.name for p in ctx.projections if p.stateful]
-    specs += internal_topics(projector_app_id(prefix), tables, ctx.partitions)
+    specs += internal_topics(projector_app_id(prefix))
     created = create_topics(kafka, specs)
     if changelog not in {s.name for s in specs}:
         raise RuntimeError(f"{changelog} is not among the topics the projector uses")

@@ -197,7 +197,7 @@ def _run(
         read_dsn = logins.query_dsn
 
     folder = demo_dir()
-    # Projector tables are restored from their changelog topics on start; a folder left by
+    # Projector tables are restored from the projection topics on start; a folder left by
     # an earlier stack would hold rows of topics that no longer exist.
     shutil.rmtree(folder / "data", ignore_errors=True)
     spec = PipelineSpec(

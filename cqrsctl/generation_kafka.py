@@ -1,7 +1,7 @@
 """What a projection generation N >= 2 leaves in Kafka, and its removal: the consumer groups
 of its projector (the Faust app id `<prefix>.projector.P_gN`) and of its sink
-(`<prefix>.sink.P_gN`), its projection topic `<prefix>.projection.P_gN`, and the topics
-Faust made for its app (the table changelog and the assignor's topic, all named
+(`<prefix>.sink.P_gN`), its projection topic `<prefix>.projection.P_gN` (also its table's
+changelog), and the topics Faust made for its app (the assignor's topic, named
 `<app id>-...`). Generation 1's groups and topics are the shared workers' and stay.
 
 `drop` and `gc` (cqrsctl/projections_cmd.py) refuse while a member of either group is

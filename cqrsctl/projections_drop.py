@@ -60,7 +60,7 @@ def drop_generation(
     schema: str = _SCHEMA,
 ) -> None:
     """Drop a retired (or abandoned building) generation: its table and checkpoints, and for
-    a rebuilt one (>= 2) its consumer groups, topic and changelog too. Refused, changing
+    a rebuilt one (>= 2) its consumer groups and topics too. Refused, changing
     nothing, for the live generation or while the generation's workers are running."""
     ctx, found = _projection(context, projection)
     settings = settings_or_fail()

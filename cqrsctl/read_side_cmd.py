@@ -69,7 +69,7 @@ def projector(
     ),
     session_timeout: float = _SESSION_TIMEOUT,
     replication_factor: int = typer.Option(
-        -1, help="Replication of the changelog topics Faust creates; -1 = broker default."
+        -1, help="Replication of the topic Faust creates (leader election); -1 = broker default."
     ),
     projection: str = _PROJECTION,
     generation: int = _GENERATION,
@@ -114,12 +114,12 @@ def projector(
         fail(f"{ctx.name}: {exc}")
     _prepare(worker)
     local = LocalState(config.data_dir, Path(worker.app.conf.tabledir))
-    changelogs = [f"{config.app_id}-{name}-changelog" for name in worker.tables]
+    changelogs = [table.changelog_topic_name for table in worker.tables.values()]
     local.prepare(kafka_identity(settings.kafka.client_config(), changelogs))
     try:
         restore_tables(settings.kafka.client_config(), worker.tables)  # no local state yet
     except (KafkaException, TimeoutError) as exc:
-        fail(f"cannot restore the tables from their changelogs: {exc}", code=UNAVAILABLE)
+        fail(f"cannot restore the tables from the projection topics: {exc}", code=UNAVAILABLE)
     if health_port:
         serve_health(health_port, heartbeat_alive(lambda: worker.liveness.last_beat), worker.ready)
     try:

@@ -14,14 +14,16 @@ Records Faust drops between aiokafka and the agent are noticed before Faust can 
 them: the consumer thread reports what aiokafka returned to the app's `fetch_ledger`
 (processors/fetch_ledger.py), which the agent checks.
 
-Table writes reach their changelog before offsets are committed: Faust's own producer flush
-returns with writes still buffered, so the transport's producer is
-processors/faust_producer.py's, which drains.
+Table writes of plain Faust tables reach their changelog before offsets are committed: Faust's
+own producer flush returns with writes still buffered, so the transport's producer is
+processors/faust_producer.py's, which drains. (The projector's own tables send nothing
+through it: their changelogs are the projection topics, written by its publisher;
+processors/projector/tables.py.)
 
-Everything Faust names after the app id (consumer group, `<id>-<table>-changelog`,
-`<id>-__assignor-__leader`) derives from the topic prefix, e.g. `bank.projector`, so private
-test prefixes never collide. Faust creates those internal topics itself with CreateTopics,
-which works with `auto.create.topics.enable=false`.
+Everything Faust names after the app id (consumer group, `<id>-__assignor-__leader`, and
+`<id>-<table>-changelog` for a plain Faust table) derives from the topic prefix, e.g.
+`bank.projector`, so private test prefixes never collide. The workers create those
+internal topics before Faust starts (`prepare_topics`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,7 +186,7 @@ def make_app(
         key_serializer="raw",
         value_serializer="raw",
         topic_partitions=partitions,
-        # For the changelog and assignor topics Faust creates (Faust needs an explicit one).
+        # For the internal topics Faust creates (Faust needs an explicit one).
         topic_replication_factor=replication_factor,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
@@ -297,9 +300,13 @@ def run_worker(app: faust.App, loglevel: str, *, quiet: bool = False) -> None:
     worker.execute_from_commandline()
 
 
-def internal_topics(app_id: str, tables: list[str], partitions: int) -> list[TopicSpec]:
+def internal_topics(
+    app_id: str, tables: Sequence[str] = (), partitions: int = 1
+) -> list[TopicSpec]:
     """The topics Faust names after the app id: its leader-election topic and one compacted
-    changelog per table (partitioned like the source topic, as Faust requires)."""
+    changelog per table of `tables` (partitioned like the source topic, as Faust requires).
+    The projector's tables have none: their changelogs are the projection topics
+    (processors/projector/tables.py); plain Faust tables (bench/bench_faust_floor.py) do."""
     specs = [TopicSpec(f"{app_id}-__assignor-__leader", 1, {})]
     specs += [TopicSpec(f"{app_id}-{t}-changelog", partitions, dict(DERIVED)) for t in tables]
     return specs

@@ -7,7 +7,8 @@ Generation 1 is the projection as first deployed and keeps the names it has alwa
 except for its table, `<table>_g1`, behind the view readers query. A later generation N
 runs as the projection renamed `<name>_gN` (`at_generation`), in its own projector app and
 sink group (so it starts at offset 0 of `<ctx>.events`): the runtime then derives its
-topic, Faust table, changelog, Postgres table and checkpoint key from that name as usual.
+topic (also its Faust table's changelog), Faust table, Postgres table and checkpoint key from
+that name as usual.
 """
 
 from __future__ import annotations

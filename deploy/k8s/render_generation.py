@@ -14,7 +14,8 @@ and `kubectl apply -k`. The documents:
   `app.kubernetes.io/component: projector-generation | sink-generation` (so no shared
   selector, PodMonitor or autoscaler picks them up) and `kafka-cqrs/generation: P-gN`;
 - a Kafka user for each, least privilege: the projector reads `<ctx>.events` (and may never
-  write it) and writes only its own projection topic, changelog and group; the sink reads
+  write it), writes and reads only its own projection topic (its table's changelog too)
+  and uses only its own group and leader-election topic; the sink reads
   only that topic, in its own group;
 - the Job that runs `cqrsctl projections rebuild P --generation N`: prepares the
   generation's table and topic, waits until it has caught up and swaps it in (as the
@@ -109,11 +110,12 @@ def _kafka_users(projection: str, generation: int) -> list[dict[str, Any]]:
     projector = [
         acl("topic", topics.events, ["Read", "Describe"]),
         acl("topic", topics.events, ["Write"], type="deny"),
-        acl("topic", own_topic, ["Write", "Describe"]),
+        # its rows, which are its table's changelog too: written, and read to recover
+        acl("topic", own_topic, ["Read", "Write", "Describe"]),
         acl("group", app_id, ["Read", "Describe"]),
-        # Faust's topics of this app: the table's changelog, the assignor's topic.
-        acl("topic", f"{app_id}-", ["Read", "Write", "Describe", "Create"], patternType="prefix"),
-        # The changelogs' replication factor is the cluster's default (faust_app.py).
+        # Faust's one topic of this app, its leader election.
+        acl("topic", f"{app_id}-__assignor-__leader", ["Read", "Write", "Describe", "Create"]),
+        # Its replication factor is the cluster's default (faust_app.py).
         {"resource": {"type": "cluster"}, "operations": ["DescribeConfigs"]},
     ]
     sink = [

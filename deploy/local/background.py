@@ -83,7 +83,7 @@ def start(
     kafka = {"bootstrap.servers": state.bootstrap_servers}
     create_context_topics(kafka, context, prefix)
     folder = pipeline_dir(state.state_dir)
-    # The projector restores its tables from their changelog topics: a folder left by an
+    # The projector restores its tables from the projection topics: a folder left by an
     # earlier stack would hold rows of topics that no longer exist.
     shutil.rmtree(folder / "data", ignore_errors=True)
     from deploy.local import postgres_roles

@@ -1,13 +1,14 @@
 """The projector worker: one Faust agent over `<ctx>.events` that keeps each stateful
-projection in a Faust table (RocksDB via rocksdict, changelog `<app id>-<name>-changelog`)
-and publishes changed rows to `<ctx>.projection.<name>`.
+projection in a Faust table (RocksDB via rocksdict) and publishes changed rows to
+`<ctx>.projection.<name>`, which is also the table's changelog
+(processors/projector/tables.py): each row reaches the broker once.
 
 Per batch (`stream.take_events`): decode, run processors/projector/batch.py, write the
 changed rows to the tables, publish the records, wait until the broker has acknowledged
-every one of them, and only then return, which acknowledges the batch's events to Faust.
-Faust commits offsets of acknowledged events only, after flushing its own producer (the
-table changelogs), so a committed source offset implies its rows are on the changelog and
-projection topics. A crash in between replays events: the rows' guards make that a no-op
+every one of them, record the offsets they reached as the tables' persisted changelog
+offsets, and only then return, which acknowledges the batch's events to Faust. Faust
+commits offsets of acknowledged events only, so a committed source offset implies its rows
+are on the projection topics. A crash in between replays events: the rows' guards make that a no-op
 (apart from publishing the current row again, which the sink's guard ignores). Faust can
 drop fetched events before they reach the agent; a batch that passes such events takes
 them in again, read from Kafka (processors/fetch_ledger.py).
@@ -50,6 +51,7 @@ from processors.projector.batch import (
 from processors.projector.decode import RereadMessage, Undecodable, decode_event
 from processors.projector.metrics import ProjectorMetrics
 from processors.projector.publisher import RowPublisher, event_fields
+from processors.projector.tables import ProjectionTable, projection_table
 from processors.registry import Registry
 from processors.topic_reader import read_offsets
 from processors.topics import TopicSpec
@@ -76,11 +78,6 @@ def projector_app_id(prefix: str, projection: str | None = None, generation: int
     projector of one rebuilt generation has its own."""
     base = f"{prefix}.projector"
     return base if projection is None else f"{base}.{generation_name(projection, generation)}"
-
-
-def changelog_topic(prefix: str, projection: str) -> str:
-    """Where Faust keeps the table of a stateful projection (compacted)."""
-    return f"{projector_app_id(prefix)}-{projection}-changelog"
 
 
 class Projector:
@@ -114,9 +111,9 @@ class Projector:
         self.events_topic = self.app.topic(
             self.topics.events, partitions=ctx.partitions, internal=False
         )
-        self.tables = {
-            p.name: self.app.Table(
-                p.name, partitions=ctx.partitions, key_type=bytes, value_type=bytes
+        self.tables: dict[str, ProjectionTable] = {
+            p.name: projection_table(
+                self.app, p.name, self.topics.projection(p.name), ctx.partitions
             )
             for p in self.projections
             if p.stateful
@@ -133,11 +130,12 @@ class Projector:
     # -- lifecycle -------------------------------------------------------------------------
 
     def prepare_topics(self) -> None:
-        """Check the events and projection topics; create the changelogs (see faust_app)."""
+        """Check the events and projection topics (the projection topics are the tables'
+        changelogs too); create Faust's leader-election topic (see faust_app)."""
         n = self.partitions
         required = [TopicSpec(self.topics.events, n)]
         required += [TopicSpec(self.topics.projection(p.name), n) for p in self.projections]
-        internal = internal_topics(self.config.app_id, list(self.tables), n)
+        internal = internal_topics(self.config.app_id)
         prepare_topics(self.config.kafka, required, internal, self.config.replication_factor)
 
     async def _started(self) -> None:
@@ -205,9 +203,20 @@ class Projector:
         outcome = project_batch(self.projections, sources, ends, load)
         self._store(outcome, context_of)
         await self.publisher.publish(outcome)
+        self._persist_offsets()
         for partition, offset in ends.items():
             self.positions.advance(self.topics.events, partition, offset)
         self._count(outcome, len(batch), time.monotonic() - started)
+
+    def _persist_offsets(self) -> None:
+        """Tell each table how far its changelog (the projection topic) now reaches: the
+        persisted offsets Faust's recovery starts after (processors/projector/tables.py)."""
+        delivered: dict[str, dict[int, int]] = {}
+        for (topic, partition), offset in self.publisher.take_delivered().items():
+            delivered.setdefault(topic, {})[partition] = offset
+        for name, table in self.tables.items():
+            if offsets := delivered.get(self.topics.projection(name)):
+                table.persist_offsets(offsets)
 
     def _note_jumps(self, offsets: dict[int, list[int]]) -> None:
         """Log where this process's delivered offsets move by more than a transaction marker

@@ -1,16 +1,18 @@
 """Whether the projector may trust its local RocksDB tables when it starts.
 
-Faust writes a table value to RocksDB at once and to the changelog topic a little later.
-After a kill -9 in between, RocksDB holds a row the changelog lacks; the replayed event then
-finds the row already applied and writes nothing, so the changelog would miss that change
-for good (and a replica restored from it, e.g. on another node, would hold a stale row).
+The projector writes a row to its table (RocksDB) at once and to the table's changelog,
+the projection topic (processors/projector/tables.py), a little later. After a kill -9 in
+between, RocksDB holds a row the topic lacks; the replayed event then finds the row already
+applied and would not change it, so only a replay's republication would repair the topic,
+and a replica restored from it meanwhile (e.g. on another node) would hold a stale row.
 So, as Kafka Streams does after an unclean shutdown, the projector keeps its local tables
 only after a clean stop, marked by a file; otherwise it discards them and they are restored
-from the changelogs (processors/projector/table_restore.py), which hold at least everything
-up to the committed source offsets (Faust flushes its producer before it commits).
+from the projection topics (processors/projector/table_restore.py), which hold at least
+everything up to the committed source offsets (a batch is acknowledged only once the broker
+has its records).
 
 The tables are also discarded when they come from another Kafka: a rebuilt cluster (another
-cluster id) or recreated changelog topics (other topic ids). Faust would otherwise keep rows
+cluster id) or recreated projection topics (other topic ids). Faust would otherwise keep rows
 and persisted changelog offsets of the old topics: its recovery stops with `ConsistencyError`
 ("persisted offset ... higher than ... highwater") when the new changelog is shorter but not
 empty, and silently keeps the old rows when it is empty. The identity is written to a file at
@@ -61,12 +63,12 @@ class LocalState:
         why = None if clean else "no clean shutdown recorded"
         if identity is not None:
             if self._recorded() not in (None, identity):
-                why = "the Kafka cluster or the changelog topics are not those the tables came from"
+                why = "the Kafka cluster or the projection topics are not the tables' sources"
             self.identity_file.write_text(json.dumps(identity, sort_keys=True) + "\n")
         if why is None or not (self.table_dir.exists() and any(self.table_dir.iterdir())):
             return False
         log.warning(
-            "%s: discarding %s, the tables are restored from their changelogs",
+            "%s: discarding %s, the tables are restored from the projection topics",
             why,
             self.table_dir,
         )
@@ -81,4 +83,4 @@ class LocalState:
 
     def mark_clean(self) -> None:
         """Call after the worker stopped normally (tables closed, producer flushed)."""
-        self.marker.write_text("the tables in this folder match their changelogs\n")
+        self.marker.write_text("the tables in this folder match their projection topics\n")

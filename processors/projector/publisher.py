@@ -4,7 +4,10 @@ produced through a confluent-kafka (librdkafka) producer rather than Faust's aio
 about ten times less Python per record, idempotent, ordered per partition.
 
 `publish` returns once the broker acknowledged every record of the batch; a record that
-cannot be delivered stops the worker (the restart replays the batch)."""
+cannot be delivered stops the worker (the restart replays the batch). The offsets the
+records reached are kept per topic and partition (`take_delivered`): the projection topics
+of stateful projections are their tables' changelogs, and Faust's recovery starts after
+the last of them (processors/projector/tables.py)."""
 
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class RowPublisher:
     ) -> None:
         self.topics, self.source, self.codec, self.metrics = topics, source, codec, metrics
         self._delivery_errors: list[KafkaError] = []
+        self._delivered: dict[tuple[str, int], int] = {}  # last offset per (topic, partition)
         self._producer = Producer(
             {
                 **kafka,
@@ -102,9 +106,19 @@ class RowPublisher:
         )
         return encode(pub.as_marker(), self.topics, self.source, self.codec)
 
+    def take_delivered(self) -> dict[tuple[str, int], int]:
+        """The last offset delivered per (topic, partition) since the previous call."""
+        delivered, self._delivered = self._delivered, {}
+        return delivered
+
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self._delivery_errors.append(err)
+            return
+        where = (msg.topic(), msg.partition())
+        offset = msg.offset()
+        if offset > self._delivered.get(where, -1):
+            self._delivered[where] = offset
 
 
 def event_fields(meta: EventMeta) -> dict[str, Any]:

@@ -1,12 +1,15 @@
 """Restore the projector's Faust tables from their changelogs in bulk, before Faust starts.
 
+A table's changelog is its projection topic (processors/projector/tables.py): its rows are
+put, its checkpoint records skipped (`is_row`), and its last offset, row or not, stored.
+
 Faust restores a table without local state through its own consumer path, one record at a
 time (aiokafka's fetcher, Faust's conductor, its recovery queue and per-record bookkeeping):
 about 90 CPU µs per row on our machine, minutes for a million rows (docs/benchmarks.md,
-"Restoring a projector"). This does what Faust's recovery does (`Store.apply_changelog_batch`:
-a put per record, a delete per tombstone, then the last offset applied as the partition's
-persisted offset) with librdkafka and RocksDB write batches, into the same databases Faust
-opens (`Store.partition_path`, `Store.rocksdb_options`). Faust's recovery then starts at the
+"Restoring a projector"). This does what Faust's recovery does
+(`ProjectionTable.apply_changelog_batch`: a put per row, then the last offset read as the
+partition's persisted offset) with librdkafka and RocksDB write batches, into the same databases
+Faust opens (`Store.partition_path`, `Store.rocksdb_options`). Faust's recovery then starts at the
 persisted offset and reads only what was written after it.
 
 Only for a table with no local database at all (a new volume, or tables LocalState
@@ -24,6 +27,8 @@ from typing import Any
 import rocksdict
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from processors.projector.tables import is_row
+
 log = logging.getLogger(__name__)
 
 CHUNK = 10_000  # records per consume() call and per write batch
@@ -32,7 +37,7 @@ CHUNK = 10_000  # records per consume() call and per write batch
 @dataclass(frozen=True)
 class Restored:
     table: str
-    rows: int  # changelog records applied (puts and deletes)
+    rows: int  # rows put (checkpoint records skipped)
     seconds: float
 
 
@@ -52,7 +57,7 @@ def restore_tables(
         rows = _restore(dict(kafka), table.changelog_topic_name, store, partitions, timeout)
         done.append(Restored(name, rows, time.monotonic() - started))
         log.info(
-            "restored table %s: %d changelog records in %.1f s",
+            "restored table %s: %d rows in %.1f s",
             name,
             rows,
             done[-1].seconds,
@@ -98,27 +103,31 @@ def _restore(
                     else:  # librdkafka retries (a broker restarting, a leader moving)
                         log.warning("restoring %s: %s", topic, error.str())
                     continue
+                last[p] = msg.offset()
+                key, value = msg.key(), msg.value()
+                if not is_row(key, value):
+                    continue  # a checkpoint record: not a row of the table
                 batch = batches.get(p)
                 if batch is None:
                     batch = batches[p] = rocksdict.WriteBatch(raw_mode=True)
-                value = msg.value()
-                if value is None:
-                    batch.delete(msg.key())
-                else:
-                    batch.put(msg.key(), value)
-                last[p] = msg.offset()
+                batch.put(key, value)
                 rows += 1
             for p, batch in batches.items():
-                db = dbs.get(p)
-                if db is None:
-                    path = store.partition_path(p)
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    db = dbs[p] = store.rocksdb_options.open(path)
-                db.write(batch)
-        for p, offset in last.items():
-            dbs[p].put(store.offset_key, str(offset).encode())
+                _db(dbs, store, p).write(batch)
+        for p, offset in last.items():  # a partition of checkpoint records only has one too
+            _db(dbs, store, p).put(store.offset_key, str(offset).encode())
         return rows
     finally:
         for db in dbs.values():
             db.close()
         consumer.close()
+
+
+def _db(dbs: dict[int, Any], store: Any, partition: int) -> Any:
+    """The RocksDB database Faust opens for `partition`, opened once."""
+    db = dbs.get(partition)
+    if db is None:
+        path = store.partition_path(partition)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = dbs[partition] = store.rocksdb_options.open(path)
+    return db

@@ -9,7 +9,7 @@ import time
 from confluent_kafka.admin import AdminClient
 
 from processors.domain import BoundedContext
-from processors.projector.app import changelog_topic, projector_app_id
+from processors.projector.app import projector_app_id
 from processors.registry import default_registry
 from processors.topic_admin import create_topics
 from processors.topics import declared_topics
@@ -55,12 +55,12 @@ def wait_published(rig: ReadSideRig, expected: dict, timeout: float = 90.0) -> N
 
 
 def recreate_topics(rig: ReadSideRig, ctx: BoundedContext) -> None:
-    """Delete the context's topics and the projector's own, wait until they are gone, and
-    create the context's again (the projector creates its own on start)."""
+    """Delete the context's topics (the projection topics are the tables' changelogs) and
+    the projector's own, wait until they are gone, and create the context's again (the
+    projector creates its own on start)."""
     admin = AdminClient(rig.kafka)
     app_id = projector_app_id(rig.prefix)
     names = [t.name for t in declared_topics(ctx, rig.prefix)]
-    names += [changelog_topic(rig.prefix, p.name) for p in ctx.projections if p.stateful]
     names.append(f"{app_id}-__assignor-__leader")
     for future in admin.delete_topics(names, operation_timeout=30).values():
         future.result(30)

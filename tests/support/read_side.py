@@ -22,9 +22,11 @@ from bank.projections import PROJECTIONS
 from deploy.local import postgres_roles
 from deploy.local.pipeline import WorkerProcess
 from processors.domain import Event
-from processors.projector.app import changelog_topic, projector_app_id
+from processors.projector.app import projector_app_id
+from processors.projector.tables import is_row
 from processors.registry import default_registry
 from processors.topic_reader import partition_count, read_partition, read_topic
+from processors.topics import ContextTopics
 from producers.command_client import CommandClient
 from producers.command_results import EventPosition
 from sinks.checkpoints import CheckpointWaiter
@@ -273,8 +275,13 @@ def last_values(kafka: dict[str, Any], topic: str) -> tuple[dict[tuple[int, byte
 
 
 def tables_state(kafka: dict[str, Any], prefix: str) -> dict[str, tuple[dict, int]]:
-    """The projector's Faust tables, read from their changelog topics."""
-    return {name: last_values(kafka, changelog_topic(prefix, name)) for name in STATEFUL}
+    """The projector's Faust tables, read from their changelogs, the projection topics: the
+    last row per (partition, key), checkpoint records left out, and the records read."""
+    states = {}
+    for name in STATEFUL:
+        values, n = last_values(kafka, ContextTopics(prefix).projection(name))
+        states[name] = ({k: v for k, v in values.items() if is_row(k[1], v)}, n)
+    return states
 
 
 def metric(worker: WorkerProcess, name: str) -> float:

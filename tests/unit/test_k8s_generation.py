@@ -14,7 +14,7 @@ import yaml
 
 from deploy.k8s.render_generation import main, manifests
 from deploy.k8s.render_generation import render as render_generation
-from processors.projector.app import changelog_topic, projector_app_id
+from processors.projector.app import projector_app_id
 from processors.registry import default_registry
 from sinks.config import sink_group_id
 from tests.unit import netpol
@@ -103,15 +103,20 @@ def test_the_generations_projector_may_touch_its_own_topics_and_group_only() -> 
     app_id = projector_app_id(BANK.prefix, "accounts", 2)
     assert decide(mine, "topic", BANK.events, "Read")
     assert not decide(mine, "topic", BANK.events, "Write")
-    assert decide(mine, "topic", BANK.projection("accounts_g2"), "Write")
+    for op in ("Read", "Write"):  # its rows, and its table's changelog
+        assert decide(mine, "topic", BANK.projection("accounts_g2"), op), op
+    assert not decide(mine, "topic", BANK.projection("accounts_g2"), "Create")
     assert decide(mine, "group", app_id, "Read")
     for op in ("Create", "Read", "Write"):
-        assert decide(mine, "topic", f"{app_id}-accounts_g2-changelog", op), op
+        assert not decide(mine, "topic", f"{app_id}-accounts_g2-changelog", op), op
         assert decide(mine, "topic", f"{app_id}-__assignor-__leader", op), op
     # Never the shared workers' topics and groups, nor another generation's.
     assert not decide(mine, "topic", BANK.projection("accounts"), "Write")
+    assert not decide(mine, "topic", BANK.projection("accounts"), "Read")
     assert not decide(mine, "topic", BANK.projection("accounts_g3"), "Write")
-    assert not decide(mine, "topic", changelog_topic(BANK.prefix, "accounts"), "Write")
+    assert not decide(
+        mine, "topic", f"{projector_app_id(BANK.prefix)}-__assignor-__leader", "Write"
+    )
     assert not decide(mine, "group", projector_app_id(BANK.prefix), "Read")
     for topic in (BANK.commands, BANK.results, BANK.aggregates, BANK.dlq):
         assert not decide(mine, "topic", topic, "Write"), topic
@@ -133,12 +138,13 @@ def test_the_lifecycle_user_may_create_and_delete_rebuilt_generations_only() -> 
         topic = BANK.projection(f"{name}_g2")
         assert decide(mine, "topic", topic, "Create") and decide(mine, "topic", topic, "Delete")
         app_id = projector_app_id(BANK.prefix, name, 2)
-        assert decide(mine, "topic", f"{app_id}-{name}_g2-changelog", "Delete")
+        assert decide(mine, "topic", f"{app_id}-__assignor-__leader", "Delete")
         assert decide(mine, "group", app_id, "Delete")
         assert decide(mine, "group", sink_group_id(BANK.prefix, name, 2), "Delete")
         # The shared workers' topics and groups are out of reach.
         assert not decide(mine, "topic", BANK.projection(name), "Delete")
-        assert not decide(mine, "topic", changelog_topic(BANK.prefix, name), "Delete")
+        leader = f"{projector_app_id(BANK.prefix)}-__assignor-__leader"
+        assert not decide(mine, "topic", leader, "Delete")
     assert not decide(mine, "group", projector_app_id(BANK.prefix), "Delete")
     assert not decide(mine, "group", sink_group_id(BANK.prefix), "Delete")
     for topic in (BANK.events, BANK.commands, BANK.aggregates):
