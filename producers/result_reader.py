@@ -13,33 +13,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from producers.command_results import CommandResult, EventPosition
+from schemas.avro_reader import read_long as _long
+from schemas.avro_reader import read_string as _string
 from schemas.codec import MAGIC, Codec
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUSES = ("ACCEPTED", "REJECTED", "CONFLICT")  # cqrs.CommandStatus, in symbol order
 _START = len(MAGIC) + 8
-
-
-def _long(data: bytes, pos: int) -> tuple[int, int]:
-    """An Avro long (zig-zag varint) at `pos`: (value, next position)."""
-    byte = data[pos]
-    pos += 1
-    n = byte & 0x7F
-    shift = 7
-    while byte & 0x80:
-        byte = data[pos]
-        pos += 1
-        n |= (byte & 0x7F) << shift
-        shift += 7
-    return (n >> 1) ^ -(n & 1), pos
-
-
-def _string(data: bytes, pos: int) -> tuple[str, int]:
-    size, pos = _long(data, pos)
-    end = pos + size
-    if size < 0 or end > len(data):
-        raise ValueError("string past the end")
-    return data[pos:end].decode(), end
 
 
 class ResultReader:

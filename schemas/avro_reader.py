@@ -16,12 +16,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from schemas.avro_codegen import CodeGenerator, compile_module, generate
+
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DAYS_SHIFT = dt.date(1970, 1, 1).toordinal()
-
-
-class _Unsupported(Exception):
-    """A schema the generator does not handle."""
 
 
 def _long(data: bytes, pos: int) -> tuple[int, int]:
@@ -95,70 +93,10 @@ def _date(data: bytes, pos: int) -> tuple[dt.date, int]:
     return dt.date.fromordinal(days + _DAYS_SHIFT), pos
 
 
-_PRIMITIVE_READERS = {
-    "null": "_null",
-    "boolean": "_boolean",
-    "int": "_int",
-    "long": "_long",
-    "float": "_float",
-    "double": "_double",
-    "bytes": "_bytes",
-    "string": "_string",
-}
-_LOGICAL_READERS = {("long", "timestamp-millis"): "_timestamp_millis", ("int", "date"): "_date"}
+class _Generator(CodeGenerator):
+    """Functions `(data, pos) -> (value, pos)`."""
 
-
-class _Generator:
-    def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
-        self.functions: dict[str, list[str]] = {}
-        self.names: dict[str, str] = {}
-        self.constants: dict[str, Any] = {}
-        self.count = 0
-
-    def fresh(self, kind: str) -> str:
-        self.count += 1
-        return f"_{kind}{self.count}"
-
-    def reader(self, schema: Any) -> str:
-        """The name of a function `(data, pos) -> (value, pos)` that reads `schema`."""
-        if isinstance(schema, str):
-            if schema in _PRIMITIVE_READERS:
-                return _PRIMITIVE_READERS[schema]
-            if schema not in self.named:
-                raise _Unsupported(f"unknown type {schema}")
-            return self.reader(self.named[schema])
-        if isinstance(schema, list):
-            return self.union(schema)
-        kind = schema.get("type")
-        logical = schema.get("logicalType")
-        if logical is not None:
-            found = _LOGICAL_READERS.get((kind, logical))
-            if found is None:
-                raise _Unsupported(f"logical type {logical} on {kind}")
-            return found
-        if kind in _PRIMITIVE_READERS:
-            return _PRIMITIVE_READERS[kind]
-        if kind == "record":
-            return self.record(schema)
-        if kind == "enum":
-            return self.enum(schema)
-        if kind == "array":
-            return self.block("array", schema["items"])
-        if kind == "map":
-            return self.block("map", schema["values"])
-        if kind == "fixed":
-            return self.fixed(schema)
-        raise _Unsupported(f"type {kind}")
-
-    def union(self, branches: list[Any]) -> str:
-        if len(branches) != 2 or "null" not in branches:
-            raise _Unsupported("a union other than null and one type")
-        null_index = branches.index("null")
-        other = branches[1 - null_index]
-        if other == "null" or isinstance(other, list):
-            raise _Unsupported("a union other than null and one type")
-        read = self.reader(other)
+    def union(self, null_index: int, other: str) -> str:
         name = self.fresh("union")
         self.functions[name] = [
             f"def {name}(data, pos):",
@@ -167,29 +105,22 @@ class _Generator:
             "        return None, pos + 1",
             f"    if index != {2 * (1 - null_index)}:",
             "        raise ValueError('union index out of range')",
-            f"    return {read}(data, pos + 1)",
+            f"    return {other}(data, pos + 1)",
         ]
         return name
 
-    def record(self, schema: dict[str, Any]) -> str:
-        full = schema["name"]
-        if full in self.names:
-            return self.names[full]
-        name = self.fresh("record")
-        self.names[full] = name
+    def record(self, name: str, schema: dict[str, Any]) -> None:
         lines = [f"def {name}(data, pos):"]
         self.functions[name] = lines  # before the fields: a recursive type finds it
         values = []
         for index, field in enumerate(schema["fields"]):
-            read = self.reader(field["type"])
+            read = self.function_for(field["type"])
             lines.append(f"    v{index}, pos = {read}(data, pos)")
             values.append(f"{field['name']!r}: v{index}")
         lines.append(f"    return {{{', '.join(values)}}}, pos")
-        return name
 
     def enum(self, schema: dict[str, Any]) -> str:
-        symbols = self.fresh("c")
-        self.constants[symbols] = tuple(schema["symbols"])
+        symbols = self.constant(tuple(schema["symbols"]))
         name = self.fresh("enum")
         self.functions[name] = [
             f"def {name}(data, pos):",
@@ -200,40 +131,45 @@ class _Generator:
         ]
         return name
 
-    def block(self, kind: str, items: Any) -> str:
-        read = self.reader(items)
+    def array(self, items: str) -> str:
+        return self._blocks(
+            "array",
+            "[]",
+            ["    append = value.append"],
+            [f"            item, pos = {items}(data, pos)", "            append(item)"],
+        )
+
+    def map(self, values: str) -> str:
+        return self._blocks(
+            "map",
+            "{}",
+            [],
+            [
+                "            key, pos = _string(data, pos)",
+                f"            value[key], pos = {values}(data, pos)",
+            ],
+        )
+
+    def _blocks(self, kind: str, start: str, setup: list[str], add: list[str]) -> str:
+        """An array or a map: blocks of items, a negative count followed by a byte size."""
         name = self.fresh(kind)
-        if kind == "array":
-            start, add = (
-                "[]",
-                f"            item, pos = {read}(data, pos)\n            append(item)",
-            )
-            setup = "    append = value.append"
-        else:
-            start = "{}"
-            add = (
-                "            key, pos = _string(data, pos)\n"
-                f"            value[key], pos = {read}(data, pos)"
-            )
-            setup = "    pass"
         self.functions[name] = [
             f"def {name}(data, pos):",
             f"    value = {start}",
-            setup,
+            *setup,
             "    count, pos = _long(data, pos)",
             "    while count:",
             "        if count < 0:",
             "            count = -count",
             "            _, pos = _long(data, pos)",
             "        for _ in range(count):",
-            add,
+            *add,
             "        count, pos = _long(data, pos)",
             "    return value, pos",
         ]
         return name
 
-    def fixed(self, schema: dict[str, Any]) -> str:
-        size = int(schema["size"])
+    def fixed(self, size: int) -> str:
         name = self.fresh("fixed")
         self.functions[name] = [
             f"def {name}(data, pos):",
@@ -245,19 +181,28 @@ class _Generator:
         return name
 
 
+# For hand-written readers of one schema (producers/result_reader.py).
+read_long, read_string = _long, _string
+
+_HELPERS = {
+    "_long": _long,
+    "_int": _int,
+    "_string": _string,
+    "_bytes": _bytes,
+    "_boolean": _boolean,
+    "_null": _null,
+    "_double": _double,
+    "_float": _float,
+    "_timestamp_millis": _timestamp_millis,
+    "_date": _date,
+}
+
+
 def source_of(parsed: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The generated module's source and its constants, or None if unsupported."""
     generator = _Generator(dict(parsed.get("__named_schemas", {})))
-    try:
-        top = generator.reader(parsed)
-    except _Unsupported:
-        return None
-    lines: list[str] = []
-    for function in generator.functions.values():
-        lines.extend(function)
-        lines.append("")
-    lines += [f"read = {top}"]
-    return "\n".join(lines) + "\n", generator.constants
+    found = generate(generator, parsed, ["read = {top}"])
+    return None if found is None else (found[0], generator.constants)
 
 
 def compile_reader(parsed: dict[str, Any]) -> Callable[[bytes, int], tuple[Any, int]] | None:
@@ -266,18 +211,5 @@ def compile_reader(parsed: dict[str, Any]) -> Callable[[bytes, int], tuple[Any, 
     if found is None:
         return None
     source, constants = found
-    namespace: dict[str, Any] = {
-        "_long": _long,
-        "_int": _int,
-        "_string": _string,
-        "_bytes": _bytes,
-        "_boolean": _boolean,
-        "_null": _null,
-        "_double": _double,
-        "_float": _float,
-        "_timestamp_millis": _timestamp_millis,
-        "_date": _date,
-        **constants,
-    }
-    exec(compile(source, f"<avro reader {parsed.get('name', parsed)}>", "exec"), namespace)
-    return namespace["read"]  # type: ignore[no-any-return]
+    label = f"<avro reader {parsed.get('name', parsed)}>"
+    return compile_module(source, label, {**_HELPERS, **constants})["read"]  # type: ignore[no-any-return]

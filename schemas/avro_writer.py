@@ -20,14 +20,15 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-_PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+from schemas.avro_codegen import CodeGenerator, Unsupported, compile_module, generate
+
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DAYS_SHIFT = dt.date(1970, 1, 1).toordinal()
 _MISSING = object()
 
 
-class _Unsupported(Exception):
-    """A value (or a schema) the generated code does not write: use fastavro."""
+# Raised for a value (or a schema) the generated code does not write: use fastavro.
+_Unsupported = Unsupported
 
 
 def _long(n: int, out: bytearray) -> None:
@@ -40,6 +41,7 @@ def _long(n: int, out: bytearray) -> None:
     out.append(n)
 
 
+# _long's body again rather than a call: ints are on every record's hot path.
 def _int(n: int, out: bytearray) -> None:
     if type(n) is not int or not -(2**31) <= n < 2**31:
         raise _Unsupported
@@ -110,75 +112,11 @@ def _date(v: Any, out: bytearray) -> None:
         _int(v, out)
 
 
-_PRIMITIVE_WRITERS = {
-    "null": "_null",
-    "boolean": "_boolean",
-    "int": "_int",
-    "long": "_long",
-    "float": "_float",
-    "double": "_double",
-    "bytes": "_bytes",
-    "string": "_string",
-}
-_LOGICAL_WRITERS = {("long", "timestamp-millis"): "_timestamp_millis", ("int", "date"): "_date"}
+class _Generator(CodeGenerator):
+    """Functions `(value, out)` that append the value's Avro body to `out`, or raise
+    `_Unsupported` for a value they do not write."""
 
-
-class _Generator:
-    def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
-        self.functions: dict[str, list[str]] = {}  # record name -> its function's lines
-        self.names: dict[str, str] = {}  # record name -> function name
-        self.constants: dict[str, Any] = {}
-        self.count = 0
-
-    def fresh(self, kind: str) -> str:
-        self.count += 1
-        return f"_{kind}{self.count}"
-
-    def constant(self, value: Any) -> str:
-        name = self.fresh("c")
-        self.constants[name] = value
-        return name
-
-    def writer(self, schema: Any) -> str:
-        """The name of a function `(value, out)` that writes `schema`."""
-        if isinstance(schema, str):
-            if schema in _PRIMITIVE_WRITERS:
-                return _PRIMITIVE_WRITERS[schema]
-            if schema not in self.named:
-                raise _Unsupported(f"unknown type {schema}")
-            return self.writer(self.named[schema])
-        if isinstance(schema, list):
-            return self.union(schema)
-        kind = schema.get("type")
-        logical = schema.get("logicalType")
-        if logical is not None:
-            found = _LOGICAL_WRITERS.get((kind, logical))
-            if found is None:
-                raise _Unsupported(f"logical type {logical} on {kind}")
-            return found
-        if kind in _PRIMITIVE_WRITERS:
-            return _PRIMITIVE_WRITERS[kind]
-        if kind == "record":
-            return self.record(schema)
-        if kind == "enum":
-            return self.enum(schema)
-        if kind == "array":
-            return self.array(schema)
-        if kind == "map":
-            return self.map(schema)
-        if kind == "fixed":
-            return self.fixed(schema)
-        raise _Unsupported(f"type {kind}")
-
-    def union(self, branches: list[Any]) -> str:
-        if len(branches) != 2 or "null" not in branches:
-            raise _Unsupported("a union other than null and one type")
-        null_index = branches.index("null")
-        other = branches[1 - null_index]
-        if other == "null" or isinstance(other, list):
-            raise _Unsupported("a union other than null and one type")
-        write = self.writer(other)
+    def union(self, null_index: int, other: str) -> str:
         name = self.fresh("union")
         self.functions[name] = [
             f"def {name}(v, out):",
@@ -186,16 +124,11 @@ class _Generator:
             f"        out.append({2 * null_index})",
             "    else:",
             f"        out.append({2 * (1 - null_index)})",
-            f"        {write}(v, out)",
+            f"        {other}(v, out)",
         ]
         return name
 
-    def record(self, schema: dict[str, Any]) -> str:
-        full = schema["name"]
-        if full in self.names:
-            return self.names[full]
-        name = self.fresh("record")
-        self.names[full] = name
+    def record(self, name: str, schema: dict[str, Any]) -> None:
         lines = [
             f"def {name}(r, out):",
             "    if type(r) is not dict:",
@@ -205,7 +138,7 @@ class _Generator:
         self.functions[name] = lines  # before the fields: a recursive type finds it
         for field in schema["fields"]:
             ftype = field["type"]
-            write = self.writer(ftype)
+            write = self.function_for(ftype)
             key = repr(field["name"])
             lines.append(f"    v = get({key}, _MISSING)")
             lines.append("    if v is _MISSING:")
@@ -216,11 +149,9 @@ class _Generator:
             else:
                 lines.append("        raise _Unsupported")
             lines.append(f"    {write}(v, out)")
-        return name
 
     def enum(self, schema: dict[str, Any]) -> str:
-        indexes = {symbol: index for index, symbol in enumerate(schema["symbols"])}
-        table = self.constant(indexes)
+        table = self.constant({symbol: i for i, symbol in enumerate(schema["symbols"])})
         name = self.fresh("enum")
         self.functions[name] = [
             f"def {name}(v, out):",
@@ -230,8 +161,7 @@ class _Generator:
         ]
         return name
 
-    def array(self, schema: dict[str, Any]) -> str:
-        write = self.writer(schema["items"])
+    def array(self, items: str) -> str:
         name = self.fresh("array")
         self.functions[name] = [
             f"def {name}(v, out):",
@@ -240,13 +170,12 @@ class _Generator:
             "    if v:",
             "        _long(len(v), out)",
             "        for item in v:",
-            f"            {write}(item, out)",
+            f"            {items}(item, out)",
             "    out.append(0)",
         ]
         return name
 
-    def map(self, schema: dict[str, Any]) -> str:
-        write = self.writer(schema["values"])
+    def map(self, values: str) -> str:
         name = self.fresh("map")
         self.functions[name] = [
             f"def {name}(v, out):",
@@ -256,16 +185,16 @@ class _Generator:
             "        _long(len(v), out)",
             "        for key, item in v.items():",
             "            _string(key, out)",
-            f"            {write}(item, out)",
+            f"            {values}(item, out)",
             "    out.append(0)",
         ]
         return name
 
-    def fixed(self, schema: dict[str, Any]) -> str:
+    def fixed(self, size: int) -> str:
         name = self.fresh("fixed")
         self.functions[name] = [
             f"def {name}(v, out):",
-            f"    if type(v) is not bytes or len(v) != {int(schema['size'])}:",
+            f"    if type(v) is not bytes or len(v) != {size}:",
             "        raise _Unsupported",
             "    out += v",
         ]
@@ -284,24 +213,33 @@ def _bytes_like(schema: Any, named: dict[str, Any]) -> bool:
     return schema.get("type") in ("bytes", "fixed")
 
 
+_HELPERS = {
+    "_Unsupported": _Unsupported,
+    "_MISSING": _MISSING,
+    "_long": _long,
+    "_int": _int,
+    "_string": _string,
+    "_bytes": _bytes,
+    "_boolean": _boolean,
+    "_null": _null,
+    "_double": _double,
+    "_float": _float,
+    "_timestamp_millis": _timestamp_millis,
+    "_date": _date,
+}
+_ENCODE = [
+    "def encode(record, prefix=_prefix):",
+    "    out = bytearray(prefix)",
+    "    {top}(record, out)",
+    "    return bytes(out)",
+]
+
+
 def source_of(parsed: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     """The generated module's source and its constants, or None if unsupported."""
     generator = _Generator(dict(parsed.get("__named_schemas", {})))
-    try:
-        top = generator.writer(parsed)
-    except _Unsupported:
-        return None
-    lines: list[str] = []
-    for function in generator.functions.values():
-        lines.extend(function)
-        lines.append("")
-    lines += [
-        "def encode(record, prefix=_prefix):",
-        "    out = bytearray(prefix)",
-        f"    {top}(record, out)",
-        "    return bytes(out)",
-    ]
-    return "\n".join(lines) + "\n", generator.constants
+    found = generate(generator, parsed, _ENCODE)
+    return None if found is None else (found[0], generator.constants)
 
 
 def compile_writer(parsed: dict[str, Any], prefix: bytes = b"") -> Callable[[Any], bytes] | None:
@@ -311,21 +249,6 @@ def compile_writer(parsed: dict[str, Any], prefix: bytes = b"") -> Callable[[Any
     if found is None:
         return None
     source, constants = found
-    namespace: dict[str, Any] = {
-        "_Unsupported": _Unsupported,
-        "_MISSING": _MISSING,
-        "_prefix": prefix,
-        "_long": _long,
-        "_int": _int,
-        "_string": _string,
-        "_bytes": _bytes,
-        "_boolean": _boolean,
-        "_null": _null,
-        "_double": _double,
-        "_float": _float,
-        "_timestamp_millis": _timestamp_millis,
-        "_date": _date,
-        **constants,
-    }
-    exec(compile(source, f"<avro writer {parsed.get('name', parsed)}>", "exec"), namespace)
-    return namespace["encode"]  # type: ignore[no-any-return]
+    label = f"<avro writer {parsed.get('name', parsed)}>"
+    namespace = {**_HELPERS, "_prefix": prefix, **constants}
+    return compile_module(source, label, namespace)["encode"]  # type: ignore[no-any-return]
