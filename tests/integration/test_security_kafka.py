@@ -3,14 +3,15 @@ broker stays PLAINTEXT for speed), started by deploy/local's code with a SASL_PL
 SASL_SSL listener, SCRAM-SHA-512 credentials created when its storage is formatted, and a
 throwaway CA made with openssl. Clients are configured from the environment alone, through
 processors/settings.py, as the Kubernetes manifests configure the workers. The broker authorizes
-with ACLs: the processor's user is a super user, the client's user has the ACLs of the
-Kubernetes manifests."""
+with ACLs: the processor's user is a super user; the client's and the projector's users have
+the ACLs of the Kubernetes manifests, the shop reactor's those of deploy/k8s/reactor_acls.py."""
 
 from __future__ import annotations
 
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import threading
 import time
@@ -56,6 +57,7 @@ from tests.support.write_side import movement, open_account, read_events
 USER = "cqrs-processor"
 CLIENT = "cqrs-client"  # bound by the ACLs of deploy/k8s/base/kafka/users.yaml
 REACTOR = "cqrs-shop-reactor"  # bound by deploy/k8s/reactor_acls.py's ACLs
+PROJECTOR = "cqrs-projector"  # bound by the ACLs of deploy/k8s/base/kafka/users.yaml
 USERS_YAML = (
     Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "base" / "kafka" / "users.yaml"
 )
@@ -69,6 +71,7 @@ class SecureBroker:
     ca: Path
     client_password: str = ""
     reactor_password: str = ""
+    projector_password: str = ""
 
     def env(self, protocol: str = "SASL_PLAINTEXT", password: str | None = None) -> dict:
         ssl = protocol == "SASL_SSL"
@@ -146,10 +149,16 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBro
     password = secrets.token_urlsafe(18)
     client_password = secrets.token_urlsafe(18)
     reactor_password = secrets.token_urlsafe(18)
+    projector_password = secrets.token_urlsafe(18)
     saved = os.environ.get(kafka.ENV_KAFKA_HEAP)
     os.environ[kafka.ENV_KAFKA_HEAP] = "-Xms128m -Xmx384m"  # a second JVM on a small machine
     try:
-        users = {USER: password, CLIENT: client_password, REACTOR: reactor_password}
+        users = {
+            USER: password,
+            CLIENT: client_password,
+            REACTOR: reactor_password,
+            PROJECTOR: projector_password,
+        }
         state.kafka_pid = kafka.start(state, scram_users=users)
     finally:
         if saved is None:
@@ -157,7 +166,9 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBro
         else:
             os.environ[kafka.ENV_KAFKA_HEAP] = saved
     try:
-        yield SecureBroker(state, password, ca, client_password, reactor_password)
+        yield SecureBroker(
+            state, password, ca, client_password, reactor_password, projector_password
+        )
     finally:
         kafka.stop(state, timeout=20)
 
@@ -462,3 +473,82 @@ def test_only_the_reactor_principal_writes_shop_internal_commands(secure_kafka: 
         reactor.stop()
         running.join(30)
     assert not running.is_alive()
+
+
+def test_the_projector_principal_projects_and_restores_with_the_manifests_acls(
+    secure_kafka: SecureBroker, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    """The projector as cqrs-projector, with only the ACLs of deploy/k8s/base/kafka/users.yaml,
+    on a real broker with an ACL authorizer: it projects bank's events, and, restarted
+    without its data folder (a pod without its volume), it restores its tables from the
+    projection topics (their changelogs) and goes on from the restored rows. It may not
+    append to the event store."""
+    admin_config = {"bootstrap.servers": secure_kafka.state.bootstrap_servers}  # super user
+    bank = default_registry().context("bank")
+    create_topics(admin_config, declared_topics(bank))
+    apply_acls(admin_config, manifest_acls(PROJECTOR))
+    topics = ContextTopics("bank")
+    as_projector = as_user(secure_kafka, PROJECTOR, secure_kafka.projector_password)
+    refused = produce_each(as_projector, [topics.events], b"forged")[topics.events]
+    assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+    for name, value in secure_kafka.env().items():  # the super user's, for the processor
+        monkeypatch.setenv(name, value)
+    processor = WorkerProcess(
+        "processor", ["--instance-id", "acl-p"], tmp_path / "processor.log"
+    ).start()
+    projector_env = {
+        env_names.ENV_SASL_USERNAME: PROJECTOR,
+        env_names.ENV_SASL_PASSWORD: secure_kafka.projector_password,
+    }
+    data = tmp_path / "projector-data"
+
+    def projector(run: int) -> WorkerProcess:
+        args = ["--instance-id", "acl-r", "--data-dir", str(data), "--session-timeout", "6"]
+        log = tmp_path / f"projector-{run}.log"
+        return WorkerProcess("projector", args, log, env=projector_env).start()
+
+    codec = default_codec()
+
+    def balance_reaches(amount: int, worker: WorkerProcess) -> Any:
+        def done(messages: list[Any]) -> bool:
+            worker.check()  # a projector that stopped (e.g. refused a read) fails at once
+            rows = [
+                codec.decode(m.value())
+                for m in messages
+                if m.key() == b"acl-1" and m.value() is not None
+            ]
+            return bool(rows) and rows[-1]["balance"] == amount
+
+        return done
+
+    kafka_config = load_settings(secure_kafka.env()).kafka.client_config()
+
+    def wait_for(topic: str, done: Any) -> None:
+        read_until(admin_config, topic, done, partitions=bank.partitions, timeout=120)
+
+    accounts = topics.projection("accounts")
+    workers = [processor, projector(1)]
+    try:
+        processor.wait_ready(90)
+        with CommandClient(kafka_config, "bank") as client:
+            assert client.send("bank.OpenAccount", open_account("acl-1")).result(60).accepted
+            assert client.send("bank.Deposit", movement("acl-1", 40)).result(60).accepted
+            wait_for(accounts, balance_reaches(40, workers[1]))
+            assert workers[1].stop() == 0
+            shutil.rmtree(data)
+            workers.append(projector(2))
+            assert client.send("bank.Deposit", movement("acl-1", 2)).result(60).accepted
+            # The deposit's row exists only if the table was restored: without the row, a
+            # Deposited is refused as coming before AccountOpened. So the projector read its
+            # projection topic back under its own ACLs.
+            wait_for(accounts, balance_reaches(42, workers[2]))
+    finally:
+        for worker in workers:
+            if worker.alive:
+                worker.stop()
+    for run in (1, 2):
+        log = (tmp_path / f"projector-{run}.log").read_text(errors="replace")
+        assert "AUTHORIZATION_FAILED" not in log and "Authorization" not in log, log[-3000:]
+        assert secure_kafka.projector_password not in log
+    assert "restored table accounts" in (tmp_path / "projector-2.log").read_text()
